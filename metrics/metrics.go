@@ -1,0 +1,114 @@
+// Package metrics declares every Prometheus metric atkafka exports. Keeping them in one place keeps their
+// names and labels (a contract with existing dashboards) from drifting, and keeps label cardinality bounded:
+// no DIDs or rkeys ever become labels, and collections outside the allow-list fold into "other".
+package metrics
+
+import (
+	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+const namespace = "atkafka"
+
+// Registry holds atkafka's metrics plus the Go runtime and process collectors.
+var Registry = prometheus.NewRegistry()
+
+func init() {
+	Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
+	Registry.MustRegister(c)
+	return c
+}
+
+func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, labels)
+	Registry.MustRegister(g)
+	return g
+}
+
+func histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets}, labels)
+	Registry.MustRegister(h)
+	return h
+}
+
+// The contract metrics, named as existing dashboards use them.
+var (
+	HandledEvents  = counterVec("handled_events", "Events received from the source and handled, by action name and collection.", "action_name", "collection")
+	ProducedEvents = counterVec("produced_events", "Records Kafka acknowledged (status=ok) or that failed for good (status=error).", "status")
+	PLCRequests    = counterVec("plc_requests", "Lookups against the PLC directory (kind: doc|audit), by status and whether the cache answered.", "kind", "status", "cached")
+	APIRequests    = counterVec("api_requests", "Lookups against the AppView API (kind: profile), by status and whether the cache answered.", "kind", "status", "cached")
+	CacheSize      = gaugeVec("cache_size", "Entries in each enrichment cache.", "kind")
+	AcksSent       = counterVec("acks_sent", "Acknowledgements sent to Tap, by status.", "status")
+)
+
+// Operational metrics: enough to answer "is it keeping up, and is anything lost".
+var (
+	CursorCurrent   = gaugeVec("cursor_current", "Latest source position read (relay seq, Tap event id, Ozone event id).", "source")
+	CursorCommitted = gaugeVec("cursor_committed", "Source position up to which every record is acknowledged by Kafka and persisted.", "source")
+	LagSeconds      = gaugeVec("lag_seconds", "Seconds between the newest handled event's time and now.", "source")
+	FilteredEvents  = counterVec("filtered_events", "Events not produced because a filter dropped them, by reason.", "reason")
+	DeadLettered    = counterVec("dead_lettered_events", "Inputs written to the dead-letter topic, by reason.", "source", "reason")
+	DecodeErrors    = counterVec("decode_errors", "Inputs that could not be decoded, by kind.", "source", "kind")
+	Reconnects      = counterVec("reconnects", "Reconnections to the source, by reason.", "source", "reason")
+	SourceEvents    = counterVec("source_events", "Source-level occurrences worth counting (outdated cursor, seq gap, error frames), by kind.", "source", "kind")
+	InFlightRecords = gaugeVec("inflight_records", "Records handed to Kafka and not yet acknowledged.", "topic")
+	InFlightBytes   = gaugeVec("inflight_bytes", "Bytes of records handed to Kafka and not yet acknowledged.", "topic")
+	ProduceLatency  = histogramVec("produce_latency_seconds", "Time from receiving an input to Kafka acknowledging its last record.",
+		[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}, "source")
+	EnrichFailures   = counterVec("enrich_failures", "Events produced without some eventMetadata because a lookup failed or timed out, by kind.", "kind")
+	OzoneAuthRefresh = counterVec("ozone_auth_refreshes", "Ozone session refreshes and re-logins, by kind and status.", "kind", "status")
+	OzonePollLatency = histogramVec("ozone_poll_latency_seconds", "Latency of one queryEvents request.", prometheus.DefBuckets)
+	OzoneLastEvent   = gaugeVec("ozone_last_event", "Id (field=id) and creation time as Unix seconds (field=created_at) of the last Ozone event Kafka acknowledged.", "field")
+)
+
+var (
+	collectionsMu sync.RWMutex
+	collections   = map[string]bool{}
+	collectionPfx []string
+)
+
+// SetCollectionLabels sets the collections kept as label values; others are reported as "other". An entry ending
+// in ".*" keeps every collection under that prefix. Called once at start-up.
+func SetCollectionLabels(allow []string) {
+	collectionsMu.Lock()
+	defer collectionsMu.Unlock()
+	collections = map[string]bool{}
+	collectionPfx = nil
+	for _, a := range allow {
+		if p, ok := strings.CutSuffix(a, ".*"); ok {
+			collectionPfx = append(collectionPfx, p+".")
+			continue
+		}
+		collections[a] = true
+	}
+}
+
+// DefaultCollectionLabels are the collections kept as labels unless configured otherwise.
+var DefaultCollectionLabels = []string{"app.bsky.*", "chat.bsky.*", "com.atproto.*"}
+
+func init() { SetCollectionLabels(DefaultCollectionLabels) }
+
+// CollectionLabel folds a collection NSID into a bounded label value.
+func CollectionLabel(collection string) string {
+	if collection == "" {
+		return ""
+	}
+	collectionsMu.RLock()
+	defer collectionsMu.RUnlock()
+	if collections[collection] {
+		return collection
+	}
+	for _, p := range collectionPfx {
+		if strings.HasPrefix(collection, p) {
+			return collection
+		}
+	}
+	return "other"
+}

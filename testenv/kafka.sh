@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# Runs a real single-node Apache Kafka (KRaft) on 127.0.0.1 for tests, from Maven Central jars.
+#
+#   testenv/kafka.sh start | stop | status | restart-broker | stop-broker | start-broker
+#
+# State (config, data, logs, certificates, kafka.env) lives in $ATKAFKA_TEST_STATE (default /tmp/atkafka-kafka-$UID).
+# Jars are cached in ${XDG_CACHE_HOME:-$HOME/.cache}/atkafka/kafka-<version>/lib and fetched with mvn on first use.
+# `start` writes $ATKAFKA_TEST_STATE/kafka.env for tests to source:
+#   ATKAFKA_TEST_KAFKA       PLAINTEXT host:port
+#   ATKAFKA_TEST_KAFKA_SASL  SASL_PLAINTEXT host:port, mechanism PLAIN, user atkafka, password atkafka-secret
+#   ATKAFKA_TEST_KAFKA_TLS   SSL host:port, server certificate signed by ATKAFKA_TEST_KAFKA_TLS_CA
+#   ATKAFKA_TEST_KAFKA_SCRIPT, ATKAFKA_TEST_STATE
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+script="$here/$(basename "${BASH_SOURCE[0]}")"
+pom="$here/kafka/pom.xml"
+state="${ATKAFKA_TEST_STATE:-/tmp/atkafka-kafka-$(id -u)}"
+version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")"
+lib="${XDG_CACHE_HOME:-$HOME/.cache}/atkafka/kafka-$version/lib"
+start_timeout="${ATKAFKA_KAFKA_START_TIMEOUT:-120}"
+stop_timeout=30
+sasl_user=atkafka
+sasl_password=atkafka-secret
+
+die() {
+	echo "kafka.sh: $*" >&2
+	exit 1
+}
+
+require() {
+	command -v "$1" >/dev/null || die "$1 not found: $2"
+}
+
+# fetch_jars resolves the broker and a logging backend once; the rename keeps a half-done download from being
+# mistaken for a cache.
+fetch_jars() {
+	[[ -d "$lib" ]] && return
+	require mvn "install Maven (apt-get install maven) to fetch the Kafka jars"
+	echo "kafka.sh: fetching Apache Kafka $version jars into $lib" >&2
+	local tmp="$lib.tmp.$$"
+	rm -rf "$tmp"
+	local log="${TMPDIR:-/tmp}/atkafka-mvn.$$.log"
+	if ! mvn -B -f "$pom" dependency:copy-dependencies -DoutputDirectory="$tmp" >"$log" 2>&1; then
+		tail -n 30 "$log" >&2
+		die "mvn could not fetch the Kafka $version jars (is Maven Central reachable?); full log in $log"
+	fi
+	rm -f "$log"
+	mv "$tmp" "$lib"
+}
+
+# free_port picks a random port nothing listens on and that was not handed out already in this run.
+free_port() {
+	local port used
+	used="$(ss -Htan | awk '{print $4}' | sed 's/.*://')"
+	for _ in $(seq 100); do
+		port=$((20000 + RANDOM % 30000))
+		if ! grep -qx "$port" <<<"$used" && [[ " ${picked:-} " != *" $port "* ]]; then
+			picked="${picked:-} $port"
+			echo "$port"
+			return
+		fi
+	done
+	die "no free port found"
+}
+
+make_certs() {
+	require openssl "install openssl to make the test certificates"
+	local d="$state/tls"
+	mkdir -p "$d"
+	openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=atkafka test CA" \
+		-keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
+	openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
+	printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$d/san.ext"
+	openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 30 \
+		-extfile "$d/san.ext" -out "$d/server.crt" 2>/dev/null
+	# Kafka's PEM keystore wants the PKCS#8 key followed by the certificate chain in one file.
+	openssl pkcs8 -topk8 -nocrypt -in "$d/server.key" -out "$d/server.p8"
+	cat "$d/server.p8" "$d/server.crt" >"$d/server.pem"
+}
+
+write_config() {
+	local plain sasl tls controller
+	plain="$(free_port)"
+	sasl="$(free_port)"
+	tls="$(free_port)"
+	controller="$(free_port)"
+	cat >"$state/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller
+controller.listener.names=CONTROLLER
+listeners=PLAINTEXT://127.0.0.1:$plain,SASL_PLAINTEXT://127.0.0.1:$sasl,SSL://127.0.0.1:$tls,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$plain,SASL_PLAINTEXT://127.0.0.1:$sasl,SSL://127.0.0.1:$tls
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$state/data
+# One node: every internal topic must fit on it, or idempotent producers and groups never get a coordinator.
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+# Tests exercise atkafka's own topic creation, so the broker must not hide a missing one.
+auto.create.topics.enable=false
+num.partitions=1
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$sasl_user" password="$sasl_password" user_$sasl_user="$sasl_password";
+ssl.keystore.type=PEM
+ssl.keystore.location=$state/tls/server.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$state/tls/ca.pem
+ssl.client.auth=none
+EOF
+	cat >"$state/log4j2.properties" <<EOF
+rootLogger.level=INFO
+rootLogger.appenderRef.file.ref=file
+appender.file.type=File
+appender.file.name=file
+appender.file.fileName=$state/server.log
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+EOF
+	cat >"$state/kafka.env" <<EOF
+ATKAFKA_TEST_KAFKA=127.0.0.1:$plain
+ATKAFKA_TEST_KAFKA_SASL=127.0.0.1:$sasl
+ATKAFKA_TEST_KAFKA_TLS=127.0.0.1:$tls
+ATKAFKA_TEST_KAFKA_TLS_CA=$state/tls/ca.pem
+ATKAFKA_TEST_KAFKA_SCRIPT=$script
+ATKAFKA_TEST_STATE=$state
+EOF
+}
+
+# java_cmd sets jvm to the command prefix that runs a Kafka class with our classpath and logging.
+java_cmd() {
+	# A small heap and serial GC: the test machines have two cores shared with the tests themselves.
+	jvm=(java -Xms128m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1
+		-Dlog4j2.configurationFile="$state/log4j2.properties" -cp "$lib/*")
+}
+
+format_storage() {
+	local id
+	java_cmd
+	id="$("${jvm[@]}" kafka.tools.StorageTool random-uuid)"
+	"${jvm[@]}" kafka.tools.StorageTool format -t "$id" -c "$state/server.properties" >"$state/format.log" 2>&1 ||
+		die "formatting the KRaft storage failed: $(tail -n 20 "$state/format.log")"
+}
+
+broker_pid() {
+	local pid
+	pid="$(cat "$state/kafka.pid" 2>/dev/null)" || return 1
+	kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+plain_port() {
+	sed -n 's/^ATKAFKA_TEST_KAFKA=.*://p' "$state/kafka.env"
+}
+
+fail_start() {
+	echo "kafka.sh: $1; last broker log lines:" >&2
+	tail -n 40 "$state/server.log" "$state/kafka.out" >&2 2>/dev/null || true
+	exit 1
+}
+
+# start_broker launches the JVM and waits until it has finished starting and its client port accepts connections.
+start_broker() {
+	broker_pid >/dev/null && return
+	local marker
+	marker="$(wc -l <"$state/server.log" 2>/dev/null || echo 0)"
+	java_cmd
+	# setsid: the broker must not get the terminal's or the test process group's signals.
+	setsid "${jvm[@]}" kafka.Kafka "$state/server.properties" >>"$state/kafka.out" 2>&1 </dev/null &
+	echo $! >"$state/kafka.pid"
+	local port deadline=$((SECONDS + start_timeout))
+	port="$(plain_port)"
+	while ((SECONDS < deadline)); do
+		broker_pid >/dev/null || fail_start "the broker exited while starting"
+		if tail -n "+$((marker + 1))" "$state/server.log" 2>/dev/null | grep -q 'Kafka Server started' &&
+			(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			return
+		fi
+		sleep 0.5
+	done
+	fail_start "the broker did not start within ${start_timeout}s"
+}
+
+# stop_broker asks the JVM to shut down cleanly (so the next start needs no log recovery), killing it if it hangs.
+stop_broker() {
+	local pid
+	pid="$(broker_pid)" || return 0
+	kill -TERM "$pid"
+	local deadline=$((SECONDS + stop_timeout))
+	while kill -0 "$pid" 2>/dev/null; do
+		if ((SECONDS >= deadline)); then
+			echo "kafka.sh: broker did not stop within ${stop_timeout}s, killing it" >&2
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+		sleep 0.2
+	done
+	rm -f "$state/kafka.pid"
+}
+
+cmd_start() {
+	require java "install a Java 17+ runtime (apt-get install openjdk-17-jre-headless)"
+	require ss "install iproute2"
+	if broker_pid >/dev/null; then
+		echo "kafka.sh: already running; $state/kafka.env" >&2
+		return
+	fi
+	fetch_jars
+	rm -rf "$state"
+	mkdir -p "$state/data"
+	make_certs
+	write_config
+	format_storage
+	start_broker
+	echo "kafka.sh: Apache Kafka $version running; env in $state/kafka.env" >&2
+	cat "$state/kafka.env"
+}
+
+cmd_stop() {
+	stop_broker
+	# Only remove what looks like our state folder, whatever ATKAFKA_TEST_STATE says.
+	if [[ -f "$state/server.properties" || ! -e "$state" ]]; then
+		rm -rf "$state"
+	else
+		echo "kafka.sh: $state does not look like a kafka.sh state folder; left in place" >&2
+	fi
+}
+
+cmd_status() {
+	local pid
+	if pid="$(broker_pid)"; then
+		echo "running (pid $pid)"
+		cat "$state/kafka.env"
+	else
+		echo "not running"
+		return 1
+	fi
+}
+
+need_state() {
+	[[ -f "$state/server.properties" ]] || die "no broker state in $state; run '$0 start' first"
+}
+
+case "${1:-}" in
+start) cmd_start ;;
+stop) cmd_stop ;;
+status) cmd_status ;;
+stop-broker) need_state && stop_broker ;;
+start-broker) need_state && start_broker ;;
+restart-broker) need_state && stop_broker && start_broker ;;
+*) die "usage: $0 start|stop|status|restart-broker|stop-broker|start-broker" ;;
+esac

@@ -1,0 +1,163 @@
+package format
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+func mustJSON(t *testing.T, b []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("invalid JSON %s: %v", b, err)
+	}
+	return m
+}
+
+func TestEventShapes(t *testing.T) {
+	const did = "did:plc:abc"
+	cases := []struct {
+		name string
+		ev   Event
+		want string
+	}{
+		{"create", Event{DID: did, Timestamp: "2024-01-01T12:00:00.000Z", Operation: &Operation{Action: "create",
+			Collection: "app.bsky.feed.post", Rkey: "3k", CID: "bafyrei", Record: []byte(`{"$type":"app.bsky.feed.post","text":"Hello"}`)}},
+			`{"did":"did:plc:abc","timestamp":"2024-01-01T12:00:00.000Z","operation":{"action":"create","collection":"app.bsky.feed.post","rkey":"3k","uri":"at://did:plc:abc/app.bsky.feed.post/3k","cid":"bafyrei","path":"app.bsky.feed.post/3k","record":{"$type":"app.bsky.feed.post","text":"Hello"}}}`},
+		{"delete has no cid or record", Event{DID: did, Timestamp: "t", Operation: &Operation{Action: "delete", Collection: "app.bsky.feed.like", Rkey: "x"}},
+			`{"did":"did:plc:abc","timestamp":"t","operation":{"action":"delete","collection":"app.bsky.feed.like","rkey":"x","uri":"at://did:plc:abc/app.bsky.feed.like/x","path":"app.bsky.feed.like/x"}}`},
+		{"account", Event{DID: did, Timestamp: "t", Account: &Account{Active: false, Seq: 7, Status: "takendown"}},
+			`{"did":"did:plc:abc","timestamp":"t","account":{"active":false,"seq":7,"status":"takendown"}}`},
+		{"account without status", Event{DID: did, Timestamp: "t", Account: &Account{Active: true, Seq: 7}},
+			`{"did":"did:plc:abc","timestamp":"t","account":{"active":true,"seq":7}}`},
+		{"identity", Event{DID: did, Timestamp: "t", Identity: &Identity{Seq: 8, Handle: "alice.test"}},
+			`{"did":"did:plc:abc","timestamp":"t","identity":{"handle":"alice.test","seq":8}}`},
+		{"tap identity", Event{DID: did, Timestamp: "t", Identity: &Identity{Handle: "alice.test", IsActive: ptr(true), Status: "active"}},
+			`{"did":"did:plc:abc","timestamp":"t","identity":{"handle":"alice.test","isActive":true,"status":"active"}}`},
+		{"info", Event{Info: &Info{Name: "OutdatedCursor", Message: ptr("too old")}},
+			`{"info":{"name":"OutdatedCursor","message":"too old"}}`},
+		{"sync", Event{DID: did, Timestamp: "t", Sync: &Sync{Seq: 9, Rev: "3r", Commit: "bafyc"}},
+			`{"did":"did:plc:abc","timestamp":"t","sync":{"seq":9,"rev":"3r","commit":"bafyc"}}`},
+		{"metadata and live", Event{DID: did, Timestamp: "t", Metadata: []byte(`{"accountAge":-1}`), Live: ptr(false),
+			Operation: &Operation{Action: "delete", Collection: "c.d.e", Rkey: "r"}},
+			`{"did":"did:plc:abc","timestamp":"t","eventMetadata":{"accountAge":-1},"live":false,"operation":{"action":"delete","collection":"c.d.e","rkey":"r","uri":"at://did:plc:abc/c.d.e/r","path":"c.d.e/r"}}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := c.ev.AppendJSON(nil)
+			if string(got) != c.want {
+				t.Fatalf("got  %s\nwant %s", got, c.want)
+			}
+			mustJSON(t, got)
+		})
+	}
+}
+
+func TestOspreyEnvelope(t *testing.T) {
+	ids, _ := NewSnowflake(3)
+	now := time.Date(2026, 7, 4, 14, 39, 14, 123456789, time.FixedZone("x", 3600))
+	f := NewFormatter(Osprey(ids), WithClock(func() time.Time { return now }))
+	ev := Event{DID: "did:plc:abc", Timestamp: "2026-07-04T14:38:08.999Z", Operation: &Operation{Action: "update", Collection: "a.b.c", Rkey: "r", CID: "c", Record: []byte(`{}`)}}
+	m := mustJSON(t, f.AppendValue(nil, &ev))
+	if m["send_time"] != "2026-07-04T13:39:14.123Z" {
+		t.Errorf("send_time = %v", m["send_time"])
+	}
+	data := m["data"].(map[string]any)
+	if data["action_name"] != "operation#update" || data["encoding"] != "UTF8" || data["timestamp"] != ev.Timestamp {
+		t.Errorf("envelope = %v", data)
+	}
+	if !reflect.DeepEqual(data["secret_data"], map[string]any{}) {
+		t.Errorf("secret_data = %v", data["secret_data"])
+	}
+	if inner := data["data"].(map[string]any); inner["did"] != "did:plc:abc" {
+		t.Errorf("inner event = %v", inner)
+	}
+	if _, ok := data["action_id"].(float64); !ok {
+		t.Errorf("action_id is not a number: %T", data["action_id"])
+	}
+}
+
+func TestAppendStringMatchesEncodingJSON(t *testing.T) {
+	for _, s := range []string{"", "plain", `quote " back \ slash`, "ctl \x00\x01\x1f\n\r\t", "emoji 🦋 é", "bad \xff utf8 \xc3", "<html>&"} {
+		var back string
+		if err := json.Unmarshal(AppendString(nil, s), &back); err != nil {
+			t.Fatalf("%q: %v", s, err)
+		}
+		want, _ := json.Marshal(s)
+		var wantBack string
+		_ = json.Unmarshal(want, &wantBack)
+		if back != wantBack {
+			t.Errorf("%q round-trips to %q, encoding/json gives %q", s, back, wantBack)
+		}
+	}
+}
+
+func FuzzAppendString(f *testing.F) {
+	f.Add("hello \"world\"\n\xff")
+	f.Fuzz(func(t *testing.T, s string) {
+		var back string
+		if err := json.Unmarshal(AppendString(nil, s), &back); err != nil {
+			t.Fatalf("%q: invalid JSON: %v", s, err)
+		}
+		var want string
+		enc, _ := json.Marshal(s)
+		_ = json.Unmarshal(enc, &want)
+		if back != want {
+			t.Fatalf("%q round-trips to %q, encoding/json gives %q", s, back, want)
+		}
+	})
+}
+
+func TestSnowflakeUniqueAndOrdered(t *testing.T) {
+	s, err := NewSnowflake(MaxSnowflakeWorker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 1_000_000
+	seen := make(map[int64]struct{}, n)
+	last := int64(0)
+	start := time.Now()
+	for range n {
+		id := s.Next()
+		if id <= last {
+			t.Fatalf("id %d not above previous %d", id, last)
+		}
+		last = id
+		seen[id] = struct{}{}
+	}
+	if len(seen) != n {
+		t.Fatalf("%d duplicate ids", n-len(seen))
+	}
+	if got := SnowflakeTime(last); got.Before(start.Add(-time.Second)) || got.After(time.Now().Add(time.Second)) {
+		t.Fatalf("id time %v, want about now", got)
+	}
+	if w := (last >> 12) & MaxSnowflakeWorker; w != MaxSnowflakeWorker {
+		t.Fatalf("worker bits = %d", w)
+	}
+	if _, err := NewSnowflake(MaxSnowflakeWorker + 1); err == nil {
+		t.Fatal("worker id out of range accepted")
+	}
+}
+
+func BenchmarkAppendValue(b *testing.B) {
+	ids, _ := NewSnowflake(1)
+	ev := Event{DID: "did:plc:wq4aajammjtxdomz3e23667t", Timestamp: "2026-07-04T14:38:08.999Z", Metadata: []byte(`{"pdsHost":"https://x","accountAge":5}`),
+		Operation: &Operation{Action: "create", Collection: "app.bsky.feed.like", Rkey: "3mptbyplj5d2a", CID: "bafyreiguce4jh7kcbmof3pmcvasifqtw24b6isakj5ve5ga2b4z4alpc4i",
+			Record: []byte(`{"$type":"app.bsky.feed.like","createdAt":"2026-07-04T14:38:08.999Z","subject":{"cid":"bafyreiftot7eltsc3f6g4qktykmbv6jcmdmhcx5osscan6jpdxkpqcmcza","uri":"at://did:plc:r2zybk6op3ymzpz6jhqpkoy5/app.bsky.feed.post/3mpsjbtci2c2o"}}`)}}
+	for _, mode := range []struct {
+		name string
+		f    *Formatter
+	}{{"standard", NewFormatter()}, {"osprey", NewFormatter(Osprey(ids))}} {
+		b.Run(mode.name, func(b *testing.B) {
+			b.ReportAllocs()
+			buf := make([]byte, 0, 1024)
+			for b.Loop() {
+				buf = mode.f.AppendValue(buf[:0], &ev)
+			}
+		})
+	}
+}

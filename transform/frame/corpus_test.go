@@ -1,0 +1,234 @@
+package frame_test
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/atkafka/atkafka/testenv"
+	"github.com/atkafka/atkafka/transform/frame"
+	"github.com/klauspost/compress/zstd"
+)
+
+func corpusDir(t testing.TB) string {
+	return filepath.Join(testenv.SharedDir(t), "corpus", "relay-2026-07-04")
+}
+
+// loadFrames returns the 150 websocket messages of the relay capture.
+func loadFrames(t testing.TB) [][]byte {
+	t.Helper()
+	compressed, err := os.ReadFile(filepath.Join(corpusDir(t), "frames.bin.zst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := zstd.NewReader(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	raw, err := zr.DecodeAll(compressed, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var frames [][]byte
+	for len(raw) > 0 {
+		if len(raw) < 4 {
+			t.Fatalf("truncated length prefix")
+		}
+		n := binary.LittleEndian.Uint32(raw)
+		if uint64(n) > uint64(len(raw)-4) {
+			t.Fatalf("truncated frame")
+		}
+		frames = append(frames, raw[4:4+n])
+		raw = raw[4+n:]
+	}
+	if len(frames) != 150 {
+		t.Fatalf("got %d frames, want 150", len(frames))
+	}
+	return frames
+}
+
+// jetstreamEvent is the part of a Jetstream v1 event the conformance test compares.
+type jetstreamEvent struct {
+	DID    string `json:"did"`
+	Kind   string `json:"kind"`
+	Commit *struct {
+		Rev        string          `json:"rev"`
+		Operation  string          `json:"operation"`
+		Collection string          `json:"collection"`
+		RKey       string          `json:"rkey"`
+		Record     json.RawMessage `json:"record"`
+		CID        string          `json:"cid"`
+	} `json:"commit"`
+	Identity *struct {
+		Seq    int64   `json:"seq"`
+		Time   string  `json:"time"`
+		Handle *string `json:"handle"`
+	} `json:"identity"`
+	Account *struct {
+		Active bool    `json:"active"`
+		Seq    int64   `json:"seq"`
+		Time   string  `json:"time"`
+		Status *string `json:"status"`
+	} `json:"account"`
+}
+
+func loadExpected(t *testing.T) []jetstreamEvent {
+	t.Helper()
+	f, err := os.Open(filepath.Join(corpusDir(t), "expected_jetstream_v1.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var events []jetstreamEvent
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<24)
+	for sc.Scan() {
+		var ev jetstreamEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatal(err)
+		}
+		events = append(events, ev)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return events
+}
+
+func jsonEqual(t *testing.T, a, b []byte) bool {
+	t.Helper()
+	var va, vb any
+	if err := json.Unmarshal(a, &va); err != nil {
+		t.Fatalf("invalid JSON %s: %v", a, err)
+	}
+	if err := json.Unmarshal(b, &vb); err != nil {
+		t.Fatalf("invalid JSON %s: %v", b, err)
+	}
+	return reflect.DeepEqual(va, vb)
+}
+
+// TestCorpusConformance decodes the real capture and checks every event against what production Jetstream
+// served for the same window.
+func TestCorpusConformance(t *testing.T) {
+	frames := loadFrames(t)
+	type key struct{ did, kind, collection, rkey, rev string }
+	want := map[key]jetstreamEvent{}
+	for _, ev := range loadExpected(t) {
+		k := key{did: ev.DID, kind: ev.Kind}
+		if ev.Commit != nil {
+			k.collection, k.rkey, k.rev = ev.Commit.Collection, ev.Commit.RKey, ev.Commit.Rev
+		}
+		if _, dup := want[k]; dup {
+			t.Fatalf("duplicate expected event %+v", k)
+		}
+		want[k] = ev
+	}
+	if len(want) != 152 {
+		t.Fatalf("expected file has %d events, want 152", len(want))
+	}
+
+	counts := map[string]int{}
+	var f frame.Frame
+	var recs frame.Records
+	for i, msg := range frames {
+		if err := f.Decode(msg); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		switch f.Kind {
+		case frame.KindCommit:
+			c := &f.Commit
+			for op, err := range recs.Ops(c) {
+				if err != nil {
+					t.Fatalf("frame %d (seq %d): %v", i, c.Seq, err)
+				}
+				k := key{string(c.Repo), "commit", string(op.Collection), string(op.RKey), string(c.Rev)}
+				ev, ok := want[k]
+				if !ok {
+					t.Errorf("frame %d: unexpected op %+v", i, k)
+					continue
+				}
+				delete(want, k)
+				counts[op.Action.String()]++
+				if ev.Commit.Operation != op.Action.String() {
+					t.Errorf("%+v: action %s, want %s", k, op.Action, ev.Commit.Operation)
+				}
+				if ev.Commit.CID != string(op.CID) {
+					t.Errorf("%+v: cid %s, want %s", k, op.CID, ev.Commit.CID)
+				}
+				if op.Action == frame.ActionDelete {
+					if op.Record != nil || ev.Commit.Record != nil {
+						t.Errorf("%+v: delete with a record", k)
+					}
+					continue
+				}
+				if !jsonEqual(t, op.Record, ev.Commit.Record) {
+					t.Errorf("%+v: record\n got %s\nwant %s", k, op.Record, ev.Commit.Record)
+				}
+			}
+		case frame.KindIdentity:
+			id := f.Identity
+			k := key{did: string(id.DID), kind: "identity"}
+			ev, ok := want[k]
+			if !ok {
+				t.Fatalf("frame %d: unexpected identity %s", i, id.DID)
+			}
+			delete(want, k)
+			counts["identity"]++
+			if ev.Identity.Seq != id.Seq || ev.Identity.Time != string(id.Time) ||
+				(ev.Identity.Handle == nil) != (id.Handle == nil) {
+				t.Errorf("identity %+v, want %+v", id, *ev.Identity)
+			}
+		case frame.KindAccount:
+			a := f.Account
+			k := key{did: string(a.DID), kind: "account"}
+			ev, ok := want[k]
+			if !ok {
+				t.Fatalf("frame %d: unexpected account %s", i, a.DID)
+			}
+			delete(want, k)
+			counts["account"]++
+			if ev.Account.Seq != a.Seq || ev.Account.Active != a.Active || ev.Account.Time != string(a.Time) ||
+				(ev.Account.Status == nil) != (a.Status == nil) {
+				t.Errorf("account %+v, want %+v", a, *ev.Account)
+			}
+		default:
+			t.Errorf("frame %d: unexpected kind %s", i, f.Kind)
+		}
+	}
+	for k := range want {
+		t.Errorf("expected event not produced: %+v", k)
+	}
+	wantCounts := map[string]int{"create": 144, "update": 2, "delete": 4, "identity": 1, "account": 1}
+	if !reflect.DeepEqual(counts, wantCounts) {
+		t.Errorf("counts %v, want %v", counts, wantCounts)
+	}
+}
+
+// TestCorpusSeqs checks the capture decodes as the contiguous seq range its manifest describes.
+func TestCorpusSeqs(t *testing.T) {
+	var f frame.Frame
+	next := int64(31527015322)
+	for i, msg := range loadFrames(t) {
+		if err := f.Decode(msg); err != nil {
+			t.Fatal(err)
+		}
+		var seq int64
+		switch f.Kind {
+		case frame.KindCommit:
+			seq = f.Commit.Seq
+		case frame.KindIdentity:
+			seq = f.Identity.Seq
+		case frame.KindAccount:
+			seq = f.Account.Seq
+		}
+		if seq != next {
+			t.Fatalf("frame %d: seq %d, want %d", i, seq, next)
+		}
+		next++
+	}
+}

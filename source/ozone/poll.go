@@ -1,0 +1,102 @@
+package ozone
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/atkafka/atkafka/backoff"
+	"github.com/atkafka/atkafka/metrics"
+)
+
+const queryEventsNSID = "tools.ozone.moderation.queryEvents"
+
+// page is one queryEvents answer. Events stay raw so that Kafka gets exactly the bytes Ozone sent.
+type page struct {
+	Cursor string            `json:"cursor"`
+	Events []json.RawMessage `json:"events"`
+}
+
+// poll reads pages after start until ctx ends. It follows the response cursor while pages have events and waits
+// PollInterval after an empty one; failures of any kind are retried with backoff.
+func (s *Source) poll(ctx context.Context, start *position) {
+	r := s.newRetrier("ozone queryEvents")
+	var next string
+	if start != nil {
+		next, s.lastRead = start.ozoneCursor(), *start
+	}
+	for ctx.Err() == nil {
+		pg, err := s.fetch(ctx, next)
+		if err != nil {
+			if ctx.Err() == nil {
+				backoff.Sleep(ctx, r.failed(err))
+			}
+			continue
+		}
+		r.ok()
+		if len(pg.Events) == 0 {
+			metrics.LagSeconds.WithLabelValues(sourceLabel).Set(0) // caught up
+			backoff.Sleep(ctx, s.cfg.PollInterval)
+			continue
+		}
+		last, err := s.producePage(ctx, pg)
+		if err != nil {
+			return // ctx ended
+		}
+		next = nextCursor(pg, last, next)
+	}
+}
+
+// nextCursor is the response cursor, or one made from the last event read should Ozone ever omit it, so that a
+// page is never requested twice in a row.
+func nextCursor(pg *page, last *position, prev string) string {
+	switch {
+	case pg.Cursor != "":
+		return pg.Cursor
+	case last != nil:
+		return last.ozoneCursor()
+	}
+	return prev
+}
+
+// fetch asks for the page after cursor (empty: from the oldest event), renewing the session once if the PDS
+// refused the token.
+func (s *Source) fetch(ctx context.Context, cursor string) (*page, error) {
+	q := s.query(cursor)
+	for attempt := 0; ; attempt++ {
+		tok, err := s.auth.token(ctx)
+		if err != nil {
+			return nil, err
+		}
+		headers := map[string]string{"Authorization": "Bearer " + tok, "atproto-proxy": s.proxy}
+		began := time.Now()
+		data, err := s.xrpc.call(ctx, http.MethodGet, queryEventsNSID, q, nil, headers)
+		metrics.OzonePollLatency.WithLabelValues().Observe(time.Since(began).Seconds())
+		if err != nil {
+			if attempt == 0 && s.auth.rejected(err) {
+				continue
+			}
+			return nil, err
+		}
+		var pg page
+		if err := json.Unmarshal(data, &pg); err != nil {
+			return nil, fmt.Errorf("%s: malformed answer: %w", queryEventsNSID, err)
+		}
+		return &pg, nil
+	}
+}
+
+func (s *Source) query(cursor string) url.Values {
+	q := url.Values{"sortDirection": {"asc"}, "limit": {strconv.Itoa(pageLimit)}}
+	if cursor != "" {
+		q.Set("cursor", cursor)
+	}
+	if s.settle > 0 {
+		q.Set("createdBefore", s.now().Add(-s.settle).UTC().Format(isoMillis))
+	}
+	return q
+}

@@ -1,0 +1,222 @@
+package ozone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/atkafka/atkafka/ack"
+	"github.com/atkafka/atkafka/backoff"
+	"github.com/atkafka/atkafka/cursor"
+	"github.com/atkafka/atkafka/sink"
+)
+
+const (
+	defaultPollInterval = time.Second
+	defaultSettleDelay  = 2 * time.Second
+	requestTimeout      = 30 * time.Second
+	persistInterval     = time.Second
+	// drainTimeout bounds how long Run waits at shutdown for Kafka to acknowledge what is in flight, so that the
+	// cursor saved last includes it; whatever is still unacknowledged then is produced again after a restart.
+	drainTimeout = 10 * time.Second
+	pageLimit    = 100
+	// maxInFlight bounds how far reading runs ahead of the committed cursor: three pages, so a crash repeats at
+	// most that many events while Kafka still gets a steady stream.
+	maxInFlight = 3 * pageLimit
+)
+
+// Config configures a Source. PDSHost, Identifier, Password, LabelerDID, Cursor and Sink are required.
+type Config struct {
+	// PDSHost is the moderator's PDS, such as https://pds.example.com; every call goes through it.
+	PDSHost string
+	// Identifier and Password are the moderator's PDS login (handle or DID, and password or app password).
+	Identifier string
+	Password   string
+	// LabelerDID is the Ozone service's DID; the PDS proxies to its #atproto_labeler endpoint.
+	LabelerDID string
+	// PollInterval is the wait after reaching the newest event before asking again. Default 1s.
+	PollInterval time.Duration
+	// SettleDelay keeps the source this far behind Ozone's clock: Ozone stamps createdAt before its transaction
+	// commits, so the newest events may still be joined by older-stamped ones. It must exceed Ozone's longest
+	// emitEvent transaction plus the clock skew between the hosts. Default 2s; negative disables it.
+	SettleDelay time.Duration
+	// Cursor stores the position of the last acknowledged event; see the package documentation for its format.
+	Cursor *cursor.File
+	// Sink receives one message per event.
+	Sink sink.Sink
+	// Topic overrides the sink's output topic. Empty means the sink's default.
+	Topic string
+	// DeadLetterTopic receives events that cannot be produced (not a JSON object, no integer id) as
+	// sink.DeadLetter records. Empty: they are skipped, counted in decode_errors and logged.
+	DeadLetterTopic string
+	// HTTPClient makes the requests. Default: a client with a 30s timeout.
+	HTTPClient *http.Client
+	// Logger receives state changes. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Source polls one Ozone labeler and produces its moderation events. Create it with New.
+type Source struct {
+	cfg    Config
+	log    *slog.Logger
+	auth   *authenticator
+	xrpc   *xrpcClient
+	proxy  string
+	now    func() time.Time
+	settle time.Duration
+
+	// Backoff bounds; tests shorten them.
+	minBackoff, maxBackoff time.Duration
+
+	wm        *ack.Watermark[position]
+	slots     chan struct{} // one per message handed to the sink and not yet acknowledged
+	sinkRetry *retrier
+	lastRead  position // of the newest event read; used by the polling goroutine only
+}
+
+// New checks cfg and returns a Source. It does not contact the PDS: Run does, so that start-up errors surface
+// where the service runs.
+func New(cfg Config) (*Source, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = defaultPollInterval
+	}
+	settle := cfg.SettleDelay
+	if settle == 0 {
+		settle = defaultSettleDelay
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: requestTimeout}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	log := cfg.Logger.With("source", "ozone")
+	xc := &xrpcClient{http: cfg.HTTPClient, host: strings.TrimRight(cfg.PDSHost, "/"), timeout: requestTimeout}
+	s := &Source{
+		cfg:        cfg,
+		log:        log,
+		xrpc:       xc,
+		proxy:      cfg.LabelerDID + "#atproto_labeler",
+		now:        time.Now,
+		settle:     max(settle, 0),
+		minBackoff: 500 * time.Millisecond,
+		maxBackoff: 30 * time.Second,
+		slots:      make(chan struct{}, maxInFlight),
+	}
+	s.auth = &authenticator{xrpc: xc, identifier: cfg.Identifier, password: cfg.Password, log: log, now: s.now}
+	return s, nil
+}
+
+func (c *Config) validate() error {
+	var missing []string
+	for _, f := range []struct{ name, v string }{
+		{"PDSHost", c.PDSHost}, {"Identifier", c.Identifier}, {"Password", c.Password}, {"LabelerDID", c.LabelerDID},
+	} {
+		if f.v == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if c.Cursor == nil {
+		missing = append(missing, "Cursor")
+	}
+	if c.Sink == nil {
+		missing = append(missing, "Sink")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("ozone: missing configuration: %s", strings.Join(missing, ", "))
+	}
+	if u, err := url.Parse(c.PDSHost); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("ozone: PDS host %q is not an http(s) URL", c.PDSHost)
+	}
+	if !strings.HasPrefix(c.LabelerDID, "did:") {
+		return fmt.Errorf("ozone: labeler DID %q is not a DID", c.LabelerDID)
+	}
+	return nil
+}
+
+// Run produces events until ctx ends, then waits briefly for Kafka to acknowledge what is in flight, saves the
+// cursor and returns nil. Outages of the PDS, Ozone or Kafka are retried forever; Run returns an error only when
+// it cannot start: an unreadable cursor file or credentials the PDS rejects. Run must not be called twice.
+func (s *Source) Run(ctx context.Context) error {
+	start, err := s.loadCursor()
+	if err != nil {
+		return err
+	}
+	if err := s.startSession(ctx); err != nil || ctx.Err() != nil {
+		return err
+	}
+	s.wm = ack.NewWatermark(s.committed)
+	s.sinkRetry = s.newRetrier("kafka delivery")
+	persistCtx, stopPersist := context.WithCancel(context.WithoutCancel(ctx))
+	persisted := make(chan struct{})
+	go func() {
+		defer close(persisted)
+		_ = cursor.Persist(persistCtx, s.cfg.Cursor, persistInterval, s.committedLine, s.log)
+	}()
+	s.poll(ctx, start)
+	s.drain()
+	stopPersist()
+	<-persisted
+	return nil
+}
+
+// loadCursor returns the position to resume after, or nil to start at Ozone's oldest event.
+func (s *Source) loadCursor() (*position, error) {
+	line, ok, err := s.cfg.Cursor.Load()
+	if err != nil || !ok {
+		return nil, err
+	}
+	p, legacy, err := parsePosition(line)
+	if err != nil {
+		return nil, fmt.Errorf("ozone: %s: %w", s.cfg.Cursor.Path(), err)
+	}
+	if legacy {
+		s.log.Info("starting from a timestamp cursor of an earlier bridge; events of that millisecond may repeat",
+			"created_at", p.createdAt.Format(isoMillis))
+	} else {
+		s.log.Info("resuming", "after_created_at", p.createdAt.Format(isoMillis), "after_id", p.id)
+	}
+	return &p, nil
+}
+
+// startSession logs in, retrying while the PDS is unreachable; rejected credentials are a start-up error.
+func (s *Source) startSession(ctx context.Context) error {
+	r := s.newRetrier("ozone login")
+	for {
+		err := s.auth.login(ctx)
+		if err == nil {
+			r.ok()
+			s.log.Info("logged in", "pds", s.xrpc.host, "did", s.auth.sess.did, "labeler", s.cfg.LabelerDID)
+			return nil
+		}
+		if errors.Is(err, errCredentials) {
+			return err
+		}
+		if !backoff.Sleep(ctx, r.failed(err)) {
+			return nil
+		}
+	}
+}
+
+func (s *Source) newRetrier(what string) *retrier {
+	return newRetrier(s.log, what, s.minBackoff, s.maxBackoff)
+}
+
+// drain waits until every message handed to the sink is acknowledged, or drainTimeout passed.
+func (s *Source) drain() {
+	deadline := time.Now().Add(drainTimeout)
+	for len(s.slots) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(s.slots); n > 0 {
+		s.log.Warn("stopping with events not acknowledged by Kafka; they will be produced again after a restart", "events", n)
+	}
+}

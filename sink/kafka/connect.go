@@ -1,0 +1,96 @@
+package kafka
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// connect checks that some broker answers and accepts our credentials, then makes sure the topics exist.
+func (p *Producer) connect(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+	defer cancel()
+	if err := p.cl.Ping(ctx); err != nil {
+		return p.connectError(err)
+	}
+	return p.ensureTopics(ctx)
+}
+
+// connectError says which of the two usual start-up mistakes happened: wrong credentials or wrong address.
+func (p *Producer) connectError(err error) error {
+	brokers := strings.Join(p.cfg.Brokers, ",")
+	if isAuthError(err) {
+		return fmt.Errorf("kafka SASL %s authentication as %q failed at %s: %w", p.cfg.SASL.Mechanism, p.cfg.SASL.Username, brokers, err)
+	}
+	return fmt.Errorf("no Kafka broker reachable at %s within %s: %w", brokers, p.cfg.ConnectTimeout, err)
+}
+
+func isAuthError(err error) bool {
+	return errors.Is(err, kerr.SaslAuthenticationFailed) || errors.Is(err, kerr.UnsupportedSaslMechanism) ||
+		errors.Is(err, kerr.IllegalSaslState)
+}
+
+// topics lists the output topic and the extra topics, without duplicates.
+func (p *Producer) topics() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, t := range append([]string{p.cfg.Topic}, p.cfg.ExtraTopics...) {
+		if t != "" && !seen[t] {
+			seen[t] = true
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// ensureTopics creates the missing topics or, when creation is off, fails on a missing one: without it every record
+// would be retried and then fail, long after start-up said all was well.
+func (p *Producer) ensureTopics(ctx context.Context) error {
+	adm := kadm.NewClient(p.cl)
+	topics := p.topics()
+	if !p.cfg.CreateTopic {
+		return p.checkTopics(ctx, adm, topics)
+	}
+	resps, err := adm.CreateTopics(ctx, orBrokerDefault(p.cfg.Partitions), orBrokerDefault(p.cfg.ReplicationFactor), nil, topics...)
+	if err != nil {
+		return fmt.Errorf("creating Kafka topics %s: %w", strings.Join(topics, ","), err)
+	}
+	var errs []error
+	for _, r := range resps.Sorted() {
+		switch {
+		case r.Err == nil:
+			p.log.Info("created Kafka topic", "topic", r.Topic, "partitions", r.NumPartitions, "replication_factor", r.ReplicationFactor)
+		case errors.Is(r.Err, kerr.TopicAlreadyExists):
+		default:
+			errs = append(errs, fmt.Errorf("creating Kafka topic %s: %w %s", r.Topic, r.Err, r.ErrMessage))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (p *Producer) checkTopics(ctx context.Context, adm *kadm.Client, topics []string) error {
+	details, err := adm.ListTopics(ctx, topics...)
+	if err != nil {
+		return fmt.Errorf("listing Kafka topics %s: %w", strings.Join(topics, ","), err)
+	}
+	var errs []error
+	for _, t := range topics {
+		if d, ok := details[t]; !ok || d.Err != nil {
+			errs = append(errs, fmt.Errorf("kafka topic %s is not available and topic creation is off: %w", t, cmp.Or(d.Err, error(kerr.UnknownTopicOrPartition))))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// orBrokerDefault maps our "zero means default" to Kafka's -1.
+func orBrokerDefault[T int16 | int32](n T) T {
+	if n == 0 {
+		return -1
+	}
+	return n
+}

@@ -1,0 +1,101 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/atkafka/atkafka/sink"
+)
+
+// acks records every Done call of the messages it made, to check each ran exactly once.
+type acks struct {
+	mu    sync.Mutex
+	calls map[int]int
+	errs  map[int]error
+	all   sync.WaitGroup
+}
+
+func newAcks() *acks { return &acks{calls: map[int]int{}, errs: map[int]error{}} }
+
+// message returns message id with one record per value, keyed by id.
+func (a *acks) message(id int, topic string, values ...string) *sink.Message {
+	a.all.Add(1)
+	m := &sink.Message{Done: func(err error) {
+		a.mu.Lock()
+		a.calls[id]++
+		if err != nil {
+			a.errs[id] = err
+		}
+		first := a.calls[id] == 1
+		a.mu.Unlock()
+		if first {
+			a.all.Done()
+		}
+	}}
+	for _, v := range values {
+		m.Records = append(m.Records, sink.Record{Topic: topic, Key: fmt.Appendf(nil, "key-%d", id), Value: []byte(v)})
+	}
+	return m
+}
+
+// wait waits for every message's Done and checks that each ran once; it returns the errors by message id.
+func (a *acks) wait(t *testing.T, timeout time.Duration) map[int]error {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { a.all.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		t.Fatalf("only %d messages acknowledged within %s", len(a.calls), timeout)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, n := range a.calls {
+		if n != 1 {
+			t.Errorf("message %d: Done called %d times", id, n)
+		}
+	}
+	return a.errs
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// newProducer starts a Producer for the test and closes it at the end.
+func newProducer(t *testing.T, cfg Config) *Producer {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	cfg.CreateTopic = true
+	p, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	return p
+}
+
+func send(t *testing.T, p *Producer, msg *sink.Message) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Send(ctx, msg); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+}

@@ -1,0 +1,61 @@
+package kafka
+
+import (
+	"context"
+	"sync"
+)
+
+// limiter bounds the records and bytes in flight. It admits a whole message at once, so that a message is never
+// half handed to Kafka when Send gives up on its context.
+type limiter struct {
+	maxRecords, maxBytes int64
+
+	mu      sync.Mutex
+	records int64
+	bytes   int64
+	// freed is closed and replaced when room is made while someone waits, waking every waiter to check again.
+	freed   chan struct{}
+	waiting bool
+}
+
+func newLimiter(maxRecords, maxBytes int64) *limiter {
+	return &limiter{maxRecords: maxRecords, maxBytes: maxBytes, freed: make(chan struct{})}
+}
+
+// acquire waits until records and bytes fit, or ctx ends, or stop is closed. What does not fit even alone is let
+// through when nothing is in flight, or it would wait forever.
+func (l *limiter) acquire(ctx context.Context, stop <-chan struct{}, records, bytes int64) error {
+	for {
+		l.mu.Lock()
+		empty := l.records == 0 && l.bytes == 0
+		if empty || (l.records+records <= l.maxRecords && l.bytes+bytes <= l.maxBytes) {
+			l.records += records
+			l.bytes += bytes
+			l.mu.Unlock()
+			return nil
+		}
+		freed := l.freed
+		l.waiting = true
+		l.mu.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-stop:
+			return ErrClosed
+		}
+	}
+}
+
+// release gives back what acquire took.
+func (l *limiter) release(records, bytes int64) {
+	l.mu.Lock()
+	l.records -= records
+	l.bytes -= bytes
+	if l.waiting {
+		close(l.freed)
+		l.freed = make(chan struct{})
+		l.waiting = false
+	}
+	l.mu.Unlock()
+}

@@ -1,0 +1,322 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v3"
+)
+
+// config is everything the flags say, checked, before any part is built.
+type config struct {
+	Brokers         []string
+	Topic           string
+	DeadLetterTopic string
+	Kafka           kafkaConfig
+	EmbeddedAddr    string
+	EmbeddedDataDir string
+
+	DataDir         string
+	MetricsAddr     string
+	ReadinessWindow time.Duration
+	ShutdownTimeout time.Duration
+	Debug           bool
+	LogFormat       string
+
+	Firehose firehoseConfig
+	Relay    relayConfig
+	Tap      tapConfig
+	Ozone    ozoneConfig
+	Tail     tailConfig
+}
+
+type kafkaConfig struct {
+	Compression        string
+	Linger             time.Duration
+	MaxBatchBytes      int
+	Acks               string
+	MaxInFlightRecords int
+	MaxInFlightBytes   int
+	CreateTopic        bool
+	Partitions         int
+	ReplicationFactor  int
+	ConnectTimeout     time.Duration
+
+	TLS                   bool
+	TLSCAFile             string
+	TLSCertFile           string
+	TLSKeyFile            string
+	TLSInsecureSkipVerify bool
+	SASLMechanism         string
+	SASLUsername          string
+	SASLPassword          string
+}
+
+type firehoseConfig struct {
+	Osprey             bool
+	SnowflakeWorker    int
+	MetricsCollections []string
+	WatchedCollections []string
+	IgnoredCollections []string
+	WatchedServices    []string
+	IgnoredServices    []string
+
+	Enrich           bool
+	PLCHost          string
+	APIHost          string
+	EnrichTimeout    time.Duration
+	DIDCacheSize     int
+	DIDCacheTTL      time.Duration
+	AuditCacheSize   int
+	AuditCacheTTL    time.Duration
+	ProfileCacheSize int
+	ProfileCacheTTL  time.Duration
+	PLCRate          float64
+	APIRate          float64
+}
+
+type relayConfig struct {
+	Host        string
+	Cursor      string
+	Workers     int
+	MaxInFlight int
+}
+
+type tapConfig struct {
+	Host          string
+	DisableAcks   bool
+	Workers       int
+	AdminPassword string
+}
+
+type ozoneConfig struct {
+	PDSHost      string
+	Identifier   string
+	Password     string
+	LabelerDID   string
+	PollInterval time.Duration
+	CursorFile   string
+}
+
+type tailConfig struct {
+	Topic         string
+	JSON          bool
+	Collection    string
+	DID           string
+	FromBeginning bool
+}
+
+// oneOf checks that v is one of the allowed values.
+func oneOf(flag, v string, allowed ...string) error {
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("--%s: %q is not one of %s", flag, v, strings.Join(allowed, ", "))
+}
+
+// secret returns the value of a secret given either directly or as a file, never both.
+func secret(cmd *cli.Command, flag, fileFlag string) (string, error) {
+	v, file := cmd.String(flag), cmd.String(fileFlag)
+	if file == "" {
+		return v, nil
+	}
+	if v != "" {
+		return "", fmt.Errorf("give --%s or --%s, not both", flag, fileFlag)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--%s: %w", fileFlag, err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// splitList flattens comma-separated flag values and trims spaces; empty entries are kept so that the filter
+// package can reject them with a clear message.
+func splitList(values []string) []string {
+	var out []string
+	for _, v := range values {
+		for _, p := range strings.Split(v, ",") {
+			out = append(out, strings.TrimSpace(p))
+		}
+	}
+	return out
+}
+
+// parseConfig reads and checks every flag the command tree defines. Flags of other commands read as zero values.
+func parseConfig(cmd *cli.Command) (*config, error) {
+	c := &config{
+		Brokers:         splitList(cmd.StringSlice("bootstrap-servers")),
+		Topic:           cmd.String("output-topic"),
+		DeadLetterTopic: cmd.String("dead-letter-topic"),
+		EmbeddedAddr:    cmd.String("embedded-broker-address"),
+		EmbeddedDataDir: cmd.String("embedded-data-dir"),
+		DataDir:         cmd.String("data-dir"),
+		MetricsAddr:     cmd.String("metrics-listen-address"),
+		ReadinessWindow: cmd.Duration("readiness-window"),
+		ShutdownTimeout: cmd.Duration("shutdown-timeout"),
+		Debug:           cmd.Bool("debug"),
+		LogFormat:       cmd.String("log-format"),
+		Kafka: kafkaConfig{
+			Compression:           cmd.String("compression"),
+			Linger:                cmd.Duration("linger"),
+			MaxBatchBytes:         int(cmd.Int("max-batch-bytes")),
+			Acks:                  cmd.String("acks"),
+			MaxInFlightRecords:    int(cmd.Int("max-inflight-records")),
+			MaxInFlightBytes:      int(cmd.Int("max-inflight-bytes")),
+			CreateTopic:           cmd.Bool("create-topic"),
+			Partitions:            int(cmd.Int("topic-partitions")),
+			ReplicationFactor:     int(cmd.Int("topic-replication-factor")),
+			ConnectTimeout:        cmd.Duration("kafka-connect-timeout"),
+			TLSCAFile:             cmd.String("kafka-tls-ca-file"),
+			TLSCertFile:           cmd.String("kafka-tls-cert-file"),
+			TLSKeyFile:            cmd.String("kafka-tls-key-file"),
+			TLSInsecureSkipVerify: cmd.Bool("kafka-tls-insecure-skip-verify"),
+			SASLMechanism:         strings.ToUpper(cmd.String("kafka-sasl-mechanism")),
+			SASLUsername:          cmd.String("kafka-sasl-username"),
+		},
+		Firehose: firehoseConfig{
+			Osprey:             cmd.Bool("osprey-compatible"),
+			SnowflakeWorker:    int(cmd.Int("snowflake-worker-id")),
+			MetricsCollections: splitList(cmd.StringSlice("metrics-collections")),
+			WatchedCollections: splitList(cmd.StringSlice("watched-collections")),
+			IgnoredCollections: splitList(cmd.StringSlice("ignored-collections")),
+			WatchedServices:    splitList(cmd.StringSlice("watched-services")),
+			IgnoredServices:    splitList(cmd.StringSlice("ignored-services")),
+			Enrich:             cmd.Bool("enrich"),
+			PLCHost:            cmd.String("plc-host"),
+			APIHost:            cmd.String("api-host"),
+			EnrichTimeout:      cmd.Duration("enrich-timeout"),
+			DIDCacheSize:       int(cmd.Int("did-cache-size")),
+			DIDCacheTTL:        cmd.Duration("did-cache-ttl"),
+			AuditCacheSize:     int(cmd.Int("audit-cache-size")),
+			AuditCacheTTL:      cmd.Duration("audit-cache-ttl"),
+			ProfileCacheSize:   int(cmd.Int("profile-cache-size")),
+			ProfileCacheTTL:    cmd.Duration("profile-cache-ttl"),
+			PLCRate:            cmd.Float("plc-rate-limit"),
+			APIRate:            cmd.Float("api-rate-limit"),
+		},
+		Relay: relayConfig{
+			Host:        cmd.String("relay-host"),
+			Cursor:      cmd.String("cursor"),
+			Workers:     int(cmd.Int("relay-workers")),
+			MaxInFlight: int(cmd.Int("max-inflight-frames")),
+		},
+		Tap: tapConfig{
+			Host:          cmd.String("tap-host"),
+			DisableAcks:   cmd.Bool("disable-acks"),
+			Workers:       int(cmd.Int("tap-workers")),
+			AdminPassword: cmd.String("tap-admin-password"),
+		},
+		Ozone: ozoneConfig{
+			PDSHost:      cmd.String("pds-host"),
+			Identifier:   cmd.String("identifier"),
+			LabelerDID:   cmd.String("labeler-did"),
+			PollInterval: cmd.Duration("poll-interval"),
+			CursorFile:   cmd.String("cursor-file"),
+		},
+		Tail: tailConfig{
+			Topic:         cmd.String("topic"),
+			JSON:          cmd.Bool("json"),
+			Collection:    cmd.String("collection"),
+			DID:           cmd.String("did"),
+			FromBeginning: cmd.Bool("from-beginning"),
+		},
+	}
+	var errs []error
+	var err error
+	if c.Kafka.SASLPassword, err = secret(cmd, "kafka-sasl-password", "kafka-sasl-password-file"); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Ozone.Password, err = secret(cmd, "password", "password-file"); err != nil {
+		errs = append(errs, err)
+	}
+	if c.DeadLetterTopic == "" {
+		c.DeadLetterTopic = c.Topic + ".deadletter"
+	}
+	if c.Tail.Topic == "" {
+		c.Tail.Topic = c.Topic
+	}
+	if c.Ozone.CursorFile != "" && !filepath.IsAbs(c.Ozone.CursorFile) {
+		c.Ozone.CursorFile = filepath.Join(c.DataDir, c.Ozone.CursorFile)
+	}
+	// Any TLS file means the operator wants TLS; requiring --kafka-tls as well would only add a way to get it wrong.
+	k := &c.Kafka
+	k.TLS = cmd.Bool("kafka-tls") || k.TLSCAFile != "" || k.TLSCertFile != "" || k.TLSInsecureSkipVerify
+	return c, errors.Join(append(errs, c.validate()...)...)
+}
+
+func (c *config) validate() []error {
+	var errs []error
+	check := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.Topic == "" {
+		check(errors.New("--output-topic must not be empty"))
+	}
+	if c.DeadLetterTopic == c.Topic {
+		check(errors.New("--dead-letter-topic must differ from --output-topic"))
+	}
+	for _, b := range c.Brokers {
+		if b == "" {
+			check(errors.New("--bootstrap-servers has an empty entry"))
+		}
+	}
+	check(oneOf("log-format", c.LogFormat, "text", "json"))
+	k := c.Kafka
+	check(oneOf("compression", k.Compression, "zstd", "lz4", "snappy", "gzip", "none"))
+	check(oneOf("acks", k.Acks, "all", "leader", "none"))
+	if k.SASLMechanism != "" {
+		check(oneOf("kafka-sasl-mechanism", k.SASLMechanism, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+		if k.SASLUsername == "" || k.SASLPassword == "" {
+			check(errors.New("--kafka-sasl-mechanism needs --kafka-sasl-username and a password"))
+		}
+	}
+	if (k.TLSCertFile == "") != (k.TLSKeyFile == "") {
+		check(errors.New("--kafka-tls-cert-file and --kafka-tls-key-file go together"))
+	}
+	if k.Partitions < 1 {
+		check(errors.New("--topic-partitions must be at least 1"))
+	}
+	if k.MaxInFlightRecords < 1 || k.MaxInFlightBytes < 1 {
+		check(errors.New("--max-inflight-records and --max-inflight-bytes must be positive"))
+	}
+	if w := c.Firehose.SnowflakeWorker; w < 0 || w > 1023 {
+		check(fmt.Errorf("--snowflake-worker-id %d is outside 0-1023", w))
+	}
+	if cur := c.Relay.Cursor; cur != "" && cur != "live" {
+		if n, err := strconv.ParseInt(cur, 10, 64); err != nil || n < 0 {
+			check(fmt.Errorf("--cursor %q is neither a sequence number nor \"live\"", cur))
+		}
+	}
+	return errs
+}
+
+// validateOzone checks what only the ozone-events command needs.
+func (c *config) validateOzone() error {
+	var missing []string
+	for flag, v := range map[string]string{"pds-host": c.Ozone.PDSHost, "identifier": c.Ozone.Identifier,
+		"password": c.Ozone.Password, "labeler-did": c.Ozone.LabelerDID} {
+		if v == "" {
+			missing = append(missing, "--"+flag)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return fmt.Errorf("ozone-events needs %s", strings.Join(missing, ", "))
+	}
+	if c.Ozone.PollInterval <= 0 {
+		return errors.New("--poll-interval must be positive")
+	}
+	return nil
+}
+

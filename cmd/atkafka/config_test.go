@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/atkafka/atkafka/testenv"
+)
+
+// recorder captures the configuration a command would run with.
+type recorder struct {
+	cmd string
+	cfg *config
+}
+
+func (r *recorder) relay(_ context.Context, c *config) error { r.cmd, r.cfg = "relay", c; return nil }
+func (r *recorder) tap(_ context.Context, c *config) error   { r.cmd, r.cfg = "tap", c; return nil }
+func (r *recorder) ozone(_ context.Context, c *config) error {
+	if err := c.validateOzone(); err != nil {
+		return err
+	}
+	r.cmd, r.cfg = "ozone", c
+	return nil
+}
+func (r *recorder) tail(_ context.Context, c *config) error { r.cmd, r.cfg = "tail", c; return nil }
+
+func parse(t *testing.T, args ...string) (*recorder, error) {
+	t.Helper()
+	r := &recorder{}
+	err := newApp(r).Run(context.Background(), append([]string{"atkafka"}, args...))
+	return r, err
+}
+
+func TestGlobalFlagsBeforeOrAfterSubcommand(t *testing.T) {
+	before, err := parse(t, "--bootstrap-servers", "k1:9092,k2:9092", "--output-topic", "events", "firehose", "relay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := parse(t, "firehose", "relay", "--bootstrap-servers", "k1:9092,k2:9092", "--output-topic", "events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*recorder{before, after} {
+		if r.cmd != "relay" || strings.Join(r.cfg.Brokers, ",") != "k1:9092,k2:9092" || r.cfg.Topic != "events" ||
+			r.cfg.DeadLetterTopic != "events.deadletter" {
+			t.Fatalf("parsed %s %+v", r.cmd, r.cfg)
+		}
+	}
+}
+
+func TestEnvironmentVariables(t *testing.T) {
+	t.Setenv("ATKAFKA_BOOTSTRAP_SERVERS", "a:1,b:2")
+	t.Setenv("ATKAFKA_OUTPUT_TOPIC", "t")
+	t.Setenv("METRICS_LISTEN_ADDRESS", "127.0.0.1:7000") // the legacy name still works
+	t.Setenv("DEBUG", "true")
+	t.Setenv("ATKAFKA_RELAY_HOST", "ws://127.0.0.1:1")
+	t.Setenv("ATKAFKA_MATCHED_COLLECTIONS", "app.bsky.*,chat.bsky.*") // documented synonym of watched
+	t.Setenv("ATKAFKA_KAFKA_SASL_MECHANISM", "scram-sha-512")
+	t.Setenv("ATKAFKA_KAFKA_SASL_USERNAME", "u")
+	t.Setenv("ATKAFKA_KAFKA_SASL_PASSWORD", "p")
+	t.Setenv("ATKAFKA_OSPREY_COMPATIBLE", "true")
+	r, err := parse(t, "firehose", "relay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.cfg
+	if len(c.Brokers) != 2 || c.Topic != "t" || c.MetricsAddr != "127.0.0.1:7000" || !c.Debug || c.Relay.Host != "ws://127.0.0.1:1" ||
+		strings.Join(c.Firehose.WatchedCollections, "|") != "app.bsky.*|chat.bsky.*" || c.Kafka.SASLMechanism != "SCRAM-SHA-512" ||
+		c.Kafka.SASLPassword != "p" || !c.Firehose.Osprey {
+		t.Fatalf("parsed %+v", c)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	r, err := parse(t, "firehose", "tap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.cfg
+	if len(c.Brokers) != 0 || c.Topic != "atproto-events" || c.MetricsAddr != "0.0.0.0:6009" || c.Kafka.Compression != "zstd" ||
+		c.Kafka.Acks != "all" || !c.Kafka.CreateTopic || c.Tap.Host != "ws://localhost:2480" || c.Tap.Workers != 10 ||
+		c.DataDir != "." || c.Firehose.PLCHost != "https://plc.directory" || !c.Firehose.Enrich || c.EmbeddedAddr != "127.0.0.1:9092" {
+		t.Fatalf("defaults %+v", c)
+	}
+}
+
+func TestSecretsFromFiles(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := parse(t, "ozone-events", "--pds-host", "http://pds", "--identifier", "mod.test", "--password-file", pw,
+		"--labeler-did", "did:plc:x", "--data-dir", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.cfg.Ozone.Password != "s3cret" || r.cfg.Ozone.CursorFile != filepath.Join(dir, "ozone-cursor.txt") || r.cfg.Ozone.PollInterval != time.Second {
+		t.Fatalf("ozone config %+v", r.cfg.Ozone)
+	}
+	if _, err := parse(t, "ozone-events", "--pds-host", "http://pds", "--identifier", "m", "--password", "x", "--password-file", pw, "--labeler-did", "d"); err == nil {
+		t.Fatal("password and password file together accepted")
+	}
+}
+
+func TestValidationErrors(t *testing.T) {
+	cases := map[string][]string{
+		"compression":       {"--compression", "brotli", "firehose", "relay"},
+		"acks":              {"--acks", "some", "firehose", "relay"},
+		"log-format":        {"--log-format", "xml", "firehose", "relay"},
+		"kafka-sasl":        {"--kafka-sasl-mechanism", "PLAIN", "firehose", "relay"},
+		"cert-file":         {"--kafka-tls-cert-file", "c.pem", "firehose", "relay"},
+		"cursor":            {"firehose", "relay", "--cursor", "yesterday"},
+		"snowflake":         {"firehose", "relay", "--snowflake-worker-id", "1024"},
+		"ozone-events":      {"ozone-events"},
+		"dead-letter-topic": {"--output-topic", "x", "--dead-letter-topic", "x", "firehose", "relay"},
+	}
+	for want, args := range cases {
+		_, err := parse(t, args...)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%v: error %v, want one naming %q", args, err, want)
+		}
+	}
+}
+
+func TestHelpHidesSecretsAndListsEnv(t *testing.T) {
+	t.Setenv("ATKAFKA_KAFKA_SASL_PASSWORD", "hunter2")
+	t.Setenv("ATKAFKA_TAP_ADMIN_PASSWORD", "hunter3")
+	var out strings.Builder
+	app := newApp(&recorder{})
+	app.Writer = &out
+	for _, args := range [][]string{{"firehose", "relay", "--help"}, {"firehose", "tap", "--help"}, {"ozone-events", "--help"}} {
+		if err := app.Run(context.Background(), append([]string{"atkafka"}, args...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	help := out.String()
+	if strings.Contains(help, "hunter") {
+		t.Fatal("help output shows a secret")
+	}
+	for _, env := range []string{"$ATKAFKA_RELAY_HOST", "$ATKAFKA_BOOTSTRAP_SERVERS", "$ATKAFKA_TAP_HOST", "$ATKAFKA_OZONE_PASSWORD"} {
+		if !strings.Contains(help, env) {
+			t.Errorf("help does not mention %s", env)
+		}
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite the configuration table in README.md")
+
+const tableStart, tableEnd = "<!-- config-table:start -->\n", "<!-- config-table:end -->"
+
+// The README's configuration table is generated from the flags; run `go test ./cmd/atkafka -update` after
+// changing a flag.
+func TestREADMEConfigTable(t *testing.T) {
+	path := filepath.Join(testenv.RepoRoot(), "README.md")
+	readme, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(readme)
+	i, j := strings.Index(s, tableStart), strings.Index(s, tableEnd)
+	if i < 0 || j < i {
+		t.Fatalf("README.md lacks the %q ... %q markers", tableStart, tableEnd)
+	}
+	want := configTable(newApp(&recorder{}))
+	if got := s[i+len(tableStart) : j]; got != want {
+		if !*update {
+			t.Fatal("README.md configuration table is out of date: run go test ./cmd/atkafka -update")
+		}
+		if err := os.WriteFile(path, []byte(s[:i+len(tableStart)]+want+s[j:]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

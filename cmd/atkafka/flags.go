@@ -1,0 +1,175 @@
+package main
+
+import (
+	"time"
+
+	"github.com/urfave/cli/v3"
+)
+
+// env returns the ATKAFKA_ variable for a flag, plus any legacy names existing deployments set.
+func env(name string, legacy ...string) cli.ValueSourceChain {
+	return cli.EnvVars(append([]string{"ATKAFKA_" + name}, legacy...)...)
+}
+
+const (
+	catKafka    = "Kafka"
+	catSecurity = "Kafka security"
+	catEmbedded = "Embedded broker"
+	catOps      = "Operations"
+	catFilter   = "Filters"
+	catEnrich   = "Enrichment"
+	catFormat   = "Output format"
+)
+
+// globalFlags apply to every command; urfave/cli makes them valid before or after the subcommand.
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "bootstrap-servers", Category: catKafka, Sources: env("BOOTSTRAP_SERVERS"),
+			Usage: "Kafka bootstrap servers, comma separated. When empty, atkafka starts an embedded in-memory broker for trying it out"},
+		&cli.StringFlag{Name: "output-topic", Category: catKafka, Sources: env("OUTPUT_TOPIC"), Value: "atproto-events",
+			Usage: "Kafka topic events are produced to"},
+		&cli.StringFlag{Name: "dead-letter-topic", Category: catKafka, Sources: env("DEAD_LETTER_TOPIC"),
+			Usage: "topic for inputs that could not be decoded, kept raw so nothing is lost (default: <output-topic>.deadletter)"},
+		&cli.StringFlag{Name: "compression", Category: catKafka, Sources: env("COMPRESSION"), Value: "zstd",
+			Usage: "record batch compression: zstd, lz4, snappy, gzip or none"},
+		&cli.DurationFlag{Name: "linger", Category: catKafka, Sources: env("LINGER"), Value: 5 * time.Millisecond,
+			Usage: "how long the producer waits to fill a batch"},
+		&cli.IntFlag{Name: "max-batch-bytes", Category: catKafka, Sources: env("MAX_BATCH_BYTES"), Value: 1 << 20,
+			Usage: "largest record batch the producer sends; keep it at or below the topic's max.message.bytes"},
+		&cli.StringFlag{Name: "acks", Category: catKafka, Sources: env("ACKS"), Value: "all",
+			Usage: "acknowledgement level: all (idempotent, the only setting that cannot lose acknowledged records), leader or none"},
+		&cli.IntFlag{Name: "max-inflight-records", Category: catKafka, Sources: env("MAX_INFLIGHT_RECORDS"), Value: 50000,
+			Usage: "records handed to Kafka and not yet acknowledged before sources pause (backpressure)"},
+		&cli.IntFlag{Name: "max-inflight-bytes", Category: catKafka, Sources: env("MAX_INFLIGHT_BYTES"), Value: 64 << 20,
+			Usage: "bytes of records handed to Kafka and not yet acknowledged before sources pause (backpressure)"},
+		&cli.BoolFlag{Name: "create-topic", Category: catKafka, Sources: env("CREATE_TOPIC"), Value: true,
+			Usage: "create the output and dead-letter topics when missing (--create-topic=false to turn off)"},
+		&cli.IntFlag{Name: "topic-partitions", Category: catKafka, Sources: env("TOPIC_PARTITIONS"), Value: 64,
+			Usage: "partitions of a topic atkafka creates"},
+		&cli.IntFlag{Name: "topic-replication-factor", Category: catKafka, Sources: env("TOPIC_REPLICATION_FACTOR"), Value: -1,
+			Usage: "replication factor of a topic atkafka creates (-1: the broker's default)"},
+		&cli.DurationFlag{Name: "kafka-connect-timeout", Category: catKafka, Sources: env("KAFKA_CONNECT_TIMEOUT"), Value: 15 * time.Second,
+			Usage: "how long start-up waits for a reachable broker before failing"},
+
+		&cli.BoolFlag{Name: "kafka-tls", Category: catSecurity, Sources: env("KAFKA_TLS"), Usage: "connect to Kafka over TLS"},
+		&cli.StringFlag{Name: "kafka-tls-ca-file", Category: catSecurity, Sources: env("KAFKA_TLS_CA_FILE"), TakesFile: true,
+			Usage: "PEM file of the CA that signed the brokers' certificates (default: the system's roots)"},
+		&cli.StringFlag{Name: "kafka-tls-cert-file", Category: catSecurity, Sources: env("KAFKA_TLS_CERT_FILE"), TakesFile: true,
+			Usage: "PEM client certificate for mutual TLS"},
+		&cli.StringFlag{Name: "kafka-tls-key-file", Category: catSecurity, Sources: env("KAFKA_TLS_KEY_FILE"), TakesFile: true,
+			Usage: "PEM private key of the client certificate"},
+		&cli.BoolFlag{Name: "kafka-tls-insecure-skip-verify", Category: catSecurity, Sources: env("KAFKA_TLS_INSECURE_SKIP_VERIFY"),
+			Usage: "do not verify the brokers' certificates (testing only)"},
+		&cli.StringFlag{Name: "kafka-sasl-mechanism", Category: catSecurity, Sources: env("KAFKA_SASL_MECHANISM"),
+			Usage: "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (empty: no SASL)"},
+		&cli.StringFlag{Name: "kafka-sasl-username", Category: catSecurity, Sources: env("KAFKA_SASL_USERNAME"), Usage: "SASL user name"},
+		&cli.StringFlag{Name: "kafka-sasl-password", Category: catSecurity, Sources: env("KAFKA_SASL_PASSWORD"), HideDefault: true,
+			Usage: "SASL password (prefer the environment variable or --kafka-sasl-password-file over the command line)"},
+		&cli.StringFlag{Name: "kafka-sasl-password-file", Category: catSecurity, Sources: env("KAFKA_SASL_PASSWORD_FILE"), TakesFile: true,
+			Usage: "file holding the SASL password"},
+
+		&cli.StringFlag{Name: "embedded-broker-address", Category: catEmbedded, Sources: env("EMBEDDED_BROKER_ADDRESS"), Value: "127.0.0.1:9092",
+			Usage: "address of the embedded broker started when --bootstrap-servers is empty"},
+		&cli.StringFlag{Name: "embedded-data-dir", Category: catEmbedded, Sources: env("EMBEDDED_DATA_DIR"), TakesFile: true,
+			Usage: "folder where the embedded broker keeps its data (default: memory only, lost on exit)"},
+
+		&cli.StringFlag{Name: "data-dir", Category: catOps, Sources: env("DATA_DIR"), Value: ".", TakesFile: true,
+			Usage: "folder for cursor files (mount a volume here)"},
+		&cli.StringFlag{Name: "metrics-listen-address", Category: catOps, Sources: env("METRICS_LISTEN_ADDRESS", "METRICS_LISTEN_ADDRESS"), Value: "0.0.0.0:6009",
+			Usage: "address serving /metrics, /healthz, /readyz and /debug/pprof/ (empty: disabled)"},
+		&cli.DurationFlag{Name: "readiness-window", Category: catOps, Sources: env("READINESS_WINDOW"), Value: 2 * time.Minute,
+			Usage: "/readyz fails when input is pending and the cursor has not advanced for this long"},
+		&cli.DurationFlag{Name: "shutdown-timeout", Category: catOps, Sources: env("SHUTDOWN_TIMEOUT"), Value: 30 * time.Second,
+			Usage: "how long a graceful shutdown waits for Kafka to acknowledge what is in flight"},
+		&cli.BoolFlag{Name: "debug", Category: catOps, Sources: env("DEBUG", "DEBUG"), Usage: "log at debug level"},
+		&cli.StringFlag{Name: "log-format", Category: catOps, Sources: env("LOG_FORMAT"), Value: "text", Usage: "log format: text or json"},
+	}
+}
+
+// firehoseFlags shape events for the relay and Tap commands: format, filters and enrichment.
+func firehoseFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "osprey-compatible", Category: catFormat, Sources: env("OSPREY_COMPATIBLE"),
+			Usage: "wrap every event in the envelope Osprey's Kafka consumer reads"},
+		&cli.IntFlag{Name: "snowflake-worker-id", Category: catFormat, Sources: env("SNOWFLAKE_WORKER_ID"),
+			Usage: "worker id (0-1023) in Osprey action_id snowflakes; give each concurrently running instance its own"},
+		&cli.StringSliceFlag{Name: "metrics-collections", Category: catOps, Sources: env("METRICS_COLLECTIONS"),
+			Usage: "collections kept as metric label values (patterns like app.bsky.*); others are counted as \"other\" (default: app.bsky.*, chat.bsky.*, com.atproto.*)"},
+
+		&cli.StringSliceFlag{Name: "watched-collections", Aliases: []string{"matched-collections"}, Category: catFilter,
+			Sources: env("WATCHED_COLLECTIONS", "ATKAFKA_MATCHED_COLLECTIONS"),
+			Usage:   "produce only operations on these collections, comma separated; app.bsky.* matches everything under app.bsky"},
+		&cli.StringSliceFlag{Name: "ignored-collections", Category: catFilter, Sources: env("IGNORED_COLLECTIONS"),
+			Usage: "drop operations on these collections (patterns as for --watched-collections)"},
+		&cli.StringSliceFlag{Name: "watched-services", Aliases: []string{"matched-services"}, Category: catFilter,
+			Sources: env("WATCHED_SERVICES", "ATKAFKA_MATCHED_SERVICES"),
+			Usage:   "produce only events of accounts whose PDS host matches, comma separated; *.bsky.network matches every host under bsky.network"},
+		&cli.StringSliceFlag{Name: "ignored-services", Category: catFilter, Sources: env("IGNORED_SERVICES"),
+			Usage: "drop events of accounts whose PDS host matches (patterns as for --watched-services)"},
+
+		&cli.BoolFlag{Name: "enrich", Category: catEnrich, Sources: env("ENRICH"), Value: true,
+			Usage: "add eventMetadata (DID document, PDS host, handle, account age, profile) to every event with a DID (--enrich=false to turn off)"},
+		&cli.StringFlag{Name: "plc-host", Category: catEnrich, Sources: env("PLC_HOST"), Value: "https://plc.directory",
+			Usage: "PLC directory used for DID documents and audit logs"},
+		&cli.StringFlag{Name: "api-host", Category: catEnrich, Sources: env("API_HOST"),
+			Usage: "AppView for eventMetadata.profile, e.g. https://public.api.bsky.app (empty: no profiles)"},
+		&cli.DurationFlag{Name: "enrich-timeout", Category: catEnrich, Sources: env("ENRICH_TIMEOUT"), Value: 2 * time.Second,
+			Usage: "longest an event waits for its metadata; what is not there by then is left out"},
+		&cli.IntFlag{Name: "did-cache-size", Category: catEnrich, Sources: env("DID_CACHE_SIZE"), Value: 500000, Usage: "DID documents kept in memory"},
+		&cli.DurationFlag{Name: "did-cache-ttl", Category: catEnrich, Sources: env("DID_CACHE_TTL"), Value: time.Hour, Usage: "how long a DID document is reused"},
+		&cli.IntFlag{Name: "audit-cache-size", Category: catEnrich, Sources: env("AUDIT_CACHE_SIZE"), Value: 500000, Usage: "PLC creation dates kept in memory"},
+		&cli.DurationFlag{Name: "audit-cache-ttl", Category: catEnrich, Sources: env("AUDIT_CACHE_TTL"), Value: 24 * time.Hour, Usage: "how long a PLC creation date is reused"},
+		&cli.IntFlag{Name: "profile-cache-size", Category: catEnrich, Sources: env("PROFILE_CACHE_SIZE"), Value: 200000, Usage: "profiles kept in memory"},
+		&cli.DurationFlag{Name: "profile-cache-ttl", Category: catEnrich, Sources: env("PROFILE_CACHE_TTL"), Value: 10 * time.Minute, Usage: "how long a profile is reused"},
+		&cli.FloatFlag{Name: "plc-rate-limit", Category: catEnrich, Sources: env("PLC_RATE_LIMIT"), Value: 100, Usage: "PLC requests per second at most"},
+		&cli.FloatFlag{Name: "api-rate-limit", Category: catEnrich, Sources: env("API_RATE_LIMIT"), Value: 50, Usage: "AppView requests per second at most"},
+	}
+}
+
+func relayFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "relay-host", Sources: env("RELAY_HOST"), Value: "wss://bsky.network",
+			Usage: "relay to subscribe to; /xrpc/com.atproto.sync.subscribeRepos is added"},
+		&cli.StringFlag{Name: "cursor", Sources: env("CURSOR"),
+			Usage: "start once from this seq instead of the saved cursor; \"live\" starts at the relay's tip"},
+		&cli.IntFlag{Name: "relay-workers", Sources: env("RELAY_WORKERS"), HideDefault: true, Usage: "parallel decode workers (default: number of CPUs)"},
+		&cli.IntFlag{Name: "max-inflight-frames", Sources: env("MAX_INFLIGHT_FRAMES"), Value: 20000,
+			Usage: "frames read but not yet acknowledged by Kafka before reading pauses"},
+	}
+}
+
+func tapFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "tap-host", Sources: env("TAP_HOST"), Value: "ws://localhost:2480", Usage: "Tap to consume; /channel is added"},
+		&cli.BoolFlag{Name: "disable-acks", Sources: env("DISABLE_ACKS"),
+			Usage: "do not acknowledge events to Tap (only when Tap runs with --disable-acks; events may be lost on a crash)"},
+		&cli.IntFlag{Name: "tap-workers", Sources: env("TAP_WORKERS"), Value: 10, Usage: "parallel workers turning Tap events into records"},
+		&cli.StringFlag{Name: "tap-admin-password", Sources: env("TAP_ADMIN_PASSWORD"), HideDefault: true,
+			Usage: "Tap's --admin-password, sent as HTTP Basic auth (user admin)"},
+	}
+}
+
+func ozoneFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "pds-host", Sources: env("OZONE_PDS_HOST"), Usage: "PDS of the moderator account, e.g. https://bsky.social"},
+		&cli.StringFlag{Name: "identifier", Sources: env("OZONE_IDENTIFIER"), Usage: "moderator account handle or DID"},
+		&cli.StringFlag{Name: "password", Sources: env("OZONE_PASSWORD"), HideDefault: true,
+			Usage: "moderator account password or app password (prefer the environment variable or --password-file)"},
+		&cli.StringFlag{Name: "password-file", Sources: env("OZONE_PASSWORD_FILE"), TakesFile: true, Usage: "file holding the moderator password"},
+		&cli.StringFlag{Name: "labeler-did", Sources: env("OZONE_LABELER_DID"), Usage: "DID of the Ozone labeler service"},
+		&cli.DurationFlag{Name: "poll-interval", Sources: env("OZONE_POLL_INTERVAL"), Value: time.Second,
+			Usage: "wait between polls once all events are read"},
+		&cli.StringFlag{Name: "cursor-file", Sources: env("OZONE_CURSOR_FILE"), Value: "ozone-cursor.txt", TakesFile: true,
+			Usage: "cursor file; a relative path is inside --data-dir"},
+	}
+}
+
+func tailFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "topic", Sources: env("TAIL_TOPIC"), Usage: "topic to read (default: --output-topic)"},
+		&cli.BoolFlag{Name: "json", Usage: "print raw record values instead of one-line summaries"},
+		&cli.StringFlag{Name: "collection", Usage: "show only operations on this collection"},
+		&cli.StringFlag{Name: "did", Usage: "show only events of this DID"},
+		&cli.BoolFlag{Name: "from-beginning", Usage: "read the topic from its start instead of new records only"},
+	}
+}

@@ -1,0 +1,72 @@
+// Command atkafka carries AT Protocol events (relay firehose, Tap backfill, Ozone moderation events) into Kafka.
+//
+// This package only parses configuration and wires the parts together; the behaviour lives in the packages
+// under source/, transform/ and sink/.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/joho/godotenv"
+	"github.com/urfave/cli/v3"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// commands runs each command with its parsed configuration. Tests replace it to check parsing alone.
+type commands interface {
+	relay(ctx context.Context, c *config) error
+	tap(ctx context.Context, c *config) error
+	ozone(ctx context.Context, c *config) error
+	tail(ctx context.Context, c *config) error
+}
+
+func newApp(run commands) *cli.Command {
+	action := func(f func(context.Context, *config) error) cli.ActionFunc {
+		return func(ctx context.Context, cmd *cli.Command) error {
+			c, err := parseConfig(cmd)
+			if err != nil {
+				return err
+			}
+			return f(ctx, c)
+		}
+	}
+	return &cli.Command{
+		Name:    "atkafka",
+		Usage:   "carry AT Protocol events into Kafka",
+		Version: version,
+		Flags:   globalFlags(),
+		Commands: []*cli.Command{
+			{
+				Name:  "firehose",
+				Usage: "produce repository events from a relay or from Tap",
+				Flags: firehoseFlags(),
+				Commands: []*cli.Command{
+					{Name: "relay", Usage: "subscribe to a relay's com.atproto.sync.subscribeRepos", Flags: relayFlags(), Action: action(run.relay)},
+					{Name: "tap", Usage: "consume indigo's Tap /channel (network backfill), acknowledging after Kafka", Flags: tapFlags(), Action: action(run.tap)},
+				},
+			},
+			{Name: "ozone-events", Usage: "poll an Ozone labeler's moderation events", Flags: ozoneFlags(), Action: action(run.ozone)},
+			{Name: "tail", Usage: "print events from a topic as they arrive", Flags: tailFlags(), Action: action(run.tail)},
+		},
+	}
+}
+
+func main() {
+	// A .env file in the working directory is read as upstream did; variables already set win.
+	if err := godotenv.Load(); err != nil && !os.IsNotExist(err) {
+		fmt.Fprintln(os.Stderr, "atkafka: reading .env:", err)
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := newApp(wiring{}).Run(ctx, os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "atkafka:", err)
+		os.Exit(1)
+	}
+}

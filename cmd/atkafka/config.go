@@ -319,4 +319,3 @@ func (c *config) validateOzone() error {
 	}
 	return nil
 }
-

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 
 	"github.com/ipfs/go-cid"
@@ -139,6 +140,17 @@ func (c *CAR) Roots() []Link { return c.roots }
 
 // Len returns the number of blocks.
 func (c *CAR) Len() int { return len(c.blocks) }
+
+// All yields every block's CID and data, in no particular order.
+func (c *CAR) All() iter.Seq2[Link, []byte] {
+	return func(yield func(Link, []byte) bool) {
+		for _, b := range c.blocks {
+			if !yield(b.cid, b.data) {
+				return
+			}
+		}
+	}
+}
 
 // Block returns the data of the block with CID id.
 func (c *CAR) Block(id cid.Cid) ([]byte, bool) { return lookup(c, id.KeyString()) }

@@ -173,9 +173,9 @@ func majorName(m byte) string {
 // span returns the next n payload bytes. The length is checked against the remaining input before anything
 // is sliced, so a forged length costs nothing.
 func (d *Decoder) span(start int, n uint64) ([]byte, error) {
-	if n > uint64(len(d.data)-d.off) {
+	if rem := len(d.data) - d.off; n > uint64(rem) {
 		d.off = start
-		return nil, d.errorf(start, "length %d exceeds remaining input (%d bytes)", n, len(d.data)-d.off)
+		return nil, d.errorf(start, "length %d exceeds remaining input (%d bytes)", n, rem)
 	}
 	b := d.data[d.off : d.off+int(n)]
 	d.off += int(n)

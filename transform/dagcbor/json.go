@@ -24,15 +24,18 @@ const (
 // their input order. On error dst is returned truncated to its original length, with an [*Error].
 //
 // Accepts and rejects what atdata.UnmarshalCBOR followed by json.Marshal does, including its rules for
-// "$type", "$link", "$bytes", blob and legacy blob maps, with these deliberate differences:
-//   - floats are rejected (atdata turns integral floats into integers): atproto data has no floats;
-//   - invalid UTF-8 is rejected (json.Marshal would silently replace it with U+FFFD, changing the record);
-//   - duplicate map keys are rejected (atdata keeps the last one);
-//   - nesting is limited to [MaxDepth] levels;
-//   - a blob with a negative size is rejected (atdata re-renders it as a legacy blob);
-//   - any value is accepted at the top level (atdata requires a map), so callers that need a record
-//     check that data starts with a map;
-//   - "<", ">" and "&" are not HTML-escaped, which only changes the bytes, not the JSON value.
+// "$type", "$link", "$bytes", blob and legacy blob maps, its duplicate-key rejection and its size limits,
+// with these deliberate differences (atdata's behaviour in parentheses):
+//   - floats are rejected (integral floats become integers): atproto data has no floats;
+//   - undefined is rejected (becomes null) and so are indefinite lengths (accepted): DAG-CBOR forbids both;
+//   - an unsigned integer above the int64 range is rejected (wraps around to a negative number);
+//   - invalid UTF-8 is rejected (json.Marshal replaces it with U+FFFD, changing the record);
+//   - nesting is limited to [MaxDepth] levels (unlimited);
+//   - a blob with a negative size is rejected (re-rendered as a legacy blob), and so is a legacy blob whose
+//     "cid" is a byte string (accepted as a binary CID);
+//   - any value is accepted at the top level (a map is required), so callers that need a record check that
+//     data starts with a map;
+//   - "<", ">" and "&" are not HTML-escaped, which changes bytes, not the JSON value.
 //
 // Besides growing dst it allocates only for the rare maps that need atdata's re-rendering ("$link" or
 // "$bytes" keys, legacy blobs) and for maps whose keys are not in canonical DAG-CBOR order.
@@ -340,7 +343,8 @@ func (t *transcoder) applySpecials(dst []byte, outStart, off, n int, sp *special
 			return dst[:outStart], t.errorf(off, "legacy blob cid is not a string or link")
 		}
 		dst = append(dst, `","mimeType":`...)
-		return t.appendText(dst, sp.mime, off)
+		dst, err := t.appendText(dst, sp.mime, off)
+		return append(dst, '}'), err
 	}
 	return dst, nil
 }

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -125,12 +127,7 @@ func TestPprofIndex(t *testing.T) {
 
 func TestRunServesAndShutsDown(t *testing.T) {
 	s := New("127.0.0.1:0", WithShutdownTimeout(200*time.Millisecond))
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
+	stop := serve(t, s)
 
 	base := "http://" + s.Addr().String()
 	resp, err := http.Get(base + "/healthz")
@@ -155,14 +152,8 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 
 	start := time.Now()
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(3 * time.Second):
-		t.Fatal("Run did not return after its context ended")
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("shutdown took %s with a 200ms timeout", d)
@@ -178,15 +169,43 @@ func TestRunServesAndShutsDown(t *testing.T) {
 
 func TestListenAddressInUse(t *testing.T) {
 	a := New("127.0.0.1:0")
-	if err := a.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	defer func() { _ = a.Run(ctx) }() // closes the listener
-
+	serve(t, a)
 	err := New(a.Addr().String()).Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), a.Addr().String()) {
 		t.Fatalf("Run on a busy address: %v", err)
+	}
+}
+
+// serve runs s in the background; the returned stop ends Run and returns its error (idempotent).
+func serve(t *testing.T, s *Server) (stop func() error) {
+	t.Helper()
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	stop = sync.OnceValue(func() error { cancel(); return <-done })
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+func TestProbe(t *testing.T) {
+	s := New("0.0.0.0:0")
+	stop := serve(t, s)
+	_, port, err := net.SplitHostPort(s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{"0.0.0.0:" + port, ":" + port, "127.0.0.1:" + port} {
+		if err := Probe(context.Background(), addr); err != nil {
+			t.Fatalf("Probe(%q): %v", addr, err)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := Probe(context.Background(), "127.0.0.1:"+port); err == nil {
+		t.Fatal("Probe succeeded with nothing listening")
 	}
 }

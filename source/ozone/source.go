@@ -70,8 +70,9 @@ type Source struct {
 	now    func() time.Time
 	settle time.Duration
 
-	// Backoff bounds; tests shorten them.
+	// Backoff bounds and the shutdown wait; tests shorten them.
 	minBackoff, maxBackoff time.Duration
+	drainTimeout           time.Duration
 
 	wm        *ack.Watermark[position]
 	slots     chan struct{} // one per message handed to the sink and not yet acknowledged
@@ -101,15 +102,16 @@ func New(cfg Config) (*Source, error) {
 	log := cfg.Logger.With("source", "ozone")
 	xc := &xrpcClient{http: cfg.HTTPClient, host: strings.TrimRight(cfg.PDSHost, "/"), timeout: requestTimeout}
 	s := &Source{
-		cfg:        cfg,
-		log:        log,
-		xrpc:       xc,
-		proxy:      cfg.LabelerDID + "#atproto_labeler",
-		now:        time.Now,
-		settle:     max(settle, 0),
-		minBackoff: 500 * time.Millisecond,
-		maxBackoff: 30 * time.Second,
-		slots:      make(chan struct{}, maxInFlight),
+		cfg:          cfg,
+		log:          log,
+		xrpc:         xc,
+		proxy:        cfg.LabelerDID + "#atproto_labeler",
+		now:          time.Now,
+		settle:       max(settle, 0),
+		minBackoff:   500 * time.Millisecond,
+		maxBackoff:   30 * time.Second,
+		drainTimeout: drainTimeout,
+		slots:        make(chan struct{}, maxInFlight),
 	}
 	s.auth = &authenticator{xrpc: xc, identifier: cfg.Identifier, password: cfg.Password, log: log, now: s.now}
 	return s, nil
@@ -210,9 +212,9 @@ func (s *Source) newRetrier(what string) *retrier {
 	return newRetrier(s.log, what, s.minBackoff, s.maxBackoff)
 }
 
-// drain waits until every message handed to the sink is acknowledged, or drainTimeout passed.
+// drain waits until every message handed to the sink is acknowledged, or the drain timeout passed.
 func (s *Source) drain() {
-	deadline := time.Now().Add(drainTimeout)
+	deadline := time.Now().Add(s.drainTimeout)
 	for len(s.slots) > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -1,0 +1,618 @@
+package enrich
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/transform/filter"
+)
+
+// fakePLC serves DID documents, audit logs and profiles from maps, with per-path failure injection, and
+// records every request.
+type fakePLC struct {
+	*httptest.Server
+	mu       sync.Mutex
+	docs     map[string]string // did → document JSON
+	audits   map[string]string // did → audit log JSON
+	profiles map[string]string // did → profile JSON
+	fail     map[string]int    // path → number of 500s to answer before succeeding
+	delay    map[string]time.Duration
+	hits     map[string]int
+	times    []time.Time
+}
+
+func newFakePLC(t *testing.T) *fakePLC {
+	f := &fakePLC{docs: map[string]string{}, audits: map[string]string{}, profiles: map[string]string{},
+		fail: map[string]int{}, delay: map[string]time.Duration{}, hits: map[string]int{}}
+	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakePLC) serve(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	if r.URL.RawQuery != "" {
+		path += "?" + r.URL.RawQuery
+	}
+	f.mu.Lock()
+	f.hits[path]++
+	f.times = append(f.times, time.Now())
+	delay := f.delay[path]
+	failing := f.fail[path] > 0
+	if failing {
+		f.fail[path]--
+	}
+	var body string
+	var ok bool
+	switch {
+	case strings.HasSuffix(path, "/log/audit"):
+		body, ok = f.audits[strings.TrimSuffix(strings.TrimPrefix(path, "/"), "/log/audit")]
+	case strings.HasPrefix(path, "/xrpc/app.bsky.actor.getProfile"):
+		body, ok = f.profiles[r.URL.Query().Get("actor")]
+		if !ok {
+			w.WriteHeader(http.StatusBadRequest) // what the AppView answers for an unknown actor
+			f.mu.Unlock()
+			return
+		}
+	case strings.HasPrefix(path, "/web/"):
+		body, ok = f.docs["did:web:"+strings.TrimPrefix(path, "/web/")]
+	default:
+		body, ok = f.docs[strings.TrimPrefix(path, "/")]
+	}
+	f.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	switch {
+	case failing:
+		http.Error(w, "upstream trouble", http.StatusInternalServerError)
+	case !ok:
+		http.NotFound(w, r)
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, body)
+	}
+}
+
+func (f *fakePLC) set(m map[string]string, k, v string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m[k] = v
+}
+
+func (f *fakePLC) count(path string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.hits[path]
+}
+
+func (f *fakePLC) total() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.times)
+}
+
+// testDID makes a syntactically valid did:plc from a short name.
+func testDID(name string) string {
+	id := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '2' && r <= '7' {
+			return r
+		}
+		return 'a'
+	}, name)
+	return "did:plc:" + (id + strings.Repeat("a", 24))[:24]
+}
+
+func docJSON(did, handle, pds string) string {
+	aka := `[]`
+	if handle != "" {
+		aka = `["at://` + handle + `"]`
+	}
+	svc := `[]`
+	if pds != "" {
+		svc = `[{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": "` + pds + `"}]`
+	}
+	// Indented like plc.directory's output, to show that events carry it compacted.
+	return "{\n  \"@context\": [\"https://www.w3.org/ns/did/v1\"],\n  \"id\": \"" + did + "\",\n  \"alsoKnownAs\": " + aka +
+		",\n  \"verificationMethod\": [],\n  \"service\": " + svc + "\n}"
+}
+
+func auditJSON(did, createdAt string) string {
+	return `[{"did":"` + did + `","operation":{"type":"plc_operation"},"cid":"bafy","nullified":false,"createdAt":"` + createdAt + `"},` +
+		`{"did":"` + did + `","operation":{"type":"plc_operation"},"cid":"bafz","nullified":false,"createdAt":"2030-01-01T00:00:00.000Z"}]`
+}
+
+func newEnricher(t testing.TB, cfg Config) *Enricher {
+	t.Helper()
+	if cfg.PLCRate == 0 {
+		cfg.PLCRate = -1
+	}
+	if cfg.APIRate == 0 {
+		cfg.APIRate = -1
+	}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+func render(m *Metadata) map[string]any {
+	var out map[string]any
+	b := m.AppendJSON(nil)
+	if err := json.Unmarshal(b, &out); err != nil {
+		panic(fmt.Sprintf("AppendJSON produced invalid JSON %s: %v", b, err))
+	}
+	return out
+}
+
+func TestMetadataFields(t *testing.T) {
+	plc := newFakePLC(t)
+	did := testDID("alice")
+	doc := docJSON(did, "Alice.Test", "https://pds.example:8443")
+	plc.set(plc.docs, did, doc)
+	created := time.Now().Add(-90 * time.Minute).UTC().Format("2006-01-02T15:04:05.000Z")
+	plc.set(plc.audits, did, auditJSON(did, created))
+	plc.set(plc.profiles, did, "{\n \"did\": \""+did+"\", \"displayName\": \"Alice <3\"\n}")
+
+	e := newEnricher(t, Config{PLCHost: plc.URL + "/", APIHost: plc.URL})
+	m := e.Metadata(context.Background(), did)
+	got := render(m)
+
+	var wantDoc map[string]any
+	_ = json.Unmarshal([]byte(doc), &wantDoc)
+	if gotDoc, _ := json.Marshal(got["didDocument"]); string(gotDoc) != mustMarshal(wantDoc) {
+		t.Errorf("didDocument = %s", gotDoc)
+	}
+	if !strings.Contains(string(m.AppendJSON(nil)), `"didDocument":{"@context":["https://www.w3.org/ns/did/v1"],"id":`) {
+		t.Errorf("didDocument not compacted: %s", m.AppendJSON(nil))
+	}
+	if got["pdsHost"] != "https://pds.example:8443" || m.PDSHost() != "https://pds.example:8443" {
+		t.Errorf("pdsHost = %v", got["pdsHost"])
+	}
+	if got["handle"] != "alice.test" || m.Handle() != "alice.test" {
+		t.Errorf("handle = %v, want the normalised alice.test", got["handle"])
+	}
+	if got["didCreatedAt"] != created {
+		t.Errorf("didCreatedAt = %v, want %s (the first audit entry)", got["didCreatedAt"], created)
+	}
+	if age := got["accountAge"].(float64); age < 90*60 || age > 90*60+5 {
+		t.Errorf("accountAge = %v, want about %d", age, 90*60)
+	}
+	if p, _ := got["profile"].(map[string]any); p["displayName"] != "Alice <3" {
+		t.Errorf("profile = %v", got["profile"])
+	}
+	keys := slices.Sorted(func(yield func(string) bool) {
+		for k := range got {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	if want := []string{"accountAge", "didCreatedAt", "didDocument", "handle", "pdsHost", "profile"}; !slices.Equal(keys, want) {
+		t.Errorf("keys = %v, want %v", keys, want)
+	}
+	if r := e.PDS(context.Background(), did); r != (filter.Resolution{Outcome: filter.Resolved, Host: "pds.example", Port: 8443}) {
+		t.Errorf("PDS = %+v", r)
+	}
+	// The trailing slash of PLCHost did not make "//did:plc:..." paths.
+	if plc.count("/"+did) != 1 || plc.count("/"+did+"/log/audit") != 1 {
+		t.Errorf("requests: %v", plc.hits)
+	}
+}
+
+func mustMarshal(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func TestMetadataWithoutProfileHost(t *testing.T) {
+	plc := newFakePLC(t)
+	did := testDID("bob")
+	plc.set(plc.docs, did, docJSON(did, "bob.test", "https://pds.example"))
+	e := newEnricher(t, Config{PLCHost: plc.URL})
+	got := render(e.Metadata(context.Background(), did))
+	if _, ok := got["profile"]; ok {
+		t.Error("profile present without an API host")
+	}
+	// The audit log 404s here: createdAt is absent, accountAge is -1 and present.
+	if _, ok := got["didCreatedAt"]; ok || got["accountAge"] != float64(-1) {
+		t.Errorf("got %v", got)
+	}
+}
+
+func TestNotFound(t *testing.T) {
+	plc := newFakePLC(t)
+	did := testDID("nobody")
+	noPDS := testDID("nopds")
+	plc.set(plc.docs, noPDS, docJSON(noPDS, "nopds.test", ""))
+	e := newEnricher(t, Config{PLCHost: plc.URL, APIHost: plc.URL})
+	failures := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc"))
+	notFound := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "not_found", "false"))
+
+	for range 3 {
+		m := e.Metadata(context.Background(), did)
+		if b := string(m.AppendJSON(nil)); b != `{"accountAge":-1}` {
+			t.Errorf("unknown DID renders %s", b)
+		}
+		if r := e.PDS(context.Background(), did); r.Outcome != filter.NoPDS {
+			t.Errorf("PDS of an unknown DID = %+v, want NoPDS", r)
+		}
+	}
+	if n := plc.count("/" + did); n != 1 {
+		t.Errorf("404 fetched %d times, want 1 (negative cache)", n)
+	}
+	if d := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc")) - failures; d != 0 {
+		t.Errorf("a 404 counted %v enrich failures: it is an answer, not a failure", d)
+	}
+	if d := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "not_found", "false")) - notFound; d != 1 {
+		t.Errorf("plc_requests{doc,not_found,false} grew by %v, want 1", d)
+	}
+
+	m := e.Metadata(context.Background(), noPDS)
+	if m.Handle() != "nopds.test" || m.PDSHost() != "" {
+		t.Errorf("document without PDS: handle %q pds %q", m.Handle(), m.PDSHost())
+	}
+	if r := e.PDS(context.Background(), noPDS); r.Outcome != filter.NoPDS {
+		t.Errorf("PDS of a document without #atproto_pds = %+v, want NoPDS", r)
+	}
+	// Invalid and non-atproto DIDs never reach the network.
+	before := plc.total()
+	for _, bad := range []string{"", "did:plc:", "did:key:z6Mk", "not a did", "did:web:10.0.0.1", "did:web:localhost"} {
+		if r := e.PDS(context.Background(), bad); r.Outcome != filter.NoPDS {
+			t.Errorf("PDS(%q) = %+v", bad, r)
+		}
+		e.Metadata(context.Background(), bad)
+	}
+	if after := plc.total(); after != before {
+		t.Errorf("%d requests for invalid DIDs: %v", after-before, plc.hits)
+	}
+}
+
+func TestRetryThenOK(t *testing.T) {
+	plc := newFakePLC(t)
+	did := testDID("flaky")
+	plc.set(plc.docs, did, docJSON(did, "flaky.test", "https://pds.example"))
+	plc.mu.Lock()
+	plc.fail["/"+did] = 2
+	plc.mu.Unlock()
+	errs := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "error", "false"))
+	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 3 * time.Second})
+	m := e.Metadata(context.Background(), did)
+	if m.Handle() != "flaky.test" {
+		t.Errorf("handle after two 500s = %q", m.Handle())
+	}
+	if n := plc.count("/" + did); n != 3 {
+		t.Errorf("%d document requests, want 3", n)
+	}
+	if d := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "error", "false")) - errs; d != 2 {
+		t.Errorf("plc_requests{doc,error,false} grew by %v, want 2", d)
+	}
+}
+
+func TestPersistentFailureIsRemembered(t *testing.T) {
+	plc := newFakePLC(t)
+	did := testDID("broken")
+	plc.set(plc.docs, did, docJSON(did, "broken.test", "https://pds.example"))
+	plc.mu.Lock()
+	plc.fail["/"+did] = 1000
+	plc.mu.Unlock()
+	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 3 * time.Second, FailureTTL: time.Hour})
+	failures := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc"))
+	if r := e.PDS(context.Background(), did); r.Outcome != filter.Unknown {
+		t.Errorf("PDS after 5xx = %+v, want Unknown", r)
+	}
+	start := time.Now()
+	for range 10 {
+		if m := e.Metadata(context.Background(), did); m.Handle() != "" {
+			t.Error("metadata from a failing PLC")
+		}
+	}
+	if time.Since(start) > 100*time.Millisecond {
+		t.Errorf("remembered failures took %v", time.Since(start))
+	}
+	if n := plc.count("/" + did); n != maxAttempts {
+		t.Errorf("%d requests, want %d (one flight, then remembered)", n, maxAttempts)
+	}
+	if d := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc")) - failures; d != 10 {
+		t.Errorf("enrich_failures{doc} grew by %v, want 10 (one per event without a document)", d)
+	}
+}
+
+func TestSlowLookupHitsDeadlineAndBlocksNoOne(t *testing.T) {
+	plc := newFakePLC(t)
+	slow, fast := testDID("slow"), testDID("fast")
+	plc.set(plc.docs, slow, docJSON(slow, "slow.test", "https://pds.example"))
+	plc.set(plc.docs, fast, docJSON(fast, "fast.test", "https://pds.example"))
+	plc.mu.Lock()
+	plc.delay["/"+slow] = 400 * time.Millisecond
+	plc.mu.Unlock()
+	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 100 * time.Millisecond})
+	failures := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc"))
+
+	done := make(chan time.Duration)
+	go func() {
+		start := time.Now()
+		if m := e.Metadata(context.Background(), slow); m.Handle() != "" {
+			t.Error("slow lookup answered within the deadline?")
+		}
+		done <- time.Since(start)
+	}()
+	time.Sleep(20 * time.Millisecond)
+	start := time.Now()
+	if m := e.Metadata(context.Background(), fast); m.Handle() != "fast.test" {
+		t.Errorf("fast DID: handle %q", m.Handle())
+	}
+	if d := time.Since(start); d > 60*time.Millisecond {
+		t.Errorf("fast DID took %v while another DID was slow", d)
+	}
+	if d := <-done; d < 90*time.Millisecond || d > 250*time.Millisecond {
+		t.Errorf("slow lookup returned after %v, want about the 100ms deadline", d)
+	}
+	if d := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc")) - failures; d != 1 {
+		t.Errorf("enrich_failures{doc} grew by %v, want 1", d)
+	}
+	// The next event of the slow DID does not wait again on the same abandoned fetch…
+	start = time.Now()
+	if r := e.PDS(context.Background(), slow); r.Outcome != filter.Unknown {
+		t.Errorf("PDS while the fetch is still running = %+v, want Unknown", r)
+	}
+	if d := time.Since(start); d > 20*time.Millisecond {
+		t.Errorf("second lookup waited %v on an abandoned fetch", d)
+	}
+	// …and once the fetch completes in the background, its answer is cached.
+	time.Sleep(450 * time.Millisecond)
+	if m := e.Metadata(context.Background(), slow); m.Handle() != "slow.test" {
+		t.Errorf("after the slow answer arrived: handle %q", m.Handle())
+	}
+	if n := plc.count("/" + slow); n != 1 {
+		t.Errorf("%d requests for the slow DID, want 1", n)
+	}
+}
+
+func TestConcurrentMissesShareOneRequest(t *testing.T) {
+	plc := newFakePLC(t)
+	did := testDID("popular")
+	plc.set(plc.docs, did, docJSON(did, "popular.test", "https://pds.example"))
+	plc.set(plc.audits, did, auditJSON(did, "2023-04-01T00:00:00.000Z"))
+	plc.set(plc.profiles, did, `{"did":"`+did+`"}`)
+	plc.mu.Lock()
+	plc.delay["/"+did] = 50 * time.Millisecond
+	plc.mu.Unlock()
+	e := newEnricher(t, Config{PLCHost: plc.URL, APIHost: plc.URL, LookupTimeout: 2 * time.Second})
+	var wg sync.WaitGroup
+	var good atomic.Int32
+	for range 100 {
+		wg.Go(func() {
+			m := e.Metadata(context.Background(), did)
+			r := e.PDS(context.Background(), did)
+			if m.Handle() == "popular.test" && m.AccountAge() > 0 && r.Host == "pds.example" {
+				good.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if good.Load() != 100 {
+		t.Errorf("%d of 100 callers got full metadata", good.Load())
+	}
+	if d, a, p := plc.count("/"+did), plc.count("/"+did+"/log/audit"), plc.count("/xrpc/app.bsky.actor.getProfile?actor="+strings.ReplaceAll(did, ":", "%3A")); d != 1 || a != 1 || p != 1 {
+		t.Errorf("requests: doc %d audit %d profile %d, want 1 each (%v)", d, a, p, plc.hits)
+	}
+}
+
+func TestInvalidation(t *testing.T) {
+	plc := newFakePLC(t)
+	did := testDID("mover")
+	plc.set(plc.docs, did, docJSON(did, "old.test", "https://old.example"))
+	plc.set(plc.audits, did, auditJSON(did, "2023-04-01T00:00:00.000Z"))
+	plc.set(plc.profiles, did, `{"displayName":"Old"}`)
+	e := newEnricher(t, Config{PLCHost: plc.URL, APIHost: plc.URL})
+	ctx := context.Background()
+	e.Metadata(ctx, did)
+
+	plc.set(plc.docs, did, docJSON(did, "new.test", "https://new.example"))
+	plc.set(plc.profiles, did, `{"displayName":"New"}`)
+	if m := e.Metadata(ctx, did); m.Handle() != "old.test" {
+		t.Errorf("cached handle = %q", m.Handle())
+	}
+
+	e.InvalidateIdentity(did)
+	m := e.Metadata(ctx, did)
+	if m.Handle() != "new.test" || m.PDSHost() != "https://new.example" || e.PDS(ctx, did).Host != "new.example" {
+		t.Errorf("after InvalidateIdentity: handle %q pds %q", m.Handle(), m.PDSHost())
+	}
+	if p := render(m)["profile"].(map[string]any); p["displayName"] != "Old" {
+		t.Errorf("InvalidateIdentity dropped the profile: %v", p)
+	}
+	e.InvalidateProfile(did)
+	if p := render(e.Metadata(ctx, did))["profile"].(map[string]any); p["displayName"] != "New" {
+		t.Errorf("after InvalidateProfile: %v", p)
+	}
+	if n := plc.count("/" + did + "/log/audit"); n != 1 {
+		t.Errorf("audit log fetched %d times; creation time never changes", n)
+	}
+}
+
+func TestInvalidateDuringFetch(t *testing.T) {
+	plc := newFakePLC(t)
+	did := testDID("racer")
+	plc.set(plc.docs, did, docJSON(did, "old.test", "https://pds.example"))
+	plc.mu.Lock()
+	plc.delay["/"+did] = 100 * time.Millisecond
+	plc.mu.Unlock()
+	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 10 * time.Millisecond})
+	e.Metadata(context.Background(), did) // starts a fetch that will answer "old.test"
+	time.Sleep(20 * time.Millisecond)
+	plc.set(plc.docs, did, docJSON(did, "new.test", "https://pds.example"))
+	e.InvalidateIdentity(did) // the #identity event arrives while the old fetch is running
+	time.Sleep(150 * time.Millisecond)
+	m := e.Metadata(context.Background(), did)
+	if m.Handle() == "old.test" {
+		t.Error("a fetch started before the invalidation was cached after it")
+	}
+}
+
+func TestTTLExpiry(t *testing.T) {
+	plc := newFakePLC(t)
+	did, gone := testDID("ttl"), testDID("gone")
+	plc.set(plc.docs, did, docJSON(did, "ttl.test", "https://pds.example"))
+	e := newEnricher(t, Config{PLCHost: plc.URL, DocTTL: 100 * time.Millisecond, NotFoundTTL: 50 * time.Millisecond})
+	ctx := context.Background()
+	e.PDS(ctx, did)
+	e.PDS(ctx, gone)
+	e.PDS(ctx, did)
+	e.PDS(ctx, gone)
+	if plc.count("/"+did) != 1 || plc.count("/"+gone) != 1 {
+		t.Fatalf("cache did not answer: %v", plc.hits)
+	}
+	time.Sleep(70 * time.Millisecond) // the negative entry expired, the positive one not yet
+	e.PDS(ctx, did)
+	e.PDS(ctx, gone)
+	if plc.count("/"+did) != 1 || plc.count("/"+gone) != 2 {
+		t.Errorf("after 70ms: %v", plc.hits)
+	}
+	time.Sleep(60 * time.Millisecond)
+	e.PDS(ctx, did)
+	if plc.count("/"+did) != 2 {
+		t.Errorf("after DocTTL: %v", plc.hits)
+	}
+	if n := testutil.ToFloat64(metrics.CacheSize.WithLabelValues("doc")); n < 1 {
+		t.Errorf("cache_size{doc} = %v", n)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	plc := newFakePLC(t)
+	const n, perSecond = 8, 20.0
+	dids := make([]string, n)
+	for i := range dids {
+		dids[i] = testDID(fmt.Sprintf("rate%c", 'a'+i))
+		plc.set(plc.docs, dids[i], docJSON(dids[i], "r.test", "https://pds.example"))
+		plc.set(plc.audits, dids[i], auditJSON(dids[i], "2023-04-01T00:00:00.000Z"))
+	}
+	e := newEnricher(t, Config{PLCHost: plc.URL, PLCRate: perSecond, PLCBurst: 1, LookupTimeout: 5 * time.Second})
+	var wg sync.WaitGroup
+	for _, did := range dids {
+		wg.Go(func() {
+			if m := e.Metadata(context.Background(), did); m.Handle() != "r.test" || m.AccountAge() < 0 {
+				t.Errorf("%s: incomplete metadata", did)
+			}
+		})
+	}
+	wg.Wait()
+	plc.mu.Lock()
+	times := slices.Clone(plc.times)
+	plc.mu.Unlock()
+	if len(times) != 2*n {
+		t.Fatalf("%d requests, want %d", len(times), 2*n)
+	}
+	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+	// With a burst of 1, request i cannot come before (i / rate) after the first; allow scheduling slack.
+	for i, at := range times {
+		min := time.Duration(float64(i)/perSecond*float64(time.Second)) - 15*time.Millisecond
+		if at.Sub(times[0]) < min {
+			t.Errorf("request %d at +%v, before the limiter allows (+%v)", i, at.Sub(times[0]), min)
+		}
+	}
+}
+
+func TestCircuitBreaker(t *testing.T) {
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	defer down.Close()
+	e := newEnricher(t, Config{PLCHost: down.URL, LookupTimeout: 5 * time.Second})
+	for i := range 3 { // 3 DIDs × (doc + audit) × 3 attempts: well past the threshold
+		e.Metadata(context.Background(), testDID(fmt.Sprintf("down%c", 'a'+i)))
+	}
+	start := time.Now()
+	for i := range 20 {
+		if r := e.PDS(context.Background(), testDID(fmt.Sprintf("new%c", 'a'+i))); r.Outcome != filter.Unknown {
+			t.Errorf("PDS with the PLC down = %+v", r)
+		}
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Errorf("20 new DIDs with the PLC known down took %v", d)
+	}
+}
+
+func TestDIDWeb(t *testing.T) {
+	plc := newFakePLC(t)
+	did := "did:web:alice.example.com"
+	plc.set(plc.docs, did, docJSON(did, "alice.example.com", "https://pds.example.com"))
+	e := newEnricher(t, Config{PLCHost: plc.URL})
+	e.webURL = func(host string) string { return plc.URL + "/web/" + host }
+	m := e.Metadata(context.Background(), did)
+	if m.Handle() != "alice.example.com" || m.PDSHost() != "https://pds.example.com" || m.AccountAge() != -1 {
+		t.Errorf("did:web metadata: %s", m.AppendJSON(nil))
+	}
+	if plc.total() != 1 {
+		t.Errorf("requests: %v (no audit log for did:web)", plc.hits)
+	}
+}
+
+func TestDocumentForAnotherDID(t *testing.T) {
+	plc := newFakePLC(t)
+	did, other := testDID("asked"), testDID("other")
+	plc.set(plc.docs, did, docJSON(other, "other.test", "https://pds.example"))
+	e := newEnricher(t, Config{PLCHost: plc.URL})
+	if r := e.PDS(context.Background(), did); r.Outcome != filter.NoPDS {
+		t.Errorf("document with the wrong id: PDS %+v", r)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	for _, bad := range []Config{
+		{PLCHost: "plc.directory"},
+		{PLCHost: "ftp://plc.directory"},
+		{PLCHost: "https://"},
+		{PLCHost: "https://plc.directory?x=1"},
+		{APIHost: "public.api.bsky.app"},
+		{LookupTimeout: -time.Second},
+		{DocCacheSize: -1},
+	} {
+		if _, err := New(bad); err == nil {
+			t.Errorf("New(%+v) accepted", bad)
+		}
+	}
+	e, err := New(Config{PLCHost: "https://plc.example///"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if e.plcHost != "https://plc.example" || e.timeout != time.Second || e.profiles != nil {
+		t.Errorf("defaults: host %q timeout %v", e.plcHost, e.timeout)
+	}
+	d, _ := New(Config{})
+	defer d.Close()
+	if d.plcHost != "https://plc.directory" {
+		t.Errorf("default PLC host %q", d.plcHost)
+	}
+}
+
+func TestNilMetadata(t *testing.T) {
+	var m *Metadata
+	if b := string(m.AppendJSON([]byte("x"))); b != `x{"accountAge":-1}` {
+		t.Errorf("nil renders %s", b)
+	}
+	if m.Handle() != "" || m.PDSHost() != "" || m.AccountAge() != -1 || !m.CreatedAt().IsZero() {
+		t.Error("nil getters")
+	}
+}

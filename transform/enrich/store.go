@@ -1,0 +1,182 @@
+package enrich
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/expirable"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/atkafka/atkafka/metrics"
+)
+
+// result is how one lookup ended. Its values index the status label of the request metrics.
+type result uint8
+
+const (
+	resOK       result = iota
+	resNotFound        // definitive absence (404): cached for NotFoundTTL
+	resError           // transient failure: remembered for FailureTTL so a hot DID does not retry per event
+	resTimeout         // the deadline passed first: treated like resError
+	numResults
+)
+
+var resultLabels = [numResults]string{"ok", "not_found", "error", "timeout"}
+
+// requestCounters holds the pre-resolved children of a request CounterVec for one kind, so counting a cache hit
+// on the per-event path is one atomic add instead of a label lookup.
+type requestCounters [numResults][2]prometheus.Counter
+
+func newRequestCounters(vec *prometheus.CounterVec, kind string) *requestCounters {
+	var c requestCounters
+	for r := range numResults {
+		c[r][0] = vec.WithLabelValues(kind, resultLabels[r], "false")
+		c[r][1] = vec.WithLabelValues(kind, resultLabels[r], "true")
+	}
+	return &c
+}
+
+func (c *requestCounters) inc(r result, cached bool) {
+	i := 0
+	if cached {
+		i = 1
+	}
+	c[r][i].Inc()
+}
+
+// entry is one cached answer. Successful answers live for the cache's TTL; absences and failures carry their
+// own, shorter expiry because the LRU has a single TTL.
+type entry[V any] struct {
+	val     V
+	res     result
+	expires time.Time // zero for resOK
+}
+
+// flight is one fetch in progress, shared by every caller that missed the same key meanwhile.
+type flight[V any] struct {
+	done chan struct{}
+	ent  *entry[V] // set before done is closed
+	// abandoned is set when a waiter's deadline passed first. Later waiters then return at once instead of
+	// each waiting out their own deadline on the same slow fetch: events of one DID are handled in order, so
+	// waiting again per event would stall that DID's stream once per event instead of once.
+	abandoned atomic.Bool
+	stale     bool // guarded by store.mu: invalidated while running, so its answer must not be cached
+}
+
+// store is a bounded, expiring cache in front of one kind of lookup, with one fetch in flight per key. Fetches
+// run detached from the callers (bounded by fetchTimeout and the Enricher's lifetime) so that a caller giving
+// up does not waste the request: its answer still warms the cache for the next event.
+type store[V any] struct {
+	kind         string
+	lru          *expirable.LRU[string, *entry[V]]
+	negTTL       time.Duration
+	failTTL      time.Duration
+	fetchTimeout time.Duration
+	base         context.Context
+	fetch        func(ctx context.Context, key string) (V, result)
+	reqs         *requestCounters
+	failures     prometheus.Counter
+	size         prometheus.Gauge
+
+	mu      sync.Mutex
+	flights map[string]*flight[V]
+}
+
+func newStore[V any](kind string, size int, ttl, negTTL, failTTL, fetchTimeout time.Duration, base context.Context,
+	reqs *requestCounters, fetch func(context.Context, string) (V, result)) *store[V] {
+	return &store[V]{
+		kind:         kind,
+		lru:          expirable.NewLRU[string, *entry[V]](size, nil, ttl),
+		negTTL:       negTTL,
+		failTTL:      failTTL,
+		fetchTimeout: fetchTimeout,
+		base:         base,
+		fetch:        fetch,
+		reqs:         reqs,
+		failures:     metrics.EnrichFailures.WithLabelValues(kind),
+		size:         metrics.CacheSize.WithLabelValues(kind),
+		flights:      map[string]*flight[V]{},
+	}
+}
+
+// cached returns the cached answer for key, if any is still valid, and counts the hit.
+func (s *store[V]) cached(key string) (*entry[V], bool) {
+	e, ok := s.lru.Get(key)
+	if !ok || (e.res != resOK && time.Now().After(e.expires)) {
+		return nil, false
+	}
+	s.reqs.inc(e.res, true)
+	return e, true
+}
+
+// start returns the flight fetching key, starting one unless one is already running.
+func (s *store[V]) start(key string) *flight[V] {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if fl := s.flights[key]; fl != nil {
+		return fl
+	}
+	fl := &flight[V]{done: make(chan struct{})}
+	s.flights[key] = fl
+	go s.run(key, fl)
+	return fl
+}
+
+func (s *store[V]) run(key string, fl *flight[V]) {
+	ctx, cancel := context.WithTimeout(s.base, s.fetchTimeout)
+	v, res := s.fetch(ctx, key)
+	cancel()
+	ent := &entry[V]{val: v, res: res}
+	switch res {
+	case resNotFound:
+		ent.expires = time.Now().Add(s.negTTL)
+	case resError, resTimeout:
+		ent.expires = time.Now().Add(s.failTTL)
+	}
+	s.mu.Lock()
+	// Adding under s.mu orders this against invalidate: an answer fetched before an invalidation never
+	// lands in the cache after it.
+	if !fl.stale && s.base.Err() == nil {
+		s.lru.Add(key, ent)
+	}
+	if s.flights[key] == fl {
+		delete(s.flights, key)
+	}
+	s.mu.Unlock()
+	s.size.Set(float64(s.lru.Len()))
+	fl.ent = ent
+	close(fl.done)
+}
+
+// await waits for fl until ctx is done. A nil answer means the caller's deadline passed first.
+func (s *store[V]) await(ctx context.Context, fl *flight[V]) *entry[V] {
+	if fl.abandoned.Load() {
+		select {
+		case <-fl.done:
+			return fl.ent
+		default:
+			return nil
+		}
+	}
+	select {
+	case <-fl.done:
+		return fl.ent
+	case <-ctx.Done():
+		fl.abandoned.Store(true)
+		return nil
+	}
+}
+
+// invalidate drops key's cached answer and detaches a running fetch, so the next lookup fetches afresh.
+func (s *store[V]) invalidate(key string) {
+	s.mu.Lock()
+	s.lru.Remove(key)
+	if fl := s.flights[key]; fl != nil {
+		fl.stale = true
+		delete(s.flights, key)
+	}
+	s.mu.Unlock()
+	s.size.Set(float64(s.lru.Len()))
+}

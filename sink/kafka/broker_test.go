@@ -1,6 +1,8 @@
 package kafka
 
 import (
+	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,5 +42,95 @@ func TestRoundTripKeysHeaders(t *testing.T) {
 	}
 	if dl := testenv.ReadAll(t, k.Brokers, dead, 1, 30*time.Second); len(dl) != 1 || string(dl[0].Value) != "undecodable" {
 		t.Errorf("dead-letter topic holds %v, want the one undecodable record", dl)
+	}
+}
+
+func TestCompressionCodecs(t *testing.T) {
+	k := testenv.Kafka(t)
+	for _, codec := range Compressions {
+		t.Run(codec, func(t *testing.T) {
+			t.Parallel()
+			topic := testenv.NewTopic(t)
+			p := newProducer(t, Config{Brokers: []string{k.Brokers}, Topic: topic, Compression: codec, Linger: 5 * time.Millisecond})
+			a := newAcks()
+			value := strings.Repeat("compressible ", 200)
+			for i := range 50 {
+				send(t, p, a.message(i, "", value))
+			}
+			if errs := a.wait(t, 30*time.Second); len(errs) > 0 {
+				t.Fatalf("Done errors: %v", errs)
+			}
+			recs := testenv.ReadAll(t, k.Brokers, topic, 50, 30*time.Second)
+			if len(recs) != 50 || string(recs[0].Value) != value {
+				t.Fatalf("read %d records, want 50 with the value sent", len(recs))
+			}
+		})
+	}
+}
+
+func TestSASLPlain(t *testing.T) {
+	k := testenv.Kafka(t)
+	topic := testenv.NewTopic(t)
+	cfg := Config{Brokers: []string{k.SASLBrokers}, Topic: topic,
+		SASL: SASLConfig{Mechanism: "plain", Username: k.SASLUser, Password: k.SASLPassword}}
+	p := newProducer(t, cfg)
+	a := newAcks()
+	send(t, p, a.message(1, "", "authenticated"))
+	if errs := a.wait(t, 30*time.Second); len(errs) > 0 {
+		t.Fatalf("Done errors: %v", errs)
+	}
+	testenv.ReadAll(t, k.Brokers, topic, 1, 30*time.Second)
+}
+
+func TestSASLBadPassword(t *testing.T) {
+	k := testenv.Kafka(t)
+	const wrong = "not-the-password"
+	cfg := Config{Brokers: []string{k.SASLBrokers}, Topic: testenv.NewTopic(t), CreateTopic: true, Logger: testLogger(t),
+		SASL: SASLConfig{Mechanism: "PLAIN", Username: k.SASLUser, Password: wrong}}
+	start := time.Now()
+	_, err := New(context.Background(), cfg)
+	if err == nil {
+		t.Fatal("New succeeded with a wrong password")
+	}
+	t.Logf("error after %s: %v", time.Since(start), err)
+	if !strings.Contains(err.Error(), "authentication") || strings.Contains(err.Error(), wrong) {
+		t.Errorf("error %q should say authentication failed and not contain the password", err)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("took %s to fail", d)
+	}
+}
+
+func TestTLS(t *testing.T) {
+	k := testenv.Kafka(t)
+	if k.TLSBrokers == "" {
+		testenv.Unavailable(t, "the test broker has no TLS listener")
+	}
+	topic := testenv.NewTopic(t)
+	p := newProducer(t, Config{Brokers: []string{k.TLSBrokers}, Topic: topic, TLS: TLSConfig{Enabled: true, CAFile: k.TLSCAFile}})
+	a := newAcks()
+	send(t, p, a.message(1, "", "encrypted"))
+	if errs := a.wait(t, 30*time.Second); len(errs) > 0 {
+		t.Fatalf("Done errors: %v", errs)
+	}
+	testenv.ReadAll(t, k.Brokers, topic, 1, 30*time.Second)
+
+	t.Run("untrusted certificate", func(t *testing.T) {
+		_, err := New(context.Background(), Config{Brokers: []string{k.TLSBrokers}, Topic: topic, Logger: testLogger(t),
+			TLS: TLSConfig{Enabled: true}, ConnectTimeout: 5 * time.Second})
+		if err == nil || !strings.Contains(err.Error(), "TLS handshake") {
+			t.Fatalf("New with the system roots = %v, want a certificate error", err)
+		}
+	})
+}
+
+func TestUnreachable(t *testing.T) {
+	start := time.Now()
+	_, err := New(context.Background(), Config{Brokers: []string{"127.0.0.1:1"}, Topic: "t", ConnectTimeout: 2 * time.Second, Logger: testLogger(t)})
+	if err == nil || !strings.Contains(err.Error(), "no Kafka broker reachable at 127.0.0.1:1 within 2s") {
+		t.Fatalf("New = %v, want a reachability error", err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("took %s to fail", d)
 	}
 }

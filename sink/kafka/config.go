@@ -290,9 +290,21 @@ func (cfg Config) String() string {
 	return b.String()
 }
 
+// GoString keeps %#v from showing the password.
+func (cfg Config) GoString() string { return cfg.String() }
+
 // String hides the password from %v of the SASL settings alone.
 func (c SASLConfig) String() string {
 	return fmt.Sprintf("{Mechanism:%s Username:%s Password:%s}", c.Mechanism, c.Username, redact(c.Password))
+}
+
+// GoString keeps %#v from showing the password.
+func (c SASLConfig) GoString() string { return c.String() }
+
+// LogValue hides the password from logs of the SASL settings alone.
+func (c SASLConfig) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("mechanism", c.Mechanism), slog.String("username", c.Username),
+		slog.String("password", redact(c.Password)))
 }
 
 func redact(secret string) string {

@@ -3,6 +3,7 @@ package kafka
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -24,8 +25,12 @@ func (p *Producer) connect(ctx context.Context) error {
 // connectError says which of the two usual start-up mistakes happened: wrong credentials or wrong address.
 func (p *Producer) connectError(err error) error {
 	brokers := strings.Join(p.cfg.Brokers, ",")
-	if isAuthError(err) {
+	var badCert *tls.CertificateVerificationError
+	switch {
+	case isAuthError(err):
 		return fmt.Errorf("kafka SASL %s authentication as %q failed at %s: %w", p.cfg.SASL.Mechanism, p.cfg.SASL.Username, brokers, err)
+	case errors.As(err, &badCert):
+		return fmt.Errorf("kafka TLS handshake with %s failed: %w", brokers, err)
 	}
 	return fmt.Errorf("no Kafka broker reachable at %s within %s: %w", brokers, p.cfg.ConnectTimeout, err)
 }

@@ -27,14 +27,16 @@ type Producer struct {
 	log   *slog.Logger
 	limit *limiter
 
-	// mu is held shared by Send while it queues a message and exclusively by Close, so that no record reaches the
-	// client after Close started flushing.
-	mu     sync.RWMutex
-	closed bool
+	// mu is held shared by Send while it queues a message and exclusively by Close to set closed, so that no record
+	// reaches the client after Close started flushing.
+	mu sync.RWMutex
+	// closed also turns the warning for each failed message into one count at Close, where they all fail at once.
+	closed atomic.Bool
 	// stop is closed by Close to wake Sends waiting for room.
 	stop chan struct{}
 	// pending counts the messages whose Done has not run yet; Close waits for it.
 	pending sync.WaitGroup
+	failed  atomic.Int64
 }
 
 var _ sink.Sink = (*Producer)(nil)
@@ -81,7 +83,7 @@ func (p *Producer) Send(ctx context.Context, msg *sink.Message) error {
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	if p.closed {
+	if p.closed.Load() {
 		p.limit.release(records, bytes)
 		return ErrClosed
 	}
@@ -136,7 +138,10 @@ func (p *Producer) finish(d *delivery) {
 	var err error
 	if e := d.first.Load(); e != nil {
 		err = *e
-		p.log.Warn("Kafka did not accept a message", "error", err)
+		p.failed.Add(1)
+		if !p.closed.Load() {
+			p.log.Warn("Kafka did not accept a message", "error", err)
+		}
 	}
 	if d.done != nil {
 		d.done(err)
@@ -181,13 +186,12 @@ func messageBytes(msg *sink.Message) int64 {
 // Done ran; the error says that some were not delivered. Sends still waiting for room return ErrClosed.
 func (p *Producer) Close(ctx context.Context) error {
 	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	first := p.closed.CompareAndSwap(false, true)
+	p.mu.Unlock()
+	if !first {
 		return nil
 	}
-	p.closed = true
 	close(p.stop)
-	p.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.FlushTimeout)
 	defer cancel()
@@ -196,9 +200,9 @@ func (p *Producer) Close(ctx context.Context) error {
 	p.cl.Close()
 	p.pending.Wait()
 	if flushErr != nil {
-		p.log.Warn("closed Kafka producer before every record was delivered", "error", flushErr)
+		p.log.Warn("closed Kafka producer before every record was delivered", "error", flushErr, "failed_messages", p.failed.Load())
 		return fmt.Errorf("closing Kafka producer: undelivered records failed: %w", flushErr)
 	}
-	p.log.Info("closed Kafka producer")
+	p.log.Info("closed Kafka producer", "failed_messages", p.failed.Load())
 	return nil
 }

@@ -2,6 +2,7 @@ package dagcbor
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"strconv"
 	"unicode/utf8"
 
@@ -397,11 +398,27 @@ var plain = func() (p [256]bool) {
 
 const hexDigits = "0123456789abcdef"
 
+// plainWord reports whether none of the eight bytes in x needs escaping or UTF-8 decoding, using the
+// classic "has byte less than / equal to" bit tricks, which are exact as booleans.
+func plainWord(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	hasZero := func(v uint64) uint64 { return (v - ones) & ^v & highs }
+	control := (x - ones*0x20) & ^x & highs
+	return (x|control|hasZero(x^(ones*'"'))|hasZero(x^(ones*'\\')))&highs == 0
+}
+
 // appendText appends s as a JSON string, requiring valid UTF-8 (off locates s for the error).
 func (t *transcoder) appendText(dst, s []byte, off int) ([]byte, error) {
 	dst = append(dst, '"')
 	last := 0
 	for i := 0; i < len(s); {
+		// Skip eight plain ASCII bytes at a time: most text in records is.
+		for i+8 <= len(s) && plainWord(binary.LittleEndian.Uint64(s[i:])) {
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
 		c := s[i]
 		if plain[c] {
 			i++

@@ -1,0 +1,259 @@
+package tap
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/transform"
+	"github.com/atkafka/atkafka/transform/format"
+)
+
+// fakeTap is an in-process Tap /channel endpoint: tests push events to the connected client and read its acks.
+type fakeTap struct {
+	srv      *httptest.Server
+	conns    chan *fakeConn
+	password string
+}
+
+// fakeConn is one client connection to a fakeTap.
+type fakeConn struct {
+	c    *websocket.Conn
+	acks chan uint64
+	done chan struct{} // closed when the client went away
+}
+
+func newFakeTap(t *testing.T, password string) *fakeTap {
+	f := &fakeTap{conns: make(chan *fakeConn, 16), password: password}
+	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeTap) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/channel" {
+		http.NotFound(w, r)
+		return
+	}
+	if user, pw, ok := r.BasicAuth(); f.password != "" && (!ok || user != "admin" || pw != f.password) {
+		http.Error(w, "Unauthorized", http.StatusUnauthorized)
+		return
+	}
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	fc := &fakeConn{c: c, acks: make(chan uint64, 1<<20), done: make(chan struct{})}
+	f.conns <- fc
+	defer close(fc.done)
+	for {
+		_, data, err := c.Read(context.Background())
+		if err != nil {
+			return
+		}
+		var ack struct {
+			Type string `json:"type"`
+			ID   uint64 `json:"id"`
+		}
+		if json.Unmarshal(data, &ack) != nil || ack.Type != "ack" {
+			panic(fmt.Sprintf("fake tap: unexpected message from client: %q", data))
+		}
+		fc.acks <- ack.ID
+	}
+}
+
+func (f *fakeTap) host() string { return "ws" + f.srv.URL[len("http"):] }
+
+// accept waits for the next client connection.
+func (f *fakeTap) accept(t *testing.T) *fakeConn {
+	t.Helper()
+	select {
+	case c := <-f.conns:
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection to the fake Tap within 10s")
+		return nil
+	}
+}
+
+func (c *fakeConn) send(t testing.TB, msg string) {
+	t.Helper()
+	if err := c.c.Write(context.Background(), websocket.MessageText, []byte(msg)); err != nil {
+		t.Errorf("fake tap: write: %v", err)
+	}
+}
+
+// waitAcks returns the next n acks, failing the test if they take longer than timeout.
+func (c *fakeConn) waitAcks(t testing.TB, n int, timeout time.Duration) []uint64 {
+	t.Helper()
+	deadline := time.After(timeout)
+	ids := make([]uint64, 0, n)
+	for len(ids) < n {
+		select {
+		case id := <-c.acks:
+			ids = append(ids, id)
+		case <-deadline:
+			t.Fatalf("got %d of %d acks within %s: %v", len(ids), n, timeout, ids)
+		}
+	}
+	return ids
+}
+
+// noAck fails the test if an ack arrives within d.
+func (c *fakeConn) noAck(t testing.TB, d time.Duration) {
+	t.Helper()
+	select {
+	case id := <-c.acks:
+		t.Fatalf("unexpected ack %d", id)
+	case <-time.After(d):
+	}
+}
+
+// recordJSON renders a Tap record event as Tap does.
+func recordJSON(id uint64, live bool, did, collection, rkey, action, record string) string {
+	var rec string
+	if record != "" {
+		rec = `,"record":` + record + `,"cid":"bafyreib2rxk3rybk3aobmv5cjuql3bm2twh4jo5uxgf5gpqbyzvtrrdvq4"`
+	}
+	return fmt.Sprintf(`{"id":%d,"type":"record","record":{"live":%t,"did":%q,"rev":"3lbmo6vhgvs2a","collection":%q,"rkey":%q,"action":%q%s}}`,
+		id, live, did, collection, rkey, action, rec)
+}
+
+func identityJSON(id uint64, did, handle string, active bool, status string) string {
+	return fmt.Sprintf(`{"id":%d,"type":"identity","identity":{"did":%q,"handle":%q,"is_active":%t,"status":%q}}`,
+		id, did, handle, active, status)
+}
+
+// testSink records messages. By default it acknowledges each at once from another goroutine; hold makes it keep
+// Done until release.
+type testSink struct {
+	mu      sync.Mutex
+	msgs    []*sink.Message
+	held    []*sink.Message
+	hold    bool
+	failErr error
+	added   chan struct{}
+}
+
+func newTestSink() *testSink { return &testSink{added: make(chan struct{}, 1<<20)} }
+
+func (s *testSink) Send(ctx context.Context, msg *sink.Message) error {
+	s.mu.Lock()
+	s.msgs = append(s.msgs, msg)
+	hold, err := s.hold, s.failErr
+	if hold {
+		s.held = append(s.held, msg)
+	}
+	s.mu.Unlock()
+	s.added <- struct{}{}
+	if !hold {
+		go msg.Done(err)
+	}
+	return nil
+}
+
+// release acknowledges every held message.
+func (s *testSink) release() {
+	s.mu.Lock()
+	held := s.held
+	s.held, s.hold = nil, false
+	s.mu.Unlock()
+	for _, m := range held {
+		m.Done(nil)
+	}
+}
+
+func (s *testSink) waitMessages(t testing.TB, n int) []*sink.Message {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		s.mu.Lock()
+		got := len(s.msgs)
+		s.mu.Unlock()
+		if got >= n {
+			break
+		}
+		select {
+		case <-s.added:
+		case <-deadline:
+			t.Fatalf("sink got %d of %d messages", got, n)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*sink.Message(nil), s.msgs...)
+}
+
+func testPipeline() *transform.Pipeline {
+	return &transform.Pipeline{Formatter: format.NewFormatter()}
+}
+
+// logBuffer is a concurrency-safe log sink for asserting on warnings.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func testLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// startSource runs a Source until the test ends. stop cancels Run and returns its result.
+func startSource(t *testing.T, cfg Config) (src *Source, stop func() error) {
+	t.Helper()
+	if cfg.Pipeline == nil {
+		cfg.Pipeline = testPipeline()
+	}
+	if cfg.DeadLetterTopic == "" {
+		cfg.DeadLetterTopic = "dead-letter"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t.Output())
+	}
+	src, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx) }()
+	stop = sync.OnceValue(func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("Run did not return within 30s of cancel")
+		}
+	})
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return src, stop
+}

@@ -1,0 +1,189 @@
+package tap
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/atkafka/atkafka/metrics"
+)
+
+// workerQueue is how many events wait for each worker. It only smooths bursts: once the queues are full the
+// reader stops reading and Tap's writes wait, which is the backpressure we want. Acks do not go through it.
+const workerQueue = 256
+
+var cursorCurrent = metrics.CursorCurrent.WithLabelValues("tap")
+
+// session is one websocket connection to Tap with its reader, workers and ack writer. Acks belong to the session:
+// Tap's ids mean nothing on another connection, so when the session ends, acks still pending are dropped.
+type session struct {
+	src    *Source
+	conn   *websocket.Conn
+	acks   *ackQueue
+	seed   maphash.Seed
+	queues []chan *job
+	// stopping is closed when the reader must stop handing events to workers.
+	stopping chan struct{}
+	// inflight counts the messages handed to the sink whose Done has not run yet.
+	inflight sync.WaitGroup
+	// active is set once the first message arrived, telling Run that the connection worked and backoff can reset.
+	active atomic.Bool
+}
+
+func newSession(src *Source, conn *websocket.Conn) *session {
+	ss := &session{
+		src:      src,
+		conn:     conn,
+		acks:     newAckQueue(),
+		seed:     maphash.MakeSeed(),
+		queues:   make([]chan *job, src.cfg.Workers),
+		stopping: make(chan struct{}),
+	}
+	for i := range ss.queues {
+		ss.queues[i] = make(chan *job, workerQueue)
+	}
+	return ss
+}
+
+// connError says why a connection ended, as the reason label of atkafka_reconnects.
+type connError struct {
+	reason string // dial, read or write
+	err    error
+}
+
+func (e *connError) Error() string { return e.reason + ": " + e.err.Error() }
+func (e *connError) Unwrap() error { return e.err }
+
+// run serves the connection until ctx ends (graceful: it returns nil after sending the acks it could) or the
+// connection fails (it returns why).
+func (ss *session) run(ctx context.Context) error {
+	// The connection's own context is never ctx: coder/websocket closes the connection when a read or write
+	// context ends, and a graceful stop must keep writing acks after ctx ended.
+	connCtx, closeConn := context.WithCancel(context.Background())
+	defer closeConn()
+	workCtx, stopWork := context.WithCancel(connCtx)
+	defer stopWork()
+
+	failed := make(chan error, 2)
+	var reader sync.WaitGroup
+	reader.Go(func() { failed <- &connError{"read", ss.read(connCtx)} })
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		if err := ss.writer().run(connCtx); err != nil {
+			failed <- &connError{"write", err}
+		}
+	}()
+	var workers sync.WaitGroup
+	for _, q := range ss.queues {
+		workers.Go(func() { ss.work(workCtx, q) })
+	}
+
+	var err error
+	select {
+	case <-ctx.Done():
+		close(ss.stopping)
+		stopWork()
+		workers.Wait()
+		ss.drain()
+		ss.acks.close()
+		<-writerDone
+		_ = ss.conn.Close(websocket.StatusNormalClosure, "atkafka stopping")
+	case err = <-failed:
+		close(ss.stopping)
+		closeConn()
+		workers.Wait()
+		ss.acks.close()
+		<-writerDone
+		ss.dropPending()
+	}
+	closeConn()
+	_ = ss.conn.CloseNow()
+	reader.Wait()
+	return err
+}
+
+// drain waits, up to DrainTimeout, for Kafka to acknowledge what the workers handed to the sink, so that a
+// graceful stop acks it instead of leaving Tap to resend it. The workers have stopped: no Add races this Wait.
+func (ss *session) drain() {
+	done := make(chan struct{})
+	go func() { ss.inflight.Wait(); close(done) }()
+	t := time.NewTimer(ss.src.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		ss.src.log.Warn("stopping before Kafka acknowledged every event; Tap will send those again",
+			"timeout", ss.src.cfg.DrainTimeout)
+	}
+}
+
+// dropPending counts the acks that were queued but can no longer be sent.
+func (ss *session) dropPending() {
+	ids, _ := ss.acks.take(nil)
+	acksDisconnected.Add(float64(len(ids)))
+}
+
+// ack queues id for the writer, or counts it dropped when the connection is gone.
+func (ss *session) ack(id uint64) {
+	if ss.src.cfg.DisableAcks {
+		ss.src.progress()
+		return
+	}
+	if !ss.acks.push(id) {
+		acksDisconnected.Inc()
+	}
+}
+
+func (ss *session) writer() *ackWriter {
+	return &ackWriter{conn: ss.conn, queue: ss.acks, progress: ss.src.progress}
+}
+
+// read reads messages until the connection fails, handing them to workers until stopping is closed and
+// discarding them after (so that the close handshake still gets through).
+func (ss *session) read(ctx context.Context) error {
+	for {
+		_, data, err := ss.conn.Read(ctx)
+		if err != nil {
+			return err
+		}
+		ss.active.Store(true)
+		j := decode(data, time.Now())
+		if j.hasID {
+			cursorCurrent.Set(float64(j.id))
+		}
+		ss.dispatch(j)
+	}
+}
+
+// dispatch hands j to its DID's worker, waiting while that worker's queue is full, unless the session stops.
+func (ss *session) dispatch(j *job) {
+	q := ss.queues[maphash.String(ss.seed, j.did)%uint64(len(ss.queues))]
+	select {
+	case q <- j:
+	case <-ss.stopping:
+	}
+}
+
+// work handles one worker's jobs in order until ctx ends; what is still queued then is left for Tap to resend.
+func (ss *session) work(ctx context.Context, q <-chan *job) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-q:
+			if ctx.Err() != nil {
+				return
+			}
+			ss.handle(ctx, j)
+		}
+	}
+}
+
+// errPermanent marks dial failures retrying cannot fix (wrong password, Tap in webhook mode).
+var errPermanent = errors.New("tap refused the connection")

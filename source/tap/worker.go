@@ -1,0 +1,122 @@
+package tap
+
+import (
+	"context"
+	"time"
+
+	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/transform/format"
+)
+
+var (
+	lagSeconds     = metrics.LagSeconds.WithLabelValues("tap")
+	produceLatency = metrics.ProduceLatency.WithLabelValues("tap")
+)
+
+// handle turns one job into a sink message, or acks it at once when a filter drops it. It returns when the
+// message is queued in the sink, not when Kafka acknowledged it: the ack follows from Done, on another goroutine.
+func (ss *session) handle(ctx context.Context, j *job) {
+	switch {
+	case j.ev == nil:
+		ss.deadLetter(ctx, j)
+	case j.ev.Type == "record":
+		ss.handleRecord(ctx, j)
+	default:
+		ss.handleIdentity(ctx, j)
+	}
+}
+
+func (ss *session) handleRecord(ctx context.Context, j *job) {
+	r := j.ev.Record
+	if r.Live {
+		if lag, ok := liveLag(r, time.Now()); ok {
+			lagSeconds.Set(lag.Seconds())
+		}
+	}
+	ev := recordEvent(r, j.received)
+	p := ss.src.cfg.Pipeline
+	p.Observe(ev)
+	if !p.KeepCollection(r.Collection) || !p.KeepAccount(ctx, r.DID) {
+		ss.filtered(ctx, j)
+		return
+	}
+	ev.Metadata = p.Metadata(ctx, r.DID)
+	ss.send(ctx, j, []sink.Record{ss.record(ev, recordHeaders(r))}, nil)
+}
+
+func (ss *session) handleIdentity(ctx context.Context, j *job) {
+	id := j.ev.Identity
+	evs := identityEvents(id, j.received)
+	p := ss.src.cfg.Pipeline
+	for _, ev := range evs {
+		p.Observe(ev)
+	}
+	if !p.KeepAccount(ctx, id.DID) {
+		ss.filtered(ctx, j)
+		return
+	}
+	meta := p.Metadata(ctx, id.DID)
+	headers := identityHeaders(id)
+	records := make([]sink.Record, len(evs))
+	for i, ev := range evs {
+		ev.Metadata = meta
+		records[i] = ss.record(ev, headers)
+	}
+	ss.send(ctx, j, records, nil)
+}
+
+// record renders ev as a Kafka record keyed by its DID.
+func (ss *session) record(ev *format.Event, headers []sink.Header) sink.Record {
+	return sink.Record{
+		Key:     []byte(ev.DID),
+		Value:   ss.src.cfg.Pipeline.AppendValue(nil, ev),
+		Headers: headers,
+	}
+}
+
+// filtered acks an event a filter dropped. A filter may answer "drop" because ctx ended in the middle of a
+// lookup; such an event is left unacked for Tap to send again rather than lost.
+func (ss *session) filtered(ctx context.Context, j *job) {
+	if ctx.Err() != nil {
+		return
+	}
+	ss.ack(j.id)
+}
+
+// deadLetter writes an undecodable message to the dead-letter topic; its ack, when its id is known, follows the
+// dead-letter record's delivery.
+func (ss *session) deadLetter(ctx context.Context, j *job) {
+	metrics.DecodeErrors.WithLabelValues("tap", j.reason).Inc()
+	ss.src.log.Warn("dead-lettering a Tap event that could not be decoded",
+		"reason", j.reason, "error", j.err, "id", j.id, "id_known", j.hasID, "did", j.did, "bytes", len(j.raw))
+	dl := sink.DeadLetter{Source: "tap", Reason: j.reason, Err: j.err, DID: j.did, Raw: j.raw}
+	ss.send(ctx, j, []sink.Record{dl.Record(ss.src.cfg.DeadLetterTopic)}, func() {
+		metrics.DeadLettered.WithLabelValues("tap", j.reason).Inc()
+	})
+}
+
+// send hands records to the sink; Done acks the job once Kafka acknowledged them all. delivered, when not nil,
+// runs on success before the ack.
+func (ss *session) send(ctx context.Context, j *job, records []sink.Record, delivered func()) {
+	ss.inflight.Add(1)
+	msg := &sink.Message{Records: records, Done: func(err error) {
+		defer ss.inflight.Done()
+		if err != nil {
+			acksKafkaError.Inc()
+			ss.src.kafkaFailed(err)
+			return
+		}
+		produceLatency.Observe(time.Since(j.received).Seconds())
+		if delivered != nil {
+			delivered()
+		}
+		if j.hasID {
+			ss.ack(j.id)
+		}
+	}}
+	if err := ss.src.cfg.Sink.Send(ctx, msg); err != nil {
+		// Only when ctx ended or the sink closed: the event stays unacked and Tap sends it again.
+		ss.inflight.Done()
+	}
+}

@@ -104,12 +104,17 @@ func newStore[V any](kind string, size int, ttl, negTTL, failTTL, fetchTimeout t
 // cached returns the cached answer for key, if any is still valid, and counts the hit.
 func (s *store[V]) cached(key string) (*entry[V], bool) {
 	e, ok := s.lru.Get(key)
-	if !ok || (e.res != resOK && time.Now().After(e.expires)) {
+	if !ok || !e.valid() {
 		return nil, false
 	}
 	s.reqs.inc(e.res, true)
 	return e, true
 }
+
+func (e *entry[V]) valid() bool { return e.res == resOK || time.Now().Before(e.expires) }
+
+// closed is the done channel of flights that were over before they started.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // start returns the flight fetching key, starting one unless one is already running.
 func (s *store[V]) start(key string) *flight[V] {
@@ -117,6 +122,12 @@ func (s *store[V]) start(key string) *flight[V] {
 	defer s.mu.Unlock()
 	if fl := s.flights[key]; fl != nil {
 		return fl
+	}
+	// A flight may have finished between the caller's cache miss and now. It stored its answer under s.mu,
+	// so looking again here is enough to avoid a second request.
+	if e, ok := s.lru.Peek(key); ok && e.valid() {
+		s.reqs.inc(e.res, true)
+		return &flight[V]{done: closed, ent: e}
 	}
 	fl := &flight[V]{done: make(chan struct{})}
 	s.flights[key] = fl

@@ -1,0 +1,102 @@
+package enrich
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bluesky-social/indigo/atproto/identity"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/atkafka/atkafka/testenv"
+	"github.com/atkafka/atkafka/transform/filter"
+)
+
+// loadCorpusDocs reads the DID documents plc.directory served for the 148 DIDs of the relay capture.
+func loadCorpusDocs(t testing.TB) map[string]json.RawMessage {
+	t.Helper()
+	f, err := os.Open(filepath.Join(testenv.SharedDir(t), "corpus", "relay-2026-07-04", "did_docs.json.zst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dec, err := zstd.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	var docs map[string]json.RawMessage
+	if err := json.NewDecoder(dec).Decode(&docs); err != nil {
+		t.Fatal(err)
+	}
+	return docs
+}
+
+// TestCorpusDocuments serves the real documents from a local PLC and checks every DID's metadata against
+// indigo's reading of the same document, an independent implementation.
+func TestCorpusDocuments(t *testing.T) {
+	docs := loadCorpusDocs(t)
+	if len(docs) != 148 {
+		t.Fatalf("corpus has %d documents, want 148", len(docs))
+	}
+	plc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		doc, ok := docs[strings.TrimPrefix(r.URL.Path, "/")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(doc)
+	}))
+	defer plc.Close()
+	e := newEnricher(t, Config{PLCHost: plc.URL})
+	ctx := context.Background()
+	for did, raw := range docs {
+		var doc identity.DIDDocument
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			t.Fatalf("%s: %v", did, err)
+		}
+		ident := identity.ParseIdentity(&doc)
+		wantPDS := ident.PDSEndpoint()
+		wantHandle, err := ident.DeclaredHandle()
+		if wantPDS == "" || err != nil {
+			t.Errorf("%s: corpus document without PDS or handle (%v)", did, err)
+		}
+
+		m := e.Metadata(ctx, did)
+		if m.PDSHost() != wantPDS {
+			t.Errorf("%s: pdsHost %q, want %q", did, m.PDSHost(), wantPDS)
+		}
+		if m.Handle() != wantHandle.String() {
+			t.Errorf("%s: handle %q, want %q", did, m.Handle(), wantHandle)
+		}
+		var got struct {
+			DIDDocument json.RawMessage `json:"didDocument"`
+			PDSHost     string          `json:"pdsHost"`
+			Handle      string          `json:"handle"`
+		}
+		if err := json.Unmarshal(m.AppendJSON(nil), &got); err != nil {
+			t.Fatalf("%s: %v", did, err)
+		}
+		if got.PDSHost != wantPDS || got.Handle != wantHandle.String() || !sameJSON(got.DIDDocument, raw) {
+			t.Errorf("%s: rendered %s", did, m.AppendJSON(nil))
+		}
+		if r, want := e.PDS(ctx, did), filter.ResolvedEndpoint(wantPDS); r != want || r.Outcome != filter.Resolved {
+			t.Errorf("%s: PDS %+v, want %+v", did, r, want)
+		}
+	}
+}
+
+func sameJSON(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xb, _ := json.Marshal(x)
+	yb, _ := json.Marshal(y)
+	return string(xb) == string(yb)
+}

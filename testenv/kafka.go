@@ -42,8 +42,8 @@ const (
 	kafkaSASLPassword = "atkafka-secret"
 )
 
-// scriptTimeout bounds one kafka.sh call; a broker start is bounded by the script itself well within it.
-const scriptTimeout = 3 * time.Minute
+// kafkaScriptTimeout bounds one kafka.sh call; a broker start is bounded by the script itself well within it.
+const kafkaScriptTimeout = 3 * time.Minute
 
 // Kafka returns the broker shared by every package's tests: the one scripts/test.sh started, found through the
 // ATKAFKA_TEST_KAFKA* variables or, for a developer who ran `testenv/kafka.sh start` by hand, through the
@@ -59,7 +59,7 @@ func Kafka(t testing.TB) KafkaEnv {
 	}
 	if vars["ATKAFKA_TEST_KAFKA"] == "" {
 		file := filepath.Join(cmp.Or(os.Getenv("ATKAFKA_TEST_STATE"), defaultKafkaState()), "kafka.env")
-		fromFile, err := readEnvFile(file)
+		fromFile, err := readKafkaEnv(file)
 		if err != nil {
 			Unavailable(t, "no Kafka broker: ATKAFKA_TEST_KAFKA is unset and %v (run testenv/kafka.sh start, or scripts/test.sh)", err)
 		}
@@ -79,7 +79,7 @@ func PrivateKafka(t testing.TB) KafkaEnv {
 	k := KafkaEnv{script: filepath.Join(RepoRoot(), "testenv", "kafka.sh"), state: state, private: true}
 	t.Cleanup(func() { k.run(t, "stop") })
 	k.run(t, "start")
-	vars, err := readEnvFile(filepath.Join(state, "kafka.env"))
+	vars, err := readKafkaEnv(filepath.Join(state, "kafka.env"))
 	if err != nil {
 		t.Fatalf("private Kafka broker started but %v", err)
 	}
@@ -133,7 +133,7 @@ func (k KafkaEnv) mustBePrivate(t testing.TB) {
 // run calls kafka.sh. It is safe from cleanups, where a failure can only be reported.
 func (k KafkaEnv) run(t testing.TB, command string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), scriptTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), kafkaScriptTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", k.script, command)
 	cmd.Env = append(os.Environ(), "ATKAFKA_TEST_STATE="+k.state)
@@ -152,8 +152,8 @@ func defaultKafkaState() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("atkafka-kafka-%d", os.Getuid()))
 }
 
-// readEnvFile reads the KEY=VALUE lines kafka.sh writes.
-func readEnvFile(path string) (map[string]string, error) {
+// readKafkaEnv reads the KEY=VALUE lines kafka.sh writes.
+func readKafkaEnv(path string) (map[string]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -189,8 +189,8 @@ func NewTopic(t testing.TB) string {
 	return "test-" + name + "-" + hex.EncodeToString(suffix[:])
 }
 
-// quietPeriod is how long ReadAll keeps reading after it has enough, to also return duplicates.
-const quietPeriod = time.Second
+// readAllQuiet is how long ReadAll keeps reading after it has enough, to also return duplicates.
+const readAllQuiet = time.Second
 
 // ReadAll reads topic from the beginning through brokers (comma separated) until it has at least wantAtLeast
 // records, failing the test if that takes longer than timeout. It then keeps reading until nothing new comes for a
@@ -212,15 +212,15 @@ func ReadAll(t testing.TB, brokers, topic string, wantAtLeast int, timeout time.
 	defer cancel()
 	var recs []*kgo.Record
 	for len(recs) < wantAtLeast {
-		got, err := poll(ctx, cl)
+		got, err := pollKafka(ctx, cl)
 		if err != nil {
 			t.Fatalf("ReadAll: read %d of at least %d records from %s within %s: %v", len(recs), wantAtLeast, topic, timeout, err)
 		}
 		recs = append(recs, got...)
 	}
 	for {
-		quiet, cancel := context.WithTimeout(context.Background(), quietPeriod)
-		got, _ := poll(quiet, cl)
+		quiet, cancel := context.WithTimeout(context.Background(), readAllQuiet)
+		got, _ := pollKafka(quiet, cl)
 		cancel()
 		if len(got) == 0 {
 			return recs
@@ -229,8 +229,8 @@ func ReadAll(t testing.TB, brokers, topic string, wantAtLeast int, timeout time.
 	}
 }
 
-// poll returns one poll's records, or the first fetch error; an ended ctx is an error.
-func poll(ctx context.Context, cl *kgo.Client) ([]*kgo.Record, error) {
+// pollKafka returns one poll's records, or the first fetch error; an ended ctx is an error.
+func pollKafka(ctx context.Context, cl *kgo.Client) ([]*kgo.Record, error) {
 	fs := cl.PollFetches(ctx)
 	if err := ctx.Err(); err != nil {
 		return fs.Records(), err

@@ -34,8 +34,10 @@ func TestValidate(t *testing.T) {
 		change func(*Config)
 		want   string
 	}{
-		"valid":               {func(*Config) {}, ""},
-		"upper case enums":    {func(c *Config) { c.Compression, c.Acks, c.SASL = "LZ4", "Leader", SASLConfig{"scram-sha-256", "u", "p"} }, ""},
+		"valid": {func(*Config) {}, ""},
+		"upper case enums": {func(c *Config) {
+			c.Compression, c.Acks, c.SASL = "LZ4", "Leader", SASLConfig{"scram-sha-256", "u", "p"}
+		}, ""},
 		"no brokers":          {func(c *Config) { c.Brokers = nil }, "no brokers"},
 		"broker without port": {func(c *Config) { c.Brokers = []string{"kafka"} }, `"kafka" is not host:port`},
 		"no topic":            {func(c *Config) { c.Topic = "" }, "no output topic"},

@@ -24,8 +24,8 @@ import (
 	"github.com/atkafka/atkafka/transform/filter"
 )
 
-// Config configures an Enricher. The zero value of every field but PLCHost's validity is usable: each zero
-// field takes the default written next to it.
+// Config configures an Enricher. Every zero field takes the default written next to it, so Config{} works
+// against plc.directory.
 type Config struct {
 	// PLCHost is the PLC directory's base URL; default https://plc.directory. Must be an http(s) URL; a
 	// trailing slash is tolerated.

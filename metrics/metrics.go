@@ -54,7 +54,7 @@ var (
 	CursorCommitted = gaugeVec("cursor_committed", "Source position up to which every record is acknowledged by Kafka and persisted.", "source")
 	LagSeconds      = gaugeVec("lag_seconds", "Seconds between the newest handled event's time and now.", "source")
 	FilteredEvents  = counterVec("filtered_events", "Events not produced because a filter dropped them, by reason.", "reason")
-	FilterFailOpen  = counterVec("filter_fail_open_events", "Events kept although the service filter could not resolve the account's PDS (PLC unreachable or failing).", "source")
+	FilterFailOpen  = counterVec("filter_fail_open_events", "Events kept although the service filter could not resolve the account's PDS (PLC unreachable or failing), by filter.", "filter")
 	DeadLettered    = counterVec("dead_lettered_events", "Inputs written to the dead-letter topic, by reason.", "source", "reason")
 	DecodeErrors    = counterVec("decode_errors", "Inputs that could not be decoded, by kind.", "source", "kind")
 	Reconnects      = counterVec("reconnects", "Reconnections to the source, by reason.", "source", "reason")

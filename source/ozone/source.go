@@ -20,14 +20,17 @@ const (
 	defaultPollInterval = time.Second
 	defaultSettleDelay  = 2 * time.Second
 	requestTimeout      = 30 * time.Second
-	persistInterval     = time.Second
+	// persistInterval is short because Ozone's event rate is low: saving often costs little, and a kill -9 then
+	// repeats hardly more than the in-flight window.
+	persistInterval = 100 * time.Millisecond
 	// drainTimeout bounds how long Run waits at shutdown for Kafka to acknowledge what is in flight, so that the
 	// cursor saved last includes it; whatever is still unacknowledged then is produced again after a restart.
 	drainTimeout = 10 * time.Second
 	pageLimit    = 100
-	// maxInFlight bounds how far reading runs ahead of the committed cursor: three pages, so a crash repeats at
-	// most that many events while Kafka still gets a steady stream.
-	maxInFlight = 3 * pageLimit
+	// maxInFlight bounds how far reading runs ahead of the committed cursor: one page, so that a kill -9 repeats
+	// at most the page in flight (plus what was acknowledged within the last persistInterval). Kafka acknowledges
+	// a page in milliseconds, far faster than any Ozone produces events, so a wider window would buy nothing.
+	maxInFlight = pageLimit
 )
 
 // Config configures a Source. PDSHost, Identifier, Password, LabelerDID, Cursor and Sink are required.

@@ -131,7 +131,7 @@ func TestCursorMovesOnlyAfterDone(t *testing.T) {
 	m := held.sent()
 	held.ack(m[1])
 	held.ack(m[2])
-	time.Sleep(2 * persistInterval)
+	time.Sleep(5 * persistInterval)
 	if line := e.cursorLine(); line != "" {
 		t.Fatalf("cursor %q saved while event 1 is unacknowledged", line)
 	}

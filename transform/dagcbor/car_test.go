@@ -2,7 +2,7 @@ package dagcbor_test
 
 import (
 	"bytes"
-		"fmt"
+	"fmt"
 	"testing"
 
 	blocks "github.com/ipfs/go-block-format"

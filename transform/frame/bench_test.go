@@ -7,8 +7,8 @@ import (
 	"io"
 	"testing"
 
-	"github.com/bluesky-social/indigo/atproto/atdata"
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
+	"github.com/bluesky-social/indigo/atproto/atdata"
 	"github.com/ipfs/go-cid"
 	car "github.com/ipld/go-car"
 	cbg "github.com/whyrusleeping/cbor-gen"

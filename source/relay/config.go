@@ -1,0 +1,170 @@
+package relay
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/transform"
+)
+
+// Defaults of the Config fields left at their zero value.
+const (
+	DefaultHost            = "wss://bsky.network"
+	DefaultMaxInFlight     = 2048
+	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultMaxFrameBytes is far above any frame a relay sends (commit CARs are capped near 2 MB) and small
+	// enough that one hostile message cannot exhaust memory.
+	DefaultMaxFrameBytes = 8 << 20
+)
+
+// subscribePath is the XRPC endpoint added to Config.Host.
+const subscribePath = "/xrpc/com.atproto.sync.subscribeRepos"
+
+// StartLive is the Config.StartCursor value that starts at the relay's tip, ignoring any saved cursor.
+const StartLive = "live"
+
+// Config configures a Source. The zero value of a field means its default.
+type Config struct {
+	// Host is the relay (or PDS) to subscribe to: ws, wss, http or https, with or without a scheme (wss is
+	// assumed). The subscribeRepos path is added unless already present. Default DefaultHost.
+	Host string
+	// DataDir holds the cursor file, named after the relay host so that two relays never share one. It is
+	// created if missing. Default: the working directory.
+	DataDir string
+	// StartCursor chooses where the first connection starts: "" resumes from the cursor file (or the tip when
+	// there is none), StartLive starts at the tip, and a decimal seq N starts right after N once, after which the
+	// cursor file takes over as usual.
+	StartCursor string
+	// Workers is how many goroutines turn frames into records. Frames of one DID always go to the same worker,
+	// which keeps their order. Default: twice GOMAXPROCS, at least 4, since workers also wait on enrichment
+	// lookups.
+	Workers int
+	// MaxInFlight bounds the frames read from the relay and not yet acknowledged by Kafka. Reading stops while it
+	// is reached, so memory is bounded by it and not by any backlog. Default DefaultMaxInFlight.
+	MaxInFlight int
+	// MaxFrameBytes is the largest websocket message accepted. Larger ones are dead-lettered, truncated, without
+	// buffering them whole. Default DefaultMaxFrameBytes.
+	MaxFrameBytes int
+	// ShutdownTimeout bounds how long Run waits, after its context ends, for frames already read to be
+	// acknowledged. Frames still pending then are read again after a restart. Default DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+
+	// Sink receives one message per frame. Required.
+	Sink sink.Sink
+	// Pipeline filters, enriches and renders events. Required, with a Formatter.
+	Pipeline *transform.Pipeline
+	// DeadLetterTopic receives the frames that could not be turned into records. Required.
+	DeadLetterTopic string
+	// Logger receives state changes. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults returns cfg with its zero fields set.
+func (cfg Config) withDefaults() Config {
+	cfg.Host = cmp.Or(cfg.Host, DefaultHost)
+	cfg.DataDir = cmp.Or(cfg.DataDir, ".")
+	cfg.Workers = cmp.Or(cfg.Workers, max(4, 2*runtime.GOMAXPROCS(0)))
+	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, DefaultMaxInFlight)
+	cfg.MaxFrameBytes = cmp.Or(cfg.MaxFrameBytes, DefaultMaxFrameBytes)
+	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, DefaultShutdownTimeout)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return cfg
+}
+
+// validate reports every problem of a defaulted Config at once.
+func (cfg Config) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if _, err := subscribeURL(cfg.Host); err != nil {
+		bad("%w", err)
+	}
+	if _, _, err := parseStartCursor(cfg.StartCursor); err != nil {
+		bad("%w", err)
+	}
+	if cfg.Workers < 0 || cfg.MaxInFlight < 0 || cfg.MaxFrameBytes < 0 || cfg.ShutdownTimeout < 0 {
+		bad("negative workers, in-flight limit, frame size or shutdown timeout")
+	}
+	if cfg.Sink == nil {
+		bad("no sink given")
+	}
+	if cfg.Pipeline == nil || cfg.Pipeline.Formatter == nil {
+		bad("no pipeline with a formatter given")
+	}
+	if cfg.DeadLetterTopic == "" {
+		bad("no dead-letter topic given")
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("invalid relay configuration: %w", err)
+	}
+	return nil
+}
+
+// subscribeURL turns a Host setting into the websocket URL of subscribeRepos, without a cursor.
+func subscribeURL(host string) (*url.URL, error) {
+	if !strings.Contains(host, "://") {
+		host = "wss://" + host
+	}
+	u, err := url.Parse(host)
+	if err != nil {
+		return nil, fmt.Errorf("relay host %q: %w", host, err)
+	}
+	switch u.Scheme {
+	case "ws", "wss":
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	default:
+		return nil, fmt.Errorf("relay host %q: scheme must be ws, wss, http or https", host)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("relay host %q has no host name", host)
+	}
+	if !strings.HasSuffix(u.Path, subscribePath) {
+		u.Path = strings.TrimRight(u.Path, "/") + subscribePath
+	}
+	u.RawPath, u.Fragment = "", ""
+	return u, nil
+}
+
+// cursorPath names the cursor file after the relay's host and port, keeping only characters that are safe in
+// a file name everywhere.
+func cursorPath(dir string, u *url.URL) string {
+	name := strings.Map(func(r rune) rune {
+		if r == '.' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			return r
+		}
+		return '_'
+	}, u.Host)
+	return filepath.Join(dir, "relay-cursor-"+name+".txt")
+}
+
+// noCursor is the reader's position before it read anything when starting at the tip. (0 is a real cursor: the
+// oldest events the relay keeps.)
+const noCursor = -1
+
+// parseStartCursor interprets Config.StartCursor: fromFile is true for "", seq is noCursor for the tip.
+func parseStartCursor(s string) (seq int64, fromFile bool, err error) {
+	switch s {
+	case "":
+		return noCursor, true, nil
+	case StartLive:
+		return noCursor, false, nil
+	}
+	seq, err = strconv.ParseInt(s, 10, 64)
+	if err != nil || seq < 0 {
+		return noCursor, false, fmt.Errorf("start cursor %q is neither %q nor a relay seq", s, StartLive)
+	}
+	return seq, false, nil
+}

@@ -1,0 +1,408 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/source/relay/relaytest"
+	"github.com/atkafka/atkafka/testenv"
+	"github.com/atkafka/atkafka/transform"
+	"github.com/atkafka/atkafka/transform/format"
+	"github.com/atkafka/atkafka/transform/frame"
+)
+
+// record is a produced record as tests see it, copied out of the source's buffers.
+type record struct {
+	Topic   string
+	Key     string
+	Value   []byte
+	Headers map[string]string
+}
+
+func (r record) header(k string) string { return r.Headers[k] }
+
+// memSink acknowledges every message from another goroutine, as a real sink does, and keeps copies.
+type memSink struct {
+	mu      sync.Mutex
+	records []record
+	msgs    int
+	// fail, if set, decides the Done error of a message.
+	fail func(msg *sink.Message) error
+}
+
+func (m *memSink) Send(ctx context.Context, msg *sink.Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.msgs++
+	var err error
+	if m.fail != nil {
+		err = m.fail(msg)
+	}
+	if err == nil {
+		for _, r := range msg.Records {
+			m.records = append(m.records, copyRecord(r.Topic, r.Key, r.Value, r.Headers))
+		}
+	}
+	m.mu.Unlock()
+	go msg.Done(err)
+	return nil
+}
+
+func copyRecord(topic string, key, value []byte, headers []sink.Header) record {
+	r := record{Topic: topic, Key: string(key), Value: bytes.Clone(value), Headers: map[string]string{}}
+	for _, h := range headers {
+		r.Headers[h.Key] = string(h.Value)
+	}
+	return r
+}
+
+func (m *memSink) all() []record {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.records)
+}
+
+// topic returns the records sent to topic ("" is the output topic).
+func (m *memSink) topic(topic string) []record {
+	var out []record
+	for _, r := range m.all() {
+		if r.Topic == topic {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+func standardPipeline() *transform.Pipeline {
+	return &transform.Pipeline{Formatter: format.NewFormatter()}
+}
+
+// testConfig is a Config for host with a fresh data dir and test defaults.
+func testConfig(t testing.TB, host string, s sink.Sink) Config {
+	return Config{Host: host, DataDir: t.TempDir(), Sink: s, Pipeline: standardPipeline(), DeadLetterTopic: "dead",
+		Logger: testLogger(t), ShutdownTimeout: 10 * time.Second}
+}
+
+// running is a Source started by start.
+type running struct {
+	*Source
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// start runs a Source for cfg until the test ends or stop is called.
+func start(t testing.TB, cfg Config) *running {
+	t.Helper()
+	src, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{Source: src, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- src.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+// stop cancels the source and returns Run's result (once; later calls return nil).
+func (r *running) stop(t testing.TB) error {
+	t.Helper()
+	r.cancel()
+	select {
+	case err, ok := <-r.done:
+		if ok {
+			close(r.done)
+		}
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30s of cancellation")
+	}
+	return nil
+}
+
+// waitCommitted waits until the committed cursor reaches seq.
+func (r *running) waitCommitted(t testing.TB, seq int64, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for r.committed.Load() < seq {
+		if time.Now().After(deadline) {
+			t.Fatalf("committed cursor %d, want %d within %s", r.committed.Load(), seq, timeout)
+		}
+		select {
+		case err := <-r.done:
+			t.Fatalf("Run returned early: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// expected is one line of the corpus oracle, expected_jetstream_v1.jsonl.
+type expected struct {
+	DID    string `json:"did"`
+	Kind   string `json:"kind"`
+	Commit *struct {
+		Rev        string          `json:"rev"`
+		Operation  string          `json:"operation"`
+		Collection string          `json:"collection"`
+		Rkey       string          `json:"rkey"`
+		CID        string          `json:"cid"`
+		Record     json.RawMessage `json:"record"`
+	} `json:"commit"`
+	Identity *struct {
+		Seq int64 `json:"seq"`
+	} `json:"identity"`
+	Account *struct {
+		Active bool   `json:"active"`
+		Seq    int64  `json:"seq"`
+		Status string `json:"status"`
+	} `json:"account"`
+}
+
+// key identifies an event across the oracle and our records.
+func (e expected) key() string {
+	if e.Commit != nil {
+		return strings.Join([]string{e.DID, e.Commit.Operation, e.Commit.Collection, e.Commit.Rkey}, " ")
+	}
+	return e.DID + " " + e.Kind
+}
+
+func loadExpected(t testing.TB) []expected {
+	t.Helper()
+	f, err := os.Open(filepath.Join(testenv.SharedDir(t), relaytest.CorpusDir, "expected_jetstream_v1.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []expected
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 4<<20)
+	for sc.Scan() {
+		var e expected
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// event is a standard-format record value.
+type event struct {
+	DID       string `json:"did"`
+	Timestamp string `json:"timestamp"`
+	Operation *struct {
+		Action     string          `json:"action"`
+		Collection string          `json:"collection"`
+		Rkey       string          `json:"rkey"`
+		URI        string          `json:"uri"`
+		CID        string          `json:"cid"`
+		Path       string          `json:"path"`
+		Record     json.RawMessage `json:"record"`
+	} `json:"operation"`
+	Identity *struct {
+		Handle string `json:"handle"`
+		Seq    int64  `json:"seq"`
+	} `json:"identity"`
+	Account *struct {
+		Active bool   `json:"active"`
+		Seq    int64  `json:"seq"`
+		Status string `json:"status"`
+	} `json:"account"`
+	Info *struct {
+		Name    string `json:"name"`
+		Message string `json:"message"`
+	} `json:"info"`
+	Sync *struct {
+		Rev    string `json:"rev"`
+		Commit string `json:"commit"`
+	} `json:"sync"`
+}
+
+func (e event) key() string {
+	switch {
+	case e.Operation != nil:
+		return strings.Join([]string{e.DID, e.Operation.Action, e.Operation.Collection, e.Operation.Rkey}, " ")
+	case e.Identity != nil:
+		return e.DID + " identity"
+	case e.Account != nil:
+		return e.DID + " account"
+	case e.Sync != nil:
+		return e.DID + " sync"
+	case e.Info != nil:
+		return "info " + e.Info.Name
+	}
+	return "unknown"
+}
+
+// decodeEvent parses a record value, unwrapping the Osprey envelope when there is one.
+func decodeEvent(t testing.TB, value []byte) event {
+	t.Helper()
+	var env struct {
+		Data *struct {
+			Data json.RawMessage `json:"data"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(value, &env); err == nil && env.Data != nil {
+		value = env.Data.Data
+	}
+	var e event
+	if err := json.Unmarshal(value, &e); err != nil {
+		t.Fatalf("record value is not an event: %v\n%s", err, value)
+	}
+	return e
+}
+
+// jsonEqual compares two JSON documents by value.
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return bytes.Equal(xa, ya)
+}
+
+// checkCorpus checks that records hold every oracle event exactly once, with equal content, and nothing else.
+func checkCorpus(t testing.TB, records []record) {
+	t.Helper()
+	want := loadExpected(t)
+	got := map[string][]event{}
+	for _, r := range records {
+		e := decodeEvent(t, r.Value)
+		if r.Key != e.DID {
+			t.Errorf("record key %q, event did %q", r.Key, e.DID)
+		}
+		if r.header("seq") == "" {
+			t.Errorf("record %s has no seq header", e.key())
+		}
+		got[e.key()] = append(got[e.key()], e)
+	}
+	for _, w := range want {
+		g := got[w.key()]
+		if len(g) != 1 {
+			t.Errorf("%s: produced %d times, want once", w.key(), len(g))
+			continue
+		}
+		delete(got, w.key())
+		if w.Commit == nil {
+			continue
+		}
+		op := g[0].Operation
+		if op.CID != w.Commit.CID {
+			t.Errorf("%s: cid %q, want %q", w.key(), op.CID, w.Commit.CID)
+		}
+		if w.Commit.Record != nil && !jsonEqual(op.Record, w.Commit.Record) {
+			t.Errorf("%s: record differs\n got %s\nwant %s", w.key(), op.Record, w.Commit.Record)
+		}
+		if w.Commit.Record == nil && op.Record != nil {
+			t.Errorf("%s: delete has a record", w.key())
+		}
+	}
+	for k, evs := range got {
+		t.Errorf("unexpected event %s (%d times)", k, len(evs))
+	}
+}
+
+// opID names one produced op or event of a frame, for loss and duplicate accounting across loops.
+type opID struct {
+	seq  int64
+	what string // "<collection>/<rkey> <action>" or the event kind
+}
+
+// wantOps lists what a stream of messages must produce: every op of every commit and every identity or account
+// event, by seq.
+func wantOps(t testing.TB, msgs [][]byte) map[opID]bool {
+	t.Helper()
+	want := map[opID]bool{}
+	var f frame.Frame
+	for _, m := range msgs {
+		if err := f.Decode(m); err != nil {
+			continue
+		}
+		switch f.Kind {
+		case frame.KindCommit:
+			for _, op := range f.Commit.Ops {
+				want[opID{f.Commit.Seq, string(op.Path) + " " + op.Action.String()}] = true
+			}
+		case frame.KindIdentity:
+			want[opID{f.Identity.Seq, "identity"}] = true
+		case frame.KindAccount:
+			want[opID{f.Account.Seq, "account"}] = true
+		}
+	}
+	return want
+}
+
+// gotOps counts the produced ops by opID, from the seq header and the value.
+func gotOps(t testing.TB, records []record) map[opID]int {
+	t.Helper()
+	got := map[opID]int{}
+	for _, r := range records {
+		seq, err := strconv.ParseInt(r.header("seq"), 10, 64)
+		if err != nil {
+			continue // #info
+		}
+		e := decodeEvent(t, r.Value)
+		what := "other"
+		switch {
+		case e.Operation != nil:
+			what = e.Operation.Path + " " + e.Operation.Action
+		case e.Identity != nil:
+			what = "identity"
+		case e.Account != nil:
+			what = "account"
+		}
+		got[opID{seq, what}]++
+	}
+	return got
+}
+
+// checkNoLoss fails for every wanted op not produced, and returns how many were produced more than once.
+func checkNoLoss(t testing.TB, want map[opID]bool, got map[opID]int) (dups int) {
+	t.Helper()
+	missing := 0
+	for id := range want {
+		if got[id] == 0 {
+			missing++
+			if missing <= 10 {
+				t.Errorf("missing %d %s", id.seq, id.what)
+			}
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d of %d ops missing", missing, len(want))
+	}
+	for id, n := range got {
+		if !want[id] {
+			t.Errorf("unexpected op %d %s", id.seq, id.what)
+		}
+		dups += n - 1
+	}
+	return dups
+}

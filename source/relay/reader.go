@@ -1,0 +1,385 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/atkafka/atkafka/backoff"
+	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/transform/dagcbor"
+	"github.com/atkafka/atkafka/transform/frame"
+)
+
+// Connection timing. Relays ping rarely or never, so the client pings: without it a half-open TCP connection
+// (a relay host that vanished) would look like a quiet firehose forever.
+const (
+	dialTimeout  = 30 * time.Second
+	pingInterval = 30 * time.Second
+	pingTimeout  = 30 * time.Second
+	backoffBase  = time.Second
+	backoffMax   = time.Minute
+)
+
+var errPingTimeout = errors.New("relay did not answer a ping")
+
+// drop is a connection that ended for a reason worth reconnecting over. reason is a bounded metric label.
+type drop struct {
+	reason string
+	err    error
+}
+
+func (d *drop) Error() string { return d.reason + ": " + d.err.Error() }
+func (d *drop) Unwrap() error { return d.err }
+
+// read connects to the relay and reads from it until ctx ends (nil) or a fatal error (returned), reconnecting
+// with capped exponential backoff whenever the connection drops.
+func (s *Source) read(ctx context.Context) error {
+	policy := backoff.New(backoffBase, backoffMax)
+	for {
+		err := s.session(ctx, policy)
+		if ctx.Err() != nil {
+			var fatal fatalError
+			if errors.As(context.Cause(ctx), &fatal) {
+				return fatal.error
+			}
+			return nil
+		}
+		var fatal fatalError
+		if errors.As(err, &fatal) {
+			return fatal.error
+		}
+		reason := "network"
+		var d *drop
+		if errors.As(err, &d) {
+			reason = d.reason
+		}
+		metrics.Reconnects.WithLabelValues(label, reason).Inc()
+		delay := policy.Next()
+		// One line per outage: retries of the same outage log at debug level.
+		level := slogLevel(policy.Attempt() == 1)
+		s.log.Log(ctx, level, "relay connection lost; reconnecting", "reason", reason, "err", err,
+			"cursor", describeCursor(s.lastSeq), "retry_in", delay.Round(time.Millisecond), "attempt", policy.Attempt())
+		backoff.Sleep(ctx, delay)
+	}
+}
+
+// session runs one connection until it drops.
+func (s *Source) session(ctx context.Context, policy *backoff.Policy) error {
+	u := s.connectURL()
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	conn, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{HTTPHeader: http.Header{"User-Agent": {"atkafka"}}})
+	cancel()
+	if err != nil {
+		return &drop{"dial", err}
+	}
+	defer conn.CloseNow()
+	// The frame size limit is enforced while reading (readLimited), so that an oversized frame is dead-lettered
+	// instead of ending the connection, which would only fetch the same frame again on reconnect.
+	conn.SetReadLimit(-1)
+	s.connected.Store(true)
+	defer s.connected.Store(false)
+	s.log.Info("connected to relay", "cursor", describeCursor(s.lastSeq), "after_attempts", policy.Attempt())
+
+	sctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	go s.keepalive(sctx, conn, stop)
+	for {
+		j, err := s.nextJob(sctx)
+		if err != nil {
+			return err
+		}
+		if err := s.readMessage(sctx, conn, j); err != nil {
+			s.jobs.put(j)
+			return &drop{closeReason(sctx, err), err}
+		}
+		if err := s.handle(j); err != nil {
+			return err
+		}
+		policy.Reset()
+	}
+}
+
+// connectURL is the subscribeRepos URL resuming after the newest frame read.
+func (s *Source) connectURL() string {
+	u := *s.url
+	if s.lastSeq != noCursor {
+		q := u.Query()
+		q.Set("cursor", strconv.FormatInt(s.lastSeq, 10))
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// closeReason names why a read failed, as a bounded label.
+func closeReason(ctx context.Context, err error) string {
+	if errors.Is(context.Cause(ctx), errPingTimeout) {
+		return "ping_timeout"
+	}
+	if websocket.CloseStatus(err) != -1 {
+		return "closed" // the relay closed the connection properly: a restart or a deploy
+	}
+	return "network"
+}
+
+// keepalive pings the relay and ends the session when it stops answering. A reader stalled by backpressure
+// does not read pongs, so no verdict is made while it is stalled or while frames keep arriving.
+func (s *Source) keepalive(ctx context.Context, conn *websocket.Conn, stop context.CancelCauseFunc) {
+	t := time.NewTicker(pingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.stalled.Load() {
+			continue
+		}
+		before := s.reads.Load()
+		pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+		err := conn.Ping(pctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && !s.stalled.Load() && s.reads.Load() == before {
+			stop(errPingTimeout)
+			return
+		}
+	}
+}
+
+// nextJob waits for a free job: while none is free, Kafka is behind and the relay is not read.
+func (s *Source) nextJob(ctx context.Context) (*job, error) {
+	select {
+	case j := <-s.jobs.free:
+		return j, nil
+	default:
+	}
+	s.stalled.Store(true)
+	defer s.stalled.Store(false)
+	select {
+	case j := <-s.jobs.free:
+		return j, nil
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+// readMessage reads the next websocket message into j.
+func (s *Source) readMessage(ctx context.Context, conn *websocket.Conn, j *job) error {
+	typ, r, err := conn.Reader(ctx)
+	if err != nil {
+		return err
+	}
+	j.received = time.Now()
+	s.reads.Add(1)
+	if j.raw, j.truncated, err = readLimited(r, j.raw[:0], s.cfg.MaxFrameBytes); err != nil {
+		return err
+	}
+	if typ != websocket.MessageBinary {
+		j.bad = &problem{"not_binary", errors.New("text message on a binary stream")}
+	}
+	return nil
+}
+
+// readLimited appends what r holds to buf, up to limit bytes; the rest is read and discarded, and its size
+// returned, so that an oversized message costs no memory.
+func readLimited(r io.Reader, buf []byte, limit int) ([]byte, int, error) {
+	for len(buf) < limit {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)] // let append pick the growth
+		}
+		n, err := r.Read(buf[len(buf):min(cap(buf), limit)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, 0, nil
+		}
+		if err != nil {
+			return buf, 0, err
+		}
+	}
+	dropped, err := io.Copy(io.Discard, r)
+	return buf, int(dropped), err
+}
+
+// handle decodes the frame in j and dispatches it to its worker. Error frames end the session.
+func (s *Source) handle(j *job) error {
+	switch {
+	case j.bad != nil:
+	case j.truncated > 0:
+		j.bad = &problem{"too_large", fmt.Errorf("message of %d bytes exceeds the %d byte limit; raw holds its start",
+			len(j.raw)+j.truncated, s.cfg.MaxFrameBytes)}
+	default:
+		if err := j.frame.Decode(j.raw); err != nil {
+			j.bad = &problem{"decode", err}
+		}
+	}
+	if j.bad != nil {
+		metrics.DecodeErrors.WithLabelValues(label, j.bad.kind).Inc()
+		seq, did := peek(j.raw)
+		j.seq, j.did = seq, did
+		// A broken frame's seq is trusted only where it is the one expected next: garbage must not move the
+		// cursor. Otherwise it takes the previous position, which it holds until its dead letter is acked.
+		pos := s.lastSeq
+		if seq == s.lastSeq+1 && s.lastSeq > 0 {
+			pos = s.position(seq)
+		}
+		s.dispatch(j, max(pos, 0))
+		return nil
+	}
+	switch j.frame.Kind {
+	case frame.KindError:
+		err := s.errorFrame(&j.frame.Error)
+		s.jobs.put(j)
+		return err
+	case frame.KindUnknown:
+		// A valid envelope of a type this build does not know: keep it raw rather than lose it.
+		metrics.SourceEvents.WithLabelValues(label, "unknown_type").Inc()
+		j.seq, j.did = peek(j.raw)
+		j.bad = &problem{"unknown_type", fmt.Errorf("unknown message type %q", j.frame.Type)}
+	case frame.KindInfo:
+		s.info(&j.frame.Info)
+	default:
+		j.seq, j.did = envelope(&j.frame)
+	}
+	pos := s.lastSeq
+	if j.seq > 0 {
+		pos = s.position(j.seq)
+	}
+	s.dispatch(j, max(pos, 0))
+	return nil
+}
+
+// envelope returns the seq and DID of a decoded event frame.
+func envelope(f *frame.Frame) (seq int64, did []byte) {
+	switch f.Kind {
+	case frame.KindCommit:
+		return f.Commit.Seq, f.Commit.Repo
+	case frame.KindSync:
+		return f.Sync.Seq, f.Sync.DID
+	case frame.KindIdentity:
+		return f.Identity.Seq, f.Identity.DID
+	case frame.KindAccount:
+		return f.Account.Seq, f.Account.DID
+	}
+	return 0, nil
+}
+
+// peek reads what it can of a frame that failed to decode: its seq and DID, for the dead letter and the logs.
+// It stops at the first malformed item.
+func peek(msg []byte) (seq int64, did []byte) {
+	d := dagcbor.NewDecoder(msg)
+	if d.Skip() != nil { // the header
+		return 0, nil
+	}
+	n, err := d.MapHeader()
+	if err != nil {
+		return 0, nil
+	}
+	for range n {
+		k, err := d.Text()
+		if err != nil {
+			return seq, did
+		}
+		switch string(k) {
+		case "seq":
+			if seq, err = d.Int(); err != nil {
+				return 0, did
+			}
+		case "repo", "did":
+			if did, err = d.Text(); err != nil {
+				return seq, nil
+			}
+		default:
+			if d.Skip() != nil {
+				return seq, did
+			}
+		}
+	}
+	return seq, did
+}
+
+// position checks seq against the previous one and returns the watermark position of its frame. The position
+// never goes back, so a relay replaying older events cannot move the cursor backwards.
+func (s *Source) position(seq int64) int64 {
+	last := s.lastSeq
+	switch {
+	case last <= 0 || seq == last+1: // nothing to compare with yet, or the expected next seq
+	case seq > last+1:
+		metrics.SourceEvents.WithLabelValues(label, "seq_gap").Inc()
+		s.logSeqAnomaly("seq gap: events missing from the relay stream", last, seq)
+	default:
+		metrics.SourceEvents.WithLabelValues(label, "seq_regression").Inc()
+		s.logSeqAnomaly("seq went backwards: relay replayed events", last, seq)
+		return last
+	}
+	s.lastSeq = seq
+	s.cursorCurrent.Set(float64(seq))
+	return seq
+}
+
+func (s *Source) logSeqAnomaly(msg string, last, seq int64) {
+	if ok, suppressed := s.gaps.allow(time.Now()); ok {
+		s.log.Warn(msg, "previous", last, "seq", seq, "similar_not_logged", suppressed)
+	}
+}
+
+// dispatch records j's position and queues it on the worker owning its DID. Queues hold every job, so this
+// never blocks.
+func (s *Source) dispatch(j *job, pos int64) {
+	j.ticket = s.wm.Add(pos)
+	s.queues[shard(j.did, len(s.queues))] <- j
+}
+
+// shard maps a DID to a worker (FNV-1a): the same DID always lands on the same worker, which keeps its order.
+func shard(did []byte, n int) int {
+	h := uint64(14695981039346656037)
+	for _, c := range did {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return int(h % uint64(n))
+}
+
+// errorFrame turns a relay error frame into the error that ends the session.
+func (s *Source) errorFrame(e *frame.ErrorFrame) error {
+	name, msg := string(e.Error), string(e.Message)
+	switch name {
+	case "FutureCursor":
+		metrics.SourceEvents.WithLabelValues(label, "future_cursor").Inc()
+		return fatalError{fmt.Errorf("relay %s rejected cursor %d as ahead of its newest event (FutureCursor: %s): "+
+			"the relay was reset or is not the one this cursor came from; restart with --cursor live to start at its "+
+			"tip, or --cursor N with a seq it has (the saved cursor is in %s)", s.url.Host, s.lastSeq, msg, s.file.Path())}
+	case "ConsumerTooSlow":
+		metrics.SourceEvents.WithLabelValues(label, "consumer_too_slow").Inc()
+		return &drop{"consumer_too_slow", fmt.Errorf("relay error frame ConsumerTooSlow: %s", msg)}
+	}
+	metrics.SourceEvents.WithLabelValues(label, "error_frame").Inc()
+	return &drop{"error_frame", fmt.Errorf("relay error frame %q: %s", name, msg)}
+}
+
+// info handles an #info frame's side effects; the frame itself becomes a record like any event.
+func (s *Source) info(in *frame.Info) {
+	if string(in.Name) == "OutdatedCursor" {
+		metrics.SourceEvents.WithLabelValues(label, "outdated_cursor").Inc()
+		s.log.Warn("relay says the cursor is older than its backlog: events between it and the oldest it keeps are lost",
+			"cursor", s.lastSeq, "message", string(in.Message))
+		return
+	}
+	metrics.SourceEvents.WithLabelValues(label, "info").Inc()
+	s.log.Info("relay info message", "name", string(in.Name), "message", string(in.Message))
+}
+
+// slogLevel is Warn for the first occurrence of a condition and Debug for its repeats.
+func slogLevel(first bool) slog.Level {
+	if first {
+		return slog.LevelWarn
+	}
+	return slog.LevelDebug
+}

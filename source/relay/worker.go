@@ -1,0 +1,288 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/transform"
+	"github.com/atkafka/atkafka/transform/dagcbor"
+	"github.com/atkafka/atkafka/transform/format"
+	"github.com/atkafka/atkafka/transform/frame"
+)
+
+// Header keys and the constant values the records carry.
+const (
+	headerSeq        = "seq"
+	headerRev        = "rev"
+	headerCollection = "collection"
+	headerAction     = "action"
+)
+
+var actionValues = [...][]byte{frame.ActionCreate: []byte("create"), frame.ActionUpdate: []byte("update"), frame.ActionDelete: []byte("delete")}
+
+// unknownKey keys records that belong to no DID (#info), as consumers of the existing bridge expect.
+var unknownKey = []byte("<unknown>")
+
+// lagEvery is how often a worker updates the lag gauge: parsing a timestamp per frame would be waste.
+const lagEvery = 100 * time.Millisecond
+
+// worker turns frames into messages. Its scratch memory is reused from frame to frame; what a sent message
+// points into belongs to the job instead.
+type worker struct {
+	s *Source
+	p *transform.Pipeline
+
+	car    dagcbor.CAR
+	ops    []format.Operation
+	keep   []bool // keep[i]: ops[i] passed the collection filter
+	events []format.Event
+	recs   []byte // record JSON of the current frame
+	cid    []byte
+	// opHeaders[i] holds the collection and action header values of ops[i].
+	opHeaders [][2][]byte
+	lastLag   time.Time
+}
+
+// work builds and sends the messages of the frames queued for one worker, in order, until q is closed.
+func (s *Source) work(ctx context.Context, q <-chan *job) {
+	w := &worker{s: s, p: s.cfg.Pipeline}
+	for j := range q {
+		w.build(ctx, j)
+		s.send(ctx, j)
+	}
+}
+
+// send hands j's message to the sink. If ctx ended the frame stays pending, and is read again after a
+// restart; any other refusal means the sink is gone, which no retry of ours fixes.
+func (s *Source) send(ctx context.Context, j *job) {
+	j.msg.Records = j.records
+	if err := s.cfg.Sink.Send(ctx, &j.msg); err != nil && ctx.Err() == nil {
+		s.fail(fmt.Errorf("sink refused the message of frame seq %d: %w", j.seq, err))
+	}
+}
+
+// build fills j.records: the frame's records, a dead letter, or nothing when everything was filtered.
+func (w *worker) build(ctx context.Context, j *job) {
+	if j.bad != nil {
+		w.s.deadLetter(j, j.bad, j.raw)
+		return
+	}
+	f := &j.frame
+	var (
+		ev  format.Event
+		rev []byte
+		bad *problem
+	)
+	switch f.Kind {
+	case frame.KindCommit:
+		w.commit(ctx, j)
+		return
+	case frame.KindSync:
+		ev, bad = w.sync(&f.Sync)
+		rev = f.Sync.Rev
+	case frame.KindIdentity:
+		id := &f.Identity
+		ev = format.Event{DID: string(id.DID), Timestamp: string(id.Time),
+			Identity: &format.Identity{Seq: id.Seq, Handle: string(id.Handle)}}
+	case frame.KindAccount:
+		a := &f.Account
+		ev = format.Event{DID: string(a.DID), Timestamp: string(a.Time),
+			Account: &format.Account{Active: a.Active, Seq: a.Seq, Status: string(a.Status)}}
+	case frame.KindInfo:
+		ev = format.Event{Info: &format.Info{Name: string(f.Info.Name), Message: optString(f.Info.Message)}}
+	}
+	if bad != nil {
+		metrics.DecodeErrors.WithLabelValues(label, bad.kind).Inc()
+		w.s.deadLetter(j, bad, j.raw)
+		return
+	}
+	w.p.Observe(&ev)
+	if !w.p.KeepAccount(ctx, ev.DID) {
+		return
+	}
+	w.observeLag(ev.Timestamp)
+	ev.Metadata = w.p.Metadata(ctx, ev.DID)
+	seq := j.appendSeq()
+	w.emit(j, &ev, seq, rev, nil)
+}
+
+// sync builds a #sync event; its commit CID is the root of its CAR.
+func (w *worker) sync(sy *frame.Sync) (format.Event, *problem) {
+	if err := w.car.Parse(sy.Blocks); err != nil {
+		return format.Event{}, &problem{"bad_car", err}
+	}
+	if len(w.car.Roots()) == 0 {
+		return format.Event{}, &problem{"bad_car", errors.New("sync CAR has no root")}
+	}
+	return format.Event{DID: string(sy.DID), Timestamp: string(sy.Time),
+		Sync: &format.Sync{Seq: sy.Seq, Rev: string(sy.Rev), Commit: w.car.Roots()[0].String()}}, nil
+}
+
+// commit emits one record per op that passes the filters. Ops that cannot be rendered (a record missing from
+// the CAR, a record that is not valid atproto data) do not hold back the others: the frame's message carries the
+// good records plus one dead letter with the raw frame.
+func (w *worker) commit(ctx context.Context, j *job) {
+	c := &j.frame.Commit
+	did := string(c.Repo)
+	if !w.p.KeepAccount(ctx, did) {
+		return // before touching the CAR: filtered accounts cost no decoding
+	}
+	carErr := w.car.Parse(c.Blocks)
+	w.ops, w.keep, w.events, w.recs, w.opHeaders = w.ops[:0], w.keep[:0], w.events[:0], w.recs[:0], w.opHeaders[:0]
+	var bad *problem
+	for i := range c.Ops {
+		op, hdr, keep, p := w.operation(c, &c.Ops[i], carErr)
+		if p != nil {
+			metrics.DecodeErrors.WithLabelValues(label, p.kind).Inc()
+			if bad == nil {
+				bad = p
+			}
+			continue
+		}
+		w.ops, w.keep, w.opHeaders = append(w.ops, op), append(w.keep, keep), append(w.opHeaders, hdr)
+	}
+	ts := string(c.Time)
+	for i := range w.ops {
+		w.events = append(w.events, format.Event{DID: did, Timestamp: ts, Operation: &w.ops[i]})
+		w.p.Observe(&w.events[i])
+	}
+	var meta []byte
+	seq := j.appendSeq()
+	for i := range w.events {
+		if !w.keep[i] {
+			continue
+		}
+		if meta == nil {
+			meta = w.p.Metadata(ctx, did) // once per commit, after Observe saw every op
+			w.observeLag(ts)
+		}
+		w.events[i].Metadata = meta
+		w.emit(j, &w.events[i], seq, c.Rev, &w.opHeaders[i])
+	}
+	if bad != nil {
+		w.s.deadLetter(j, bad, j.raw)
+	}
+}
+
+// operation turns one op into an Operation. keep is false when the collection filter drops it: its record is
+// then not transcoded, but the enricher still observes it.
+func (w *worker) operation(c *frame.Commit, op *frame.Op, carErr error) (o format.Operation, hdr [2][]byte, keep bool, p *problem) {
+	collection, rkey, ok := bytes.Cut(op.Path, []byte{'/'})
+	if !ok || len(collection) == 0 || len(rkey) == 0 {
+		return o, hdr, false, &problem{"bad_path", fmt.Errorf("op path %q is not collection/rkey", op.Path)}
+	}
+	o = format.Operation{Action: op.Action.String(), Collection: string(collection), Rkey: string(rkey)}
+	hdr = [2][]byte{collection, actionValues[op.Action]}
+	if op.Action == frame.ActionDelete {
+		return o, hdr, w.p.KeepCollection(o.Collection), nil
+	}
+	if op.CID == nil {
+		return o, hdr, false, &problem{"missing_cid", fmt.Errorf("%s of %s has no cid", o.Action, op.Path)}
+	}
+	w.cid = op.CID.AppendString(w.cid[:0])
+	o.CID = string(w.cid)
+	if !w.p.KeepCollection(o.Collection) {
+		return o, hdr, false, nil
+	}
+	if o.Record, p = w.record(c, op, carErr); p != nil {
+		return o, hdr, false, p
+	}
+	return o, hdr, true, nil
+}
+
+// record transcodes the record block of a create or update into w.recs.
+func (w *worker) record(c *frame.Commit, op *frame.Op, carErr error) ([]byte, *problem) {
+	if carErr != nil {
+		return nil, &problem{"bad_car", carErr}
+	}
+	block, ok := w.car.BlockByLink(op.CID)
+	if !ok {
+		kind := "missing_block"
+		if c.TooBig {
+			kind = "too_big" // deprecated relay behaviour: the blocks were left out on purpose
+		}
+		return nil, &problem{kind, fmt.Errorf("record %s of %s is missing from the commit's blocks", w.cid, op.Path)}
+	}
+	if len(block) == 0 || block[0]>>5 != 5 { // CBOR major type 5: a map
+		return nil, &problem{"record_decode", fmt.Errorf("record %s of %s is not a map", w.cid, op.Path)}
+	}
+	start := len(w.recs)
+	recs, err := dagcbor.AppendJSON(w.recs, block)
+	if err != nil {
+		return nil, &problem{"record_decode", fmt.Errorf("record %s of %s: %w", w.cid, op.Path, err)}
+	}
+	w.recs = recs
+	// Full slice expression: later appends to w.recs must never write into an earlier record.
+	return w.recs[start:len(w.recs):len(w.recs)], nil
+}
+
+// emit renders ev into j's buffers and appends its record. opHeader holds the collection and action header
+// values of an operation, nil for other events.
+func (w *worker) emit(j *job, ev *format.Event, seq, rev []byte, opHeader *[2][]byte) {
+	start := len(j.values)
+	j.values = w.p.AppendValue(j.values, ev)
+	value := j.values[start:len(j.values):len(j.values)]
+
+	h := len(j.headers)
+	if seq != nil {
+		j.headers = append(j.headers, sink.Header{Key: headerSeq, Value: seq})
+	}
+	if rev != nil {
+		j.headers = append(j.headers, sink.Header{Key: headerRev, Value: rev})
+	}
+	if opHeader != nil {
+		j.headers = append(j.headers, sink.Header{Key: headerCollection, Value: opHeader[0]},
+			sink.Header{Key: headerAction, Value: opHeader[1]})
+	}
+	key := unknownKey
+	if j.did != nil {
+		key = j.did
+	}
+	// Slices of j.values and j.headers stay valid when later appends reallocate: the old arrays are never written
+	// again, and the garbage collector keeps them while referenced.
+	j.records = append(j.records, sink.Record{Key: key, Value: value, Headers: j.headers[h:len(j.headers):len(j.headers)]})
+}
+
+// appendSeq renders the frame's seq header value into j's buffer; nil for #info, which has no seq.
+func (j *job) appendSeq() []byte {
+	if j.seq == 0 {
+		return nil
+	}
+	start := len(j.values)
+	j.values = strconv.AppendInt(j.values, j.seq, 10)
+	return j.values[start:len(j.values):len(j.values)]
+}
+
+// observeLag updates the lag gauge from an event time, at most every lagEvery per worker.
+func (w *worker) observeLag(ts string) {
+	now := time.Now()
+	if ts == "" || now.Sub(w.lastLag) < lagEvery {
+		return
+	}
+	w.lastLag = now
+	if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+		w.s.lag.Set(now.Sub(t).Seconds())
+	}
+}
+
+// deadLetter appends a dead-letter record holding raw to j's message, counts it and logs it.
+func (s *Source) deadLetter(j *job, p *problem, raw []byte) {
+	metrics.DeadLettered.WithLabelValues(label, p.kind).Inc()
+	s.log.Warn("frame written to the dead-letter topic", "reason", p.kind, "seq", j.seq, "did", string(j.did), "err", p.err)
+	dl := sink.DeadLetter{Source: label, Reason: p.kind, Err: p.err, DID: string(j.did), Seq: j.seq, Raw: raw}
+	j.records = append(j.records, dl.Record(s.cfg.DeadLetterTopic))
+}
+
+func optString(b []byte) *string {
+	if b == nil {
+		return nil
+	}
+	s := string(b)
+	return &s
+}

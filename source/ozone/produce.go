@@ -172,13 +172,15 @@ func (s *Source) send(ctx context.Context, rec sink.Record, pos position) error 
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	d := &delivery{s: s, ctx: ctx, ticket: s.wm.Add(pos), received: time.Now()}
+	s.sent++
+	d := &delivery{s: s, ctx: ctx, ticket: s.wm.Add(mark{pos: pos, n: s.sent}), received: time.Now()}
 	d.msg = &sink.Message{Records: []sink.Record{rec}, Done: d.done}
+	s.unacked.Add(1)
 	return d.send()
 }
 
-// send hands the message to the sink, retrying while the sink refuses it for a reason other than ctx ending. On
-// ctx ending the message stays pending in the watermark, so the cursor never passes it.
+// send hands the message to the sink, retrying while the sink refuses it for a reason other than ctx ending. A
+// message abandoned because ctx ended stays pending in the watermark, so the cursor never passes it.
 func (d *delivery) send() error {
 	for {
 		err := d.s.cfg.Sink.Send(d.ctx, d.msg)
@@ -186,7 +188,7 @@ func (d *delivery) send() error {
 			return nil
 		}
 		if d.ctx.Err() != nil || !backoff.Sleep(d.ctx, d.s.sinkRetry.failed(err)) {
-			<-d.s.slots
+			d.s.unacked.Add(-1)
 			return d.ctx.Err()
 		}
 	}
@@ -202,29 +204,12 @@ func (d *delivery) done(err error) {
 				_ = d.send()
 				return
 			}
-			<-s.slots
+			s.unacked.Add(-1)
 		}()
 		return
 	}
 	s.sinkRetry.ok()
 	metrics.ProduceLatency.WithLabelValues(sourceLabel).Observe(time.Since(d.received).Seconds())
 	s.wm.Done(d.ticket)
-	<-s.slots
-}
-
-// committed runs when the watermark moves: p and everything before it is in Kafka.
-func (s *Source) committed(p position) {
-	metrics.CursorCommitted.WithLabelValues(sourceLabel).Set(float64(p.id))
-	metrics.OzoneLastEvent.WithLabelValues("id").Set(float64(p.id))
-	metrics.OzoneLastEvent.WithLabelValues("created_at").Set(float64(p.createdAt.UnixMilli()) / 1000)
-}
-
-// committedLine is the cursor file line for the committed position. A zero position (events without a readable
-// createdAt before any other, with no cursor to start from) is not saved: it would mean "start over".
-func (s *Source) committedLine() (string, bool) {
-	p, ok := s.wm.Committed()
-	if !ok || p.createdAt.IsZero() {
-		return "", false
-	}
-	return p.String(), true
+	s.unacked.Add(-1)
 }

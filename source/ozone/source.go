@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/atkafka/atkafka/ack"
@@ -20,16 +21,13 @@ const (
 	defaultPollInterval = time.Second
 	defaultSettleDelay  = 2 * time.Second
 	requestTimeout      = 30 * time.Second
-	// persistInterval is short because Ozone's event rate is low: saving often costs little, and a kill -9 then
-	// repeats hardly more than the in-flight window.
-	persistInterval = 100 * time.Millisecond
 	// drainTimeout bounds how long Run waits at shutdown for Kafka to acknowledge what is in flight, so that the
 	// cursor saved last includes it; whatever is still unacknowledged then is produced again after a restart.
 	drainTimeout = 10 * time.Second
 	pageLimit    = 100
-	// maxInFlight bounds how far reading runs ahead of the committed cursor: one page, so that a kill -9 repeats
-	// at most the page in flight (plus what was acknowledged within the last persistInterval). Kafka acknowledges
-	// a page in milliseconds, far faster than any Ozone produces events, so a wider window would buy nothing.
+	// maxInFlight bounds how far reading runs ahead of the cursor on disk: one page, so that a kill -9 repeats at
+	// most the page in flight. Kafka acknowledges a page in milliseconds, far faster than any Ozone produces
+	// events, so a wider window would buy little.
 	maxInFlight = pageLimit
 )
 
@@ -77,8 +75,11 @@ type Source struct {
 	minBackoff, maxBackoff time.Duration
 	drainTimeout           time.Duration
 
-	wm        *ack.Watermark[position]
-	slots     chan struct{} // one per message handed to the sink and not yet acknowledged
+	wm        *ack.Watermark[mark]
+	slots     chan struct{} // one per event handed to the sink and not yet saved in the cursor file
+	wake      chan struct{} // the watermark moved: the persister has something to save
+	sent      int           // messages handed to the sink; used by the polling goroutine only
+	unacked   atomic.Int64  // messages the sink accepted and has not called Done for yet
 	sinkRetry *retrier
 	lastRead  position // of the newest event read; used by the polling goroutine only
 }
@@ -115,6 +116,7 @@ func New(cfg Config) (*Source, error) {
 		maxBackoff:   30 * time.Second,
 		drainTimeout: drainTimeout,
 		slots:        make(chan struct{}, maxInFlight),
+		wake:         make(chan struct{}, 1),
 	}
 	s.auth = &authenticator{xrpc: xc, identifier: cfg.Identifier, password: cfg.Password, log: log, now: s.now}
 	return s, nil
@@ -158,13 +160,13 @@ func (s *Source) Run(ctx context.Context) error {
 	if err := s.startSession(ctx); err != nil || ctx.Err() != nil {
 		return err
 	}
-	s.wm = ack.NewWatermark(s.committed)
+	s.wm = ack.NewWatermark(s.advanced)
 	s.sinkRetry = s.newRetrier("kafka delivery")
 	persistCtx, stopPersist := context.WithCancel(context.WithoutCancel(ctx))
 	persisted := make(chan struct{})
 	go func() {
 		defer close(persisted)
-		_ = cursor.Persist(persistCtx, s.cfg.Cursor, persistInterval, s.committedLine, s.log)
+		s.persist(persistCtx)
 	}()
 	s.poll(ctx, start)
 	s.drain()
@@ -213,15 +215,4 @@ func (s *Source) startSession(ctx context.Context) error {
 
 func (s *Source) newRetrier(what string) *retrier {
 	return newRetrier(s.log, what, s.minBackoff, s.maxBackoff)
-}
-
-// drain waits until every message handed to the sink is acknowledged, or the drain timeout passed.
-func (s *Source) drain() {
-	deadline := time.Now().Add(s.drainTimeout)
-	for len(s.slots) > 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := len(s.slots); n > 0 {
-		s.log.Warn("stopping with events not acknowledged by Kafka; they will be produced again after a restart", "events", n)
-	}
 }

@@ -131,7 +131,7 @@ func TestCursorMovesOnlyAfterDone(t *testing.T) {
 	m := held.sent()
 	held.ack(m[1])
 	held.ack(m[2])
-	time.Sleep(5 * persistInterval)
+	time.Sleep(300 * time.Millisecond)
 	if line := e.cursorLine(); line != "" {
 		t.Fatalf("cursor %q saved while event 1 is unacknowledged", line)
 	}

@@ -1,0 +1,175 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/atkafka/atkafka/cursor"
+	"github.com/atkafka/atkafka/sink/kafka"
+	"github.com/atkafka/atkafka/source/relay/relaytest"
+	"github.com/atkafka/atkafka/testenv"
+)
+
+// childEnv carries the configuration of a source run in a child process (see TestMain).
+const childEnv = "ATKAFKA_RELAY_TEST_CHILD"
+
+type childConfig struct {
+	Host, Brokers, Topic, Dead, DataDir string
+	MaxInFlight                         int
+}
+
+func TestMain(m *testing.M) {
+	if v := os.Getenv(childEnv); v != "" {
+		os.Exit(runChild(v))
+	}
+	os.Exit(m.Run())
+}
+
+// runChild runs a relay source into Kafka until SIGTERM (graceful) or SIGKILL (the crash under test).
+func runChild(config string) int {
+	var c childConfig
+	if err := json.Unmarshal([]byte(config), &c); err != nil {
+		panic(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	p, err := kafka.New(ctx, kafka.Config{Brokers: []string{c.Brokers}, Topic: c.Topic, ExtraTopics: []string{c.Dead}, CreateTopic: true, Partitions: 4})
+	if err != nil {
+		panic(err)
+	}
+	defer p.Close(context.Background())
+	src, err := New(Config{Host: c.Host, DataDir: c.DataDir, Sink: p, Pipeline: standardPipeline(), DeadLetterTopic: c.Dead, MaxInFlight: c.MaxInFlight})
+	if err != nil {
+		panic(err)
+	}
+	if err := src.Run(ctx); err != nil {
+		os.Stderr.WriteString(err.Error() + "\n")
+		return 1
+	}
+	return 0
+}
+
+// startChild runs the source in a child process of the test binary.
+func startChild(t *testing.T, c childConfig) *exec.Cmd {
+	t.Helper()
+	b, _ := json.Marshal(c)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+string(b))
+	cmd.Stderr = tWriter{t}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
+}
+
+// savedCursor polls the cursor file until it holds at least seq.
+func savedCursor(t *testing.T, f *cursor.File, seq int64, timeout time.Duration) int64 {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		v, ok, err := f.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := strconv.ParseInt(v, 10, 64); ok && n >= seq {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cursor file holds %q, want at least %d within %s", v, seq, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestKafkaKill9 kills a source mid-replay with SIGKILL and restarts it: no op of any seq is missing, and the
+// only repeats are of frames after the cursor saved before the kill, that is, of what was in flight.
+func TestKafkaKill9(t *testing.T) {
+	k := testenv.Kafka(t)
+	srv := relaytest.NewServer(relaytest.CorpusFrames(t), relaytest.Loops(20), relaytest.Pace(1000))
+	defer srv.Close()
+	topics := newTopics(t, k.Brokers)
+	c := childConfig{Host: srv.URL(), Brokers: k.Brokers, Topic: topics.topic, Dead: topics.dead, DataDir: t.TempDir(), MaxInFlight: 256}
+	u, _ := subscribeURL(c.Host)
+	file := cursor.NewFile(cursorPath(c.DataDir, u))
+	// Start from the beginning of the stream: a cursor just before it.
+	if err := file.Save(strconv.FormatInt(srv.FirstSeq()-1, 10)); err != nil {
+		t.Fatal(err)
+	}
+
+	first := startChild(t, c)
+	savedCursor(t, file, srv.FirstSeq()+int64(srv.Len())/5, 60*time.Second)
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+	killedAt, _, _ := file.Load()
+	t.Logf("killed with cursor %s saved, %d of %d frames sent", killedAt, srv.Sent(), srv.Len())
+
+	second := startChild(t, c)
+	savedCursor(t, file, srv.LastSeq(), 90*time.Second)
+	if err := second.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Wait(); err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+	if cs := srv.Cursors(); len(cs) != 2 || cs[1] != killedAt {
+		t.Errorf("connections asked for cursors %q, want the second to resume at %s", cs, killedAt)
+	}
+
+	want := wantOps(t, srv.Messages())
+	got := gotOps(t, topics.read(t, topics.topic, len(want)))
+	dups := checkNoLoss(t, want, got)
+	saved := atoi(killedAt)
+	for id, n := range got {
+		if n > 1 && id.seq <= saved {
+			t.Errorf("%d %s produced %d times, though at or before the cursor saved before the kill", id.seq, id.what, n)
+		}
+	}
+	t.Logf("%d duplicates after kill -9 (in flight: frames after cursor %d)", dups, saved)
+}
+
+// TestKafkaBrokerOutage stops the broker mid-stream: reading stalls with a bounded number of frames in flight,
+// and resumes when the broker is back, with nothing missing.
+func TestKafkaBrokerOutage(t *testing.T) {
+	k := testenv.PrivateKafka(t)
+	srv := relaytest.NewServer(relaytest.CorpusFrames(t), relaytest.Loops(10), relaytest.Pace(500))
+	defer srv.Close()
+	topics := newTopics(t, k.Brokers)
+	cfg := testConfig(t, srv.URL(), topics.producer(t))
+	cfg.DeadLetterTopic, cfg.StartCursor, cfg.MaxInFlight = topics.dead, "0", 64
+	r := start(t, cfg)
+	r.waitCommitted(t, srv.FirstSeq()+200, 60*time.Second)
+
+	k.StopBroker(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for !r.stalled.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("reader never stalled while the broker was down")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stalledAt := srv.Sent()
+	time.Sleep(2 * time.Second)
+	if n := r.wm.Pending(); n > cfg.MaxInFlight {
+		t.Errorf("%d frames pending during the outage, above MaxInFlight %d", n, cfg.MaxInFlight)
+	}
+	t.Logf("stalled after %d frames sent; %d pending", stalledAt, r.wm.Pending())
+	k.StartBroker(t)
+
+	r.waitCommitted(t, srv.LastSeq(), 120*time.Second)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	want := wantOps(t, srv.Messages())
+	dups := checkNoLoss(t, want, gotOps(t, topics.read(t, topics.topic, len(want))))
+	t.Logf("%d duplicates across the outage", dups)
+}

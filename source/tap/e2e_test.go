@@ -196,6 +196,7 @@ func countOps(t testing.TB, recs []*kgo.Record) int {
 // TestEndToEnd backfills two accounts with existing records through a real Tap into a real Kafka, then follows
 // their live records and account changes.
 func TestEndToEnd(t *testing.T) {
+	t.Parallel() // each test has its own network: overlap their start-up
 	e := startE2E(t, 3*time.Second, false)
 	env := e.env
 	alice := env.CreateAccount(env.PDS[0], "alice")

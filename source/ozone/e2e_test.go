@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,10 +24,10 @@ import (
 	"github.com/atkafka/atkafka/testenv"
 )
 
-// e2e is one end-to-end scenario: the real PLC + PDS + Ozone, the real Kafka, a topic of its own.
+// e2e is one end-to-end scenario: its own PLC + PDS + Ozone (dev-env), the shared real Kafka, a topic of its own.
 type e2e struct {
 	t       *testing.T
-	net     *ozoneNet
+	env     *testenv.DevEnv
 	brokers string
 	topic   string
 	subject string // DID of an account the moderation events are about
@@ -38,11 +37,15 @@ type e2e struct {
 
 func newE2E(t *testing.T) *e2e {
 	if testing.Short() {
-		t.Skip("end-to-end: needs dev-env and Kafka")
+		t.Skip("end-to-end: starts dev-env and needs Kafka")
 	}
 	k := testenv.Kafka(t)
-	e := &e2e{t: t, net: startOzoneNet(t), brokers: k.Brokers, topic: testenv.NewTopic(t)}
-	e.subject, e.record, e.cid = e.net.createSubject(t)
+	t.Parallel() // each scenario has its own network and topic; the start-up of the networks overlaps
+	env := testenv.StartDevEnv(t, testenv.DevEnvOptions{Ozone: true})
+	e := &e2e{t: t, env: env, brokers: k.Brokers, topic: testenv.NewTopic(t)}
+	acct := env.CreateAccount(env.PDS[0], "subject")
+	e.subject = acct.DID
+	e.record, e.cid = env.Post(acct, "hello")
 	return e
 }
 
@@ -65,7 +68,8 @@ func newProducer(t testing.TB, brokers, topic string) *kafka.Producer {
 
 func (e *e2e) config(s sink.Sink, cursorPath string) Config {
 	return Config{
-		PDSHost: e.net.PDSURL, Identifier: e.net.Identifier, Password: e.net.Password, LabelerDID: e.net.LabelerDID,
+		PDSHost: e.env.Moderator.PDSURL, Identifier: e.env.Moderator.Identifier, Password: e.env.Moderator.Password,
+		LabelerDID:   e.env.OzoneDID,
 		PollInterval: 100 * time.Millisecond, Cursor: cursor.NewFile(cursorPath), Sink: s, Logger: testLogger(e.t),
 	}
 }
@@ -80,32 +84,19 @@ func (e *e2e) runSource(cfg Config) (stop func() error) {
 	return run(e.t, s)
 }
 
-// allEvents reads every event through the PDS as a moderator, independently of the Source: id -> raw view.
-func (e *e2e) allEvents() (map[int64]json.RawMessage, []int64) {
+// allEvents is every event queryEvents lists (the harness asks Ozone itself, not through the PDS or the Source):
+// id -> raw view.
+func (e *e2e) allEvents() map[int64]json.RawMessage {
 	e.t.Helper()
-	tok := e.net.login(e.t)
-	views, order := map[int64]json.RawMessage{}, []int64(nil)
-	cur := ""
-	for {
-		q := url.Values{"sortDirection": {"asc"}, "limit": {"100"}}
-		if cur != "" {
-			q.Set("cursor", cur)
+	views := map[int64]json.RawMessage{}
+	for _, raw := range e.env.QueryOzoneEvents(nil) {
+		ev, err := decodeEvent(raw)
+		if err != nil {
+			e.t.Fatalf("queryEvents returned an undecodable event: %v", err)
 		}
-		var pg page
-		e.net.xrpcGet(e.t, "tools.ozone.moderation.queryEvents", q, tok, &pg)
-		if len(pg.Events) == 0 {
-			return views, order
-		}
-		for _, raw := range pg.Events {
-			ev, err := decodeEvent(raw)
-			if err != nil {
-				e.t.Fatalf("queryEvents returned an undecodable event: %v", err)
-			}
-			views[ev.id] = raw
-			order = append(order, ev.id)
-		}
-		cur = pg.Cursor
+		views[ev.id] = raw
 	}
+	return views
 }
 
 // kafkaEvents reads the topic until it holds at least want records: id -> values in offset order per id.
@@ -126,7 +117,7 @@ func (e *e2e) kafkaEvents(want int) map[int64][][]byte {
 // checkExactlyOnce asserts Kafka holds every event Ozone has, once, byte for byte as queryEvents returns it.
 func (e *e2e) checkExactlyOnce() {
 	e.t.Helper()
-	views, _ := e.allEvents()
+	views := e.allEvents()
 	got := e.kafkaEvents(len(views))
 	e.checkSame(views, got, nil)
 }
@@ -173,23 +164,33 @@ func (e *e2e) emitKinds() {
 		{repo, map[string]any{"$type": defs + "modEventReverseTakedown", "comment": "restored"}},
 		{repo, map[string]any{"$type": defs + "modEventEscalate"}},
 	} {
-		e.net.emit(e.t, map[string]any{"event": ev.event, "subject": ev.subject, "createdBy": e.net.ModeratorDID})
+		e.env.EmitOzoneEvent(map[string]any{"event": ev.event, "subject": ev.subject})
 	}
 }
 
-// emitParallel emits n comments at once, so that Ozone stamps several of them with one millisecond.
+// emitParallel emits n comments at once, so that Ozone stamps several of them with one millisecond. It calls
+// XRPC directly: the harness's helpers fail the test and so belong to the test goroutine.
 func (e *e2e) emitParallel(n int) {
+	e.t.Helper()
+	errs := make(chan error, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			e.net.emit(e.t, map[string]any{
-				"event":     map[string]any{"$type": "tools.ozone.moderation.defs#modEventComment", "comment": fmt.Sprintf("parallel %d", i)},
-				"subject":   map[string]any{"$type": "com.atproto.admin.defs#repoRef", "did": e.subject},
-				"createdBy": e.net.ModeratorDID,
-			})
+			errs <- e.env.XRPC(testenv.XRPCRequest{Service: e.env.OzoneURL, NSID: "tools.ozone.moderation.emitEvent",
+				Procedure: true, Auth: e.env.AdminAuth(), Input: map[string]any{
+					"event":     map[string]any{"$type": "tools.ozone.moderation.defs#modEventComment", "comment": fmt.Sprintf("parallel %d", i)},
+					"subject":   map[string]any{"$type": "com.atproto.admin.defs#repoRef", "did": e.subject},
+					"createdBy": e.env.Moderator.DID,
+				}}, nil)
 		})
 	}
 	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			e.t.Fatalf("emitEvent: %v", err)
+		}
+	}
 }
 
 // sameMillisecond counts events that share their createdAt with another one.
@@ -216,11 +217,11 @@ func TestE2EExactlyOnceAndRestart(t *testing.T) {
 	e.emitKinds()
 	for range 5 { // parallel emits usually share a millisecond somewhere; try a few batches to be sure
 		e.emitParallel(40)
-		if views, _ := e.allEvents(); sameMillisecond(views) > 0 {
+		if views := e.allEvents(); sameMillisecond(views) > 0 {
 			break
 		}
 	}
-	views, _ := e.allEvents()
+	views := e.allEvents()
 	t.Logf("%d events, %d of them sharing their createdAt millisecond with another", len(views), sameMillisecond(views))
 	if sameMillisecond(views) == 0 {
 		t.Log("no two events shared a millisecond this time; the unit tests cover that case deterministically")
@@ -240,7 +241,7 @@ func TestE2EExactlyOnceAndRestart(t *testing.T) {
 	e.emitKinds()
 	e.emitParallel(20)
 	stop = e.runSource(e.config(p, cursorPath))
-	views, _ = e.allEvents()
+	views = e.allEvents()
 	e.kafkaEvents(len(views))
 	_ = stop()
 	e.checkExactlyOnce()
@@ -252,15 +253,15 @@ func TestE2EOzoneRestart(t *testing.T) {
 	e.emitKinds()
 	cursorPath := filepath.Join(t.TempDir(), "ozone-cursor.txt")
 	stop := e.runSource(e.config(e.producer(), cursorPath))
-	views, _ := e.allEvents()
+	views := e.allEvents()
 	e.kafkaEvents(len(views))
 
-	e.net.stopOzone(t)
+	e.env.StopOzone()
 	time.Sleep(3 * time.Second) // several failed polls: the source must keep going
-	e.net.startOzone(t)
+	e.env.StartOzone()
 	e.emitKinds()
 	e.emitParallel(20)
-	views, _ = e.allEvents()
+	views = e.allEvents()
 	e.kafkaEvents(len(views))
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -277,11 +278,11 @@ func TestE2ETokenExpiry(t *testing.T) {
 	cfg := e.config(e.producer(), filepath.Join(t.TempDir(), "ozone-cursor.txt"))
 	cfg.HTTPClient = &http.Client{Transport: ft, Timeout: 30 * time.Second}
 	stop := e.runSource(cfg)
-	views, _ := e.allEvents()
+	views := e.allEvents()
 	e.kafkaEvents(len(views))
 	ft.expire(1)
 	e.emitKinds()
-	views, _ = e.allEvents()
+	views = e.allEvents()
 	e.kafkaEvents(len(views))
 	_ = stop()
 	e.checkExactlyOnce()
@@ -382,11 +383,15 @@ func TestE2EKillMidPage(t *testing.T) {
 	for range 6 {
 		e.emitParallel(50)
 	}
-	views, _ := e.allEvents()
+	views := e.allEvents()
 	cursorPath := filepath.Join(t.TempDir(), "ozone-cursor.txt")
+	// Past the settle delay every event is readable at once, so the child runs through whole pages and the kill
+	// lands in the middle of one.
+	time.Sleep(defaultSettleDelay)
 
-	cfg, _ := json.Marshal(childConfig{PDS: e.net.PDSURL, Identifier: e.net.Identifier, Password: e.net.Password,
-		Labeler: e.net.LabelerDID, Brokers: e.brokers, Topic: e.topic, Cursor: cursorPath, KillAfter: 150})
+	m := e.env.Moderator
+	cfg, _ := json.Marshal(childConfig{PDS: m.PDSURL, Identifier: m.Identifier, Password: m.Password,
+		Labeler: e.env.OzoneDID, Brokers: e.brokers, Topic: e.topic, Cursor: cursorPath, KillAfter: 150})
 	cmd := exec.Command(os.Args[0], "-test.run=^TestE2EChild$", "-test.v")
 	cmd.Env = append(os.Environ(), childEnv+"="+string(cfg))
 	out, err := cmd.StdoutPipe()
@@ -398,7 +403,6 @@ func TestE2EKillMidPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLine(t, out, "KILL ME", time.Minute)
-	time.Sleep(150 * time.Millisecond) // let a persist tick and some acks happen, mid-window
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

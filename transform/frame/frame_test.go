@@ -228,3 +228,18 @@ func TestUnknownAction(t *testing.T) {
 		t.Errorf("unknown action: %v", err)
 	}
 }
+
+func TestSyncCommitCID(t *testing.T) {
+	c := corpusCommit(t)
+	var f frame.Frame
+	must(t, f.Decode(message(t, 1, "#sync", &comatproto.SyncSubscribeRepos_Sync{
+		Did: c.Repo, Blocks: c.Blocks, Rev: c.Rev, Seq: 1, Time: c.Time})))
+	got, err := f.Sync.CommitCID()
+	if err != nil || got.String() != cid.Cid(c.Commit).String() {
+		t.Errorf("CommitCID() = %v, %v; want %s", got, err, cid.Cid(c.Commit))
+	}
+	f.Sync.Blocks = []byte{1}
+	if _, err := f.Sync.CommitCID(); !errors.Is(err, frame.ErrInvalidCAR) {
+		t.Errorf("bad CAR: %v", err)
+	}
+}

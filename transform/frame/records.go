@@ -96,3 +96,15 @@ func (r *Records) render(op *Op) (RecordOp, error) {
 	rec.Record = r.buf[cidEnd:]
 	return rec, nil
 }
+
+// CommitCID returns the CID of the signed commit a #sync event points at: the first root of its CAR.
+func (s *Sync) CommitCID() (dagcbor.Link, error) {
+	var car dagcbor.CAR
+	if err := car.Parse(s.Blocks); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidCAR, err)
+	}
+	if len(car.Roots()) == 0 {
+		return nil, fmt.Errorf("%w: no root", ErrInvalidCAR)
+	}
+	return car.Roots()[0], nil
+}

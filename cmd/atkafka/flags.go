@@ -46,8 +46,8 @@ func globalFlags() []cli.Flag {
 			Usage: "create the output and dead-letter topics when missing (--create-topic=false to turn off)"},
 		&cli.IntFlag{Name: "topic-partitions", Category: catKafka, Sources: env("TOPIC_PARTITIONS"), Value: 64,
 			Usage: "partitions of a topic atkafka creates"},
-		&cli.IntFlag{Name: "topic-replication-factor", Category: catKafka, Sources: env("TOPIC_REPLICATION_FACTOR"), Value: -1,
-			Usage: "replication factor of a topic atkafka creates (-1: the broker's default)"},
+		&cli.IntFlag{Name: "topic-replication-factor", Category: catKafka, Sources: env("TOPIC_REPLICATION_FACTOR"),
+			Usage: "replication factor of a topic atkafka creates (0: the broker's default)"},
 		&cli.DurationFlag{Name: "kafka-connect-timeout", Category: catKafka, Sources: env("KAFKA_CONNECT_TIMEOUT"), Value: 15 * time.Second,
 			Usage: "how long start-up waits for a reachable broker before failing"},
 

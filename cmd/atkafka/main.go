@@ -53,6 +53,8 @@ func newApp(run commands) *cli.Command {
 			},
 			{Name: "ozone-events", Usage: "poll an Ozone labeler's moderation events", Flags: ozoneFlags(), Action: action(run.ozone)},
 			{Name: "tail", Usage: "print events from a topic as they arrive", Flags: tailFlags(), Action: action(run.tail)},
+			{Name: "healthcheck", Usage: "exit 0 when the atkafka serving --metrics-listen-address is alive (for container health checks)",
+				Action: action(func(ctx context.Context, c *config) error { return healthcheck(ctx, c) })},
 		},
 	}
 }

@@ -9,38 +9,137 @@ import (
 	"time"
 
 	"github.com/atkafka/atkafka/cursor"
+	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/server"
 	"github.com/atkafka/atkafka/sink/embedded"
 	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/source/ozone"
+	"github.com/atkafka/atkafka/source/relay"
+	"github.com/atkafka/atkafka/source/tap"
+	"github.com/atkafka/atkafka/transform"
+	"github.com/atkafka/atkafka/transform/enrich"
+	"github.com/atkafka/atkafka/transform/filter"
+	"github.com/atkafka/atkafka/transform/format"
 )
 
 // wiring builds the real parts for each command.
 type wiring struct{}
 
-var errNotYet = errors.New("not available yet in this build")
+func (wiring) relay(ctx context.Context, c *config) error {
+	return runSource(ctx, c, "relay", func(rt *runtime, p *transform.Pipeline) (source, error) {
+		return relay.New(relay.Config{
+			Host: c.Relay.Host, DataDir: c.DataDir, StartCursor: c.Relay.Cursor, Workers: c.Relay.Workers,
+			MaxInFlight: c.Relay.MaxInFlight, ShutdownTimeout: c.ShutdownTimeout,
+			Sink: rt.producer, Pipeline: p, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log,
+		})
+	})
+}
 
-func (wiring) relay(ctx context.Context, c *config) error { return errNotYet }
-func (wiring) tap(ctx context.Context, c *config) error   { return errNotYet }
-func (wiring) tail(ctx context.Context, c *config) error  { return errNotYet }
+func (wiring) tap(ctx context.Context, c *config) error {
+	return runSource(ctx, c, "tap", func(rt *runtime, p *transform.Pipeline) (source, error) {
+		return tap.New(tap.Config{
+			Host: c.Tap.Host, AdminPassword: c.Tap.AdminPassword, DisableAcks: c.Tap.DisableAcks, Workers: c.Tap.Workers,
+			DrainTimeout: c.ShutdownTimeout, Sink: rt.producer, Pipeline: p, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log,
+		})
+	})
+}
 
 func (wiring) ozone(ctx context.Context, c *config) error {
 	if err := c.validateOzone(); err != nil {
 		return err
 	}
+	return runSource(ctx, c, "ozone", func(rt *runtime, _ *transform.Pipeline) (source, error) {
+		return ozone.New(ozone.Config{
+			PDSHost: c.Ozone.PDSHost, Identifier: c.Ozone.Identifier, Password: c.Ozone.Password, LabelerDID: c.Ozone.LabelerDID,
+			PollInterval: c.Ozone.PollInterval, Cursor: cursor.NewFile(c.Ozone.CursorFile), Sink: rt.producer,
+			DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log,
+		})
+	})
+}
+
+// source is what every source package's Source offers the wiring.
+type source interface {
+	Run(ctx context.Context) error
+}
+
+// connectedSource is a source that can say whether it holds a live connection (relay, Tap), for /readyz.
+type connectedSource interface {
+	Connected() bool
+}
+
+// runSource starts the shared parts, builds the source with build and runs it until ctx ends. Shutdown order
+// matters for "nothing lost": the source stops reading and drains first, then the producer flushes, then the
+// metrics server stops, so /metrics and /healthz stay up while in-flight records are flushed.
+func runSource(ctx context.Context, c *config, name string, build func(*runtime, *transform.Pipeline) (source, error)) error {
 	rt, err := start(ctx, c)
 	if err != nil {
 		return err
 	}
 	defer rt.close()
-	src, err := ozone.New(ozone.Config{
-		PDSHost: c.Ozone.PDSHost, Identifier: c.Ozone.Identifier, Password: c.Ozone.Password, LabelerDID: c.Ozone.LabelerDID,
-		PollInterval: c.Ozone.PollInterval, Cursor: cursor.NewFile(c.Ozone.CursorFile), Sink: rt.producer,
-		DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log,
-	})
+	var p *transform.Pipeline
+	if name != "ozone" {
+		if p, err = newPipeline(c, rt); err != nil {
+			return err
+		}
+	}
+	src, err := build(rt, p)
 	if err != nil {
 		return err
 	}
+	if rt.server != nil {
+		if cs, ok := src.(connectedSource); ok {
+			rt.server.AddReadiness(name+" connected", func() error {
+				if !cs.Connected() {
+					return fmt.Errorf("not connected to the %s", name)
+				}
+				return nil
+			})
+		}
+		rt.server.AddReadiness("cursor advancing", server.CursorAdvancing(name, c.ReadinessWindow))
+	}
+	rt.log.Info("atkafka starting", "command", name, "version", version, "topic", c.Topic, "dead_letter_topic", c.DeadLetterTopic)
 	return src.Run(ctx)
+}
+
+// newPipeline builds the filters, the enricher (needed for eventMetadata and for service rules) and the
+// formatter shared by the firehose commands.
+func newPipeline(c *config, rt *runtime) (*transform.Pipeline, error) {
+	fc := c.Firehose
+	f, err := filter.New(filter.Config{WatchedCollections: fc.WatchedCollections, IgnoredCollections: fc.IgnoredCollections,
+		WatchedServices: fc.WatchedServices, IgnoredServices: fc.IgnoredServices})
+	if err != nil {
+		return nil, err
+	}
+	if len(fc.MetricsCollections) > 0 {
+		metrics.SetCollectionLabels(fc.MetricsCollections)
+	}
+	var formatOpts []format.FormatterOption
+	if fc.Osprey {
+		ids, err := format.NewSnowflake(fc.SnowflakeWorker)
+		if err != nil {
+			return nil, err
+		}
+		formatOpts = append(formatOpts, format.Osprey(ids))
+	}
+	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: format.NewFormatter(formatOpts...)}
+	if !fc.Enrich && !f.HasServiceRules() {
+		return p, nil
+	}
+	e, err := enrich.New(enrich.Config{
+		PLCHost: fc.PLCHost, APIHost: fc.APIHost, LookupTimeout: fc.EnrichTimeout,
+		DocCacheSize: fc.DIDCacheSize, DocTTL: fc.DIDCacheTTL, AuditCacheSize: fc.AuditCacheSize, AuditTTL: fc.AuditCacheTTL,
+		ProfileCacheSize: fc.ProfileCacheSize, ProfileTTL: fc.ProfileCacheTTL, PLCRate: fc.PLCRate, APIRate: fc.APIRate,
+		Logger: rt.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	rt.closers = append(rt.closers, e.Close)
+	p.Accounts = transform.Accounts(f, e, rt.log)
+	if fc.Enrich {
+		p.Enricher = transform.Enrichment(e)
+	}
+	return p, nil
 }
 
 func newLogger(c *config) *slog.Logger {
@@ -54,55 +153,116 @@ func newLogger(c *config) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-// runtime holds what every producing command shares: the logger, the Kafka producer and, when no brokers are
-// configured, the embedded broker it talks to.
+// runtime holds what every producing command shares: the logger, the metrics server, the Kafka producer and,
+// when no brokers are configured, the embedded broker it talks to.
 type runtime struct {
-	log      *slog.Logger
-	producer *kafka.Producer
-	broker   *embedded.Broker
-	shutdown time.Duration
+	log          *slog.Logger
+	server       *server.Server
+	stopServer   context.CancelFunc
+	serverDone   chan struct{}
+	producer     *kafka.Producer
+	broker       *embedded.Broker
+	closers      []func()
+	flushTimeout time.Duration
 }
 
 func start(ctx context.Context, c *config) (*runtime, error) {
-	rt := &runtime{log: newLogger(c), shutdown: c.ShutdownTimeout}
+	rt := &runtime{log: newLogger(c), flushTimeout: c.ShutdownTimeout}
 	slog.SetDefault(rt.log)
+	if err := rt.connect(ctx, c); err != nil {
+		rt.close()
+		return nil, err
+	}
+	return rt, nil
+}
+
+func (rt *runtime) connect(ctx context.Context, c *config) error {
+	if err := rt.startServer(c); err != nil {
+		return err
+	}
 	brokers := c.Brokers
 	if len(brokers) == 0 {
 		b, err := embedded.Start(ctx, embedded.Config{Addr: c.EmbeddedAddr, DataDir: c.EmbeddedDataDir, Logger: rt.log})
 		if err != nil {
-			return nil, fmt.Errorf("embedded broker: %w", err)
+			return fmt.Errorf("embedded broker: %w", err)
 		}
 		rt.broker, brokers = b, b.Addrs()
 	}
+	kc := kafkaClientConfig(c, brokers)
+	kc.Topic, kc.ExtraTopics, kc.FlushTimeout, kc.Logger = c.Topic, []string{c.DeadLetterTopic}, c.ShutdownTimeout, rt.log
+	p, err := kafka.New(ctx, kc)
+	if err != nil {
+		return err
+	}
+	rt.producer = p
+	return nil
+}
+
+// kafkaClientConfig maps the Kafka flags onto the producer's configuration.
+func kafkaClientConfig(c *config, brokers []string) kafka.Config {
 	k := c.Kafka
-	p, err := kafka.New(ctx, kafka.Config{
-		Brokers: brokers, Topic: c.Topic, ExtraTopics: []string{c.DeadLetterTopic},
-		Compression: k.Compression, Linger: k.Linger, MaxBatchBytes: int32(k.MaxBatchBytes), Acks: k.Acks,
+	return kafka.Config{
+		Brokers: brokers, Compression: k.Compression, Linger: k.Linger, MaxBatchBytes: int32(k.MaxBatchBytes), Acks: k.Acks,
 		CreateTopic: k.CreateTopic, Partitions: int32(k.Partitions), ReplicationFactor: int16(k.ReplicationFactor),
 		TLS: kafka.TLSConfig{Enabled: k.TLS, CAFile: k.TLSCAFile, CertFile: k.TLSCertFile, KeyFile: k.TLSKeyFile,
 			InsecureSkipVerify: k.TLSInsecureSkipVerify},
 		SASL:               kafka.SASLConfig{Mechanism: k.SASLMechanism, Username: k.SASLUsername, Password: k.SASLPassword},
-		MaxInFlightRecords: k.MaxInFlightRecords, MaxInFlightBytes: int64(k.MaxInFlightBytes),
-		ConnectTimeout: k.ConnectTimeout, FlushTimeout: c.ShutdownTimeout, Logger: rt.log,
-	})
-	if err != nil {
-		rt.close()
-		return nil, err
+		MaxInFlightRecords: k.MaxInFlightRecords, MaxInFlightBytes: int64(k.MaxInFlightBytes), ConnectTimeout: k.ConnectTimeout,
 	}
-	rt.producer = p
-	return rt, nil
 }
 
-// close flushes the producer (bounded by --shutdown-timeout) and stops the embedded broker.
+// startServer binds the metrics listener first, so a taken port fails start-up before anything connects.
+func (rt *runtime) startServer(c *config) error {
+	if c.MetricsAddr == "" {
+		return nil
+	}
+	srv := server.New(c.MetricsAddr, server.WithLogger(rt.log))
+	if err := srv.Listen(); err != nil {
+		return fmt.Errorf("metrics listener: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rt.server, rt.stopServer, rt.serverDone = srv, cancel, make(chan struct{})
+	go func() {
+		defer close(rt.serverDone)
+		if err := srv.Run(ctx); err != nil {
+			rt.log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// close flushes the producer (bounded by --shutdown-timeout), then stops the rest.
 func (rt *runtime) close() {
 	if rt.producer != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), rt.shutdown)
+		ctx, cancel := context.WithTimeout(context.Background(), rt.flushTimeout)
 		if err := rt.producer.Close(ctx); err != nil {
 			rt.log.Error("records still unacknowledged at shutdown; they will be produced again after a restart", "err", err)
 		}
 		cancel()
 	}
+	for _, f := range rt.closers {
+		f()
+	}
 	if rt.broker != nil {
 		rt.broker.Close()
 	}
+	if rt.server != nil {
+		rt.stopServer()
+		<-rt.serverDone
+	}
 }
+
+// healthcheck probes a running atkafka's /healthz; the container image's HEALTHCHECK runs it.
+func healthcheck(ctx context.Context, c *config) error {
+	if c.MetricsAddr == "" {
+		fmt.Println("metrics listener disabled; nothing to check")
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return server.Probe(ctx, c.MetricsAddr)
+}
+
+var errNotYet = errors.New("not available yet in this build")
+
+func (wiring) tail(ctx context.Context, c *config) error { return errNotYet }

@@ -19,9 +19,9 @@ import (
 	"time"
 )
 
-// devEnvStartTimeout bounds how long the network may take to print its description: a cold node start with Ozone
-// takes about 10 s on two cores; anything near this means it hangs.
-const devEnvStartTimeout = 2 * time.Minute
+// devEnvStartTimeout bounds how long the network may take to print its description. It needs about 3 s of CPU
+// (5 s with Ozone), but with several test packages starting networks at once on two cores a minute happens.
+const devEnvStartTimeout = 3 * time.Minute
 
 // DevEnvOptions chooses the optional parts of the network; the PLC and one PDS always run.
 type DevEnvOptions struct {

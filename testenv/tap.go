@@ -167,8 +167,9 @@ func (tp *Tap) RemoveRepos(dids ...string) {
 	tp.do(http.MethodPost, "/repos/remove", body, nil)
 }
 
-// OutboxSize returns how many events Tap holds that were not acked yet (GET /stats/outbox-buffer). Acked events
-// are deleted in batches, so it reaches zero shortly after the last ack.
+// OutboxSize returns how many events Tap's outbox holds (GET /stats/outbox-buffer). Tap deletes acked events in
+// batches of 1000 or every 10 s, so it reaches zero up to 10 s after the last ack; a Tap stopped before that
+// forgets the pending batch and redelivers those events after its restart.
 func (tp *Tap) OutboxSize() int64 {
 	tp.t.Helper()
 	var out struct {
@@ -178,7 +179,8 @@ func (tp *Tap) OutboxSize() int64 {
 	return out.N
 }
 
-// WaitOutboxEmpty waits until Tap's outbox drained to zero, failing the test after timeout.
+// WaitOutboxEmpty waits until Tap's outbox drained to zero, failing the test after timeout (give it more than
+// 10 s, see OutboxSize).
 func (tp *Tap) WaitOutboxEmpty(timeout time.Duration) {
 	tp.t.Helper()
 	deadline := time.Now().Add(timeout)

@@ -13,8 +13,11 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import { Secp256k1Keypair } from '@atproto/crypto'
-import { TestOzone, TestPds, TestPlc, createOzoneDid } from '@atproto/dev-env'
+// Only the parts we start: dev-env's index also loads the appview (@atproto/bsky), about a second of CPU per
+// network that no test needs. The deep paths bypass the package's export map, which is safe with the exact
+// version package.json pins.
+import { TestPds } from './node_modules/@atproto/dev-env/dist/pds.js'
+import { TestPlc } from './node_modules/@atproto/dev-env/dist/plc.js'
 
 const ADMIN_PASSWORD = 'admin-pass' // what dev-env hard-codes for the PDS and Ozone
 const MODERATOR = { handle: 'moderator.test', password: 'moderator-pass' }
@@ -37,9 +40,11 @@ if (args.ozone && !args['pg-url']) {
   process.exit(2)
 }
 
+const { TestOzone, createOzoneDid } = args.ozone ? await import('./node_modules/@atproto/dev-env/dist/ozone.js') : {}
+const { Secp256k1Keypair } = args.ozone ? await import('@atproto/crypto') : {}
+
 // TestPds puts its SQLite files and blobs under os.tmpdir(); a private folder we remove on exit keeps runs from
-// filling /tmp. It is set after the imports on purpose: dev-env's port reservation lock folder is computed at
-// import time and must stay in the shared temp folder so concurrent networks see each other's ports.
+// filling /tmp.
 const dir = args.dir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'atkafka-devenv-')))
 await fs.mkdir(dir, { recursive: true })
 process.env.TMPDIR = dir

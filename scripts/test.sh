@@ -63,6 +63,7 @@ step "staticcheck $staticcheck_version"
 export ATKAFKA_TEST_STATE="$run/kafka"
 peer kafka "bash testenv/kafka.sh start" "bash testenv/kafka.sh stop" "$ATKAFKA_TEST_STATE/kafka.env"
 # >>> more peers here (dev-env PLC/PDS/Ozone, Postgres, Tap): peer NAME START STOP ENVFILE <<<
+step "atproto set-up"; bash testenv/setup-atproto.sh # installs (cached) dev-env + node 22, Tap, PostgreSQL; Go tests start them per test
 
 step "go test"
 go test -race -count=1 -timeout 15m ./...

@@ -100,12 +100,10 @@ func kafkaEnv(vars map[string]string, private bool) KafkaEnv {
 	}
 }
 
-// StopBroker stops the broker process, keeping its ports and data for StartBroker. The broker is started again
-// when the test ends, so that a failing test leaves it running for the next one.
+// StopBroker stops the broker process, keeping its ports and data for StartBroker.
 func (k KafkaEnv) StopBroker(t testing.TB) {
 	t.Helper()
 	k.mustBePrivate(t)
-	t.Cleanup(func() { k.run(t, "start-broker") })
 	k.run(t, "stop-broker")
 }
 

@@ -18,6 +18,7 @@ pom="$here/kafka/pom.xml"
 state="${ATKAFKA_TEST_STATE:-/tmp/atkafka-kafka-$(id -u)}"
 version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")"
 lib="${XDG_CACHE_HOME:-$HOME/.cache}/atkafka/kafka-$version/lib"
+cds="$lib/../broker.jsa"
 start_timeout="${ATKAFKA_KAFKA_START_TIMEOUT:-120}"
 stop_timeout=30
 sasl_user=atkafka
@@ -139,12 +140,25 @@ java_cmd() {
 	# A small heap and serial GC: the test machines have two cores shared with the tests themselves.
 	jvm=(java -Xms128m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1
 		-Dlog4j2.configurationFile="$state/log4j2.properties" -cp "$lib/*")
+	if [[ -f "$cds" ]]; then
+		jvm+=(-XX:SharedArchiveFile="$cds")
+	fi
+}
+
+# broker_cds makes the first broker record a class-data-sharing archive of its classes at exit (see stop_broker);
+# java_cmd uses it from then on, which cuts a loaded machine's start-up time by half or more. A stale archive is
+# only ignored by the JVM.
+broker_cds() {
+	if [[ ! -f "$cds" ]]; then
+		jvm+=(-XX:ArchiveClassesAtExit="$state/broker.jsa")
+	fi
 }
 
 format_storage() {
 	local id
+	# A cluster id is 16 random bytes in unpadded base64url, as `StorageTool random-uuid` makes, without a JVM start.
+	id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
 	java_cmd
-	id="$("${jvm[@]}" kafka.tools.StorageTool random-uuid)"
 	"${jvm[@]}" kafka.tools.StorageTool format -t "$id" -c "$state/server.properties" >"$state/format.log" 2>&1 ||
 		die "formatting the KRaft storage failed: $(tail -n 20 "$state/format.log")"
 }
@@ -171,6 +185,7 @@ start_broker() {
 	local marker
 	marker="$(wc -l <"$state/server.log" 2>/dev/null || echo 0)"
 	java_cmd
+	broker_cds
 	# setsid: the broker must not get the terminal's or the test process group's signals.
 	setsid "${jvm[@]}" kafka.Kafka "$state/server.properties" >>"$state/kafka.out" 2>&1 </dev/null &
 	echo $! >"$state/kafka.pid"
@@ -201,6 +216,10 @@ stop_broker() {
 		sleep 0.2
 	done
 	rm -f "$state/kafka.pid"
+	if [[ -f "$state/broker.jsa" && ! -f "$cds" ]]; then
+		mv "$state/broker.jsa" "$cds.$$" && mv -f "$cds.$$" "$cds"
+	fi
+	rm -f "$state/broker.jsa"
 }
 
 cmd_start() {

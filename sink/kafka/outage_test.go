@@ -14,7 +14,8 @@ import (
 	"github.com/atkafka/atkafka/testenv"
 )
 
-// TestBrokerOutage stops and restarts a broker of its own, so that other packages' tests keep theirs.
+// TestBrokerOutage stops and restarts a broker of its own, so that other packages' tests keep theirs. The subtests
+// share it, in order: each leaves the broker as the next expects it, and the last leaves it stopped.
 func TestBrokerOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a private Kafka broker")

@@ -40,7 +40,6 @@ func newE2E(t *testing.T) *e2e {
 		t.Skip("end-to-end: starts dev-env and needs Kafka")
 	}
 	k := testenv.Kafka(t)
-	t.Parallel() // each scenario has its own network and topic; the start-up of the networks overlaps
 	env := testenv.StartDevEnv(t, testenv.DevEnvOptions{Ozone: true})
 	e := &e2e{t: t, env: env, brokers: k.Brokers, topic: testenv.NewTopic(t)}
 	acct := env.CreateAccount(env.PDS[0], "subject")

@@ -40,7 +40,9 @@ func (s *Source) persist(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			s.save(&saved)
+			if err := s.save(&saved); err != nil {
+				s.log.Error("final cursor save failed; the last events will be produced again after a restart", "err", err)
+			}
 			return
 		case <-s.wake:
 		}

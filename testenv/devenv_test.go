@@ -62,9 +62,21 @@ func TestDevEnvOzone(t *testing.T) {
 	if err := json.Unmarshal(view, &emitted); err != nil || emitted.ID == 0 {
 		t.Fatalf("emitEvent answered %s (%v)", view, err)
 	}
+	// Every kind the Ozone source tests emit is accepted by this Ozone.
+	carolRepo := map[string]any{"$type": "com.atproto.admin.defs#repoRef", "did": carol.DID}
+	for _, ev := range []map[string]any{
+		{"$type": "tools.ozone.moderation.defs#modEventReport", "reportType": "com.atproto.moderation.defs#reasonSpam"},
+		{"$type": "tools.ozone.moderation.defs#modEventLabel", "createLabelVals": []string{"spam"}, "negateLabelVals": []string{}},
+		{"$type": "tools.ozone.moderation.defs#modEventTag", "add": []string{"t1"}, "remove": []string{}},
+		{"$type": "tools.ozone.moderation.defs#modEventAcknowledge"},
+		{"$type": "tools.ozone.moderation.defs#modEventTakedown"},
+		{"$type": "tools.ozone.moderation.defs#modEventReverseTakedown"},
+	} {
+		env.EmitOzoneEvent(map[string]any{"event": ev, "subject": carolRepo})
+	}
 	events := env.QueryOzoneEvents(nil)
-	if !containsEventID(events, emitted.ID) {
-		t.Fatalf("queryEvents does not list event %d: %s", emitted.ID, events)
+	if !containsEventID(events, emitted.ID) || len(events) < 7 {
+		t.Fatalf("queryEvents does not list event %d and the six others: %s", emitted.ID, events)
 	}
 
 	mod := &Account{PDS: env.Moderator.PDSURL}

@@ -64,9 +64,10 @@ else
 	echo "$key" >"$devenv/node_modules/.atkafka-stamp"
 	say "dev-env: installed in $((SECONDS - start))s"
 fi
-# The Go helpers run network.mjs with this node; check that it actually loads dev-env.
-(cd "$devenv" && "$node_bin" -e 'import("@atproto/dev-env").then(() => {})') ||
-	die "@atproto/dev-env does not load with $node_bin"
+# The Go helpers run network.mjs with this node: check that the native module it built loads in it (cheap,
+# unlike loading all of dev-env).
+(cd "$devenv" && "$node_bin" -e 'require("better-sqlite3")') ||
+	die "dev-env's native modules do not load with $node_bin: remove $devenv/node_modules and rerun"
 
 # --- 3. Tap -----------------------------------------------------------------------------------------------------
 tap_bin=$cache/bin/tap

@@ -217,7 +217,8 @@ type XRPCRequest struct {
 	// Procedure makes it a POST, with Input as the JSON body when non-nil (some procedures take no body at
 	// all); otherwise it is a GET query.
 	Procedure bool
-	Input     any
+	// Input is the procedure's JSON body.
+	Input any
 	// Params is the query string.
 	Params url.Values
 	// Auth is the Authorization header: Account.Bearer() or DevEnv.AdminAuth(); empty for none.
@@ -228,7 +229,10 @@ type XRPCRequest struct {
 
 // XRPCError is an XRPC call that was answered with a non-2xx status.
 type XRPCError struct {
-	Status  int
+	// Status is the HTTP status code.
+	Status int
+	// Name and Message are the XRPC error body's fields (Name e.g. "InvalidRequest"); Message holds the raw
+	// body when it was not an XRPC error body.
 	Name    string `json:"error"`
 	Message string `json:"message"`
 }
@@ -309,6 +313,8 @@ func (e *DevEnv) AdminAuth() string {
 
 // Account is an account created by the test, with its session.
 type Account struct {
+	// DID, Handle and Password identify the account; AccessJwt and RefreshJwt are the session the PDS opened at
+	// creation (access tokens last two hours in dev-env, longer than any test).
 	DID        string `json:"did"`
 	Handle     string `json:"handle"`
 	AccessJwt  string `json:"accessJwt"`

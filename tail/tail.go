@@ -21,7 +21,6 @@ import (
 	"bufio"
 	"cmp"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -50,9 +49,8 @@ type Config struct {
 	FromBeginning bool
 	// Out receives the lines. Default os.Stdout.
 	Out io.Writer
-	// TLS, when set, connects to the brokers over TLS.
-	TLS *tls.Config
-	// Opts are further client options the caller builds, such as kgo.SASL(...).
+	// Opts are further client options, such as TLS and SASL; the CLI passes sink/kafka's Config.ConnectOpts so
+	// that tail connects exactly as the producer does.
 	Opts []kgo.Opt
 	// ConnectTimeout bounds the start-up check that the brokers answer. Default 15s.
 	ConnectTimeout time.Duration
@@ -91,9 +89,6 @@ func Run(ctx context.Context, cfg Config) error {
 		kgo.ConsumeResetOffset(start),
 		// A human is watching: deliver what arrived within a quarter second rather than wait for fuller batches.
 		kgo.FetchMaxWait(250 * time.Millisecond),
-	}
-	if cfg.TLS != nil {
-		opts = append(opts, kgo.DialTLSConfig(cfg.TLS))
 	}
 	cl, err := kgo.NewClient(append(opts, cfg.Opts...)...)
 	if err != nil {

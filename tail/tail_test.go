@@ -230,7 +230,7 @@ func TestTailUnreachableBroker(t *testing.T) {
 }
 
 // TestTailRealKafka reads from the real Apache Kafka broker, in plain text and through SASL and TLS as the CLI
-// builds them (Config.Opts, Config.TLS).
+// builds them (Config.Opts).
 func TestTailRealKafka(t *testing.T) {
 	k := testenv.Kafka(t)
 	tp := testenv.NewTopic(t)
@@ -253,7 +253,7 @@ func TestTailRealKafka(t *testing.T) {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
-	tlsCfg := Config{Brokers: strings.Split(k.TLSBrokers, ","), TLS: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	tlsCfg := Config{Brokers: strings.Split(k.TLSBrokers, ","), Opts: []kgo.Opt{kgo.DialTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})}}
 
 	for name, cfg := range map[string]Config{"plaintext": {Brokers: brokers}, "sasl": sasl, "tls": tlsCfg} {
 		t.Run(name, func(t *testing.T) {

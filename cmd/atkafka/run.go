@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"github.com/atkafka/atkafka/source/ozone"
 	"github.com/atkafka/atkafka/source/relay"
 	"github.com/atkafka/atkafka/source/tap"
+	"github.com/atkafka/atkafka/tail"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/enrich"
 	"github.com/atkafka/atkafka/transform/filter"
@@ -263,6 +263,22 @@ func healthcheck(ctx context.Context, c *config) error {
 	return server.Probe(ctx, c.MetricsAddr)
 }
 
-var errNotYet = errors.New("not available yet in this build")
-
-func (wiring) tail(ctx context.Context, c *config) error { return errNotYet }
+// tail reads the configured brokers, or the embedded broker's address when none are given: it never starts a
+// broker of its own, since a fresh one would be empty.
+func (wiring) tail(ctx context.Context, c *config) error {
+	brokers := c.Brokers
+	if len(brokers) == 0 {
+		brokers = []string{c.EmbeddedAddr}
+	}
+	log := newLogger(c)
+	kc := kafkaClientConfig(c, brokers)
+	kc.Logger = log
+	opts, err := kc.ConnectOpts()
+	if err != nil {
+		return err
+	}
+	return tail.Run(ctx, tail.Config{
+		Brokers: brokers, Topic: c.Tail.Topic, JSON: c.Tail.JSON, Collection: c.Tail.Collection, DID: c.Tail.DID,
+		FromBeginning: c.Tail.FromBeginning, Out: os.Stdout, Opts: opts, ConnectTimeout: c.Kafka.ConnectTimeout, Logger: log,
+	})
+}

@@ -162,17 +162,41 @@ func (cfg Config) validate() error {
 	return nil
 }
 
-// kgoOpts translates a validated Config into client options.
-func (cfg Config) kgoOpts() ([]kgo.Opt, error) {
+// ConnectOpts returns the client options that reach and authenticate to the brokers (seed brokers, client id,
+// dial timeout, TLS, SASL, logging), so that other Kafka clients of atkafka, such as the tail consumer, connect
+// exactly as the producer does.
+func (cfg Config) ConnectOpts() ([]kgo.Opt, error) {
+	cfg = cfg.withDefaults()
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID),
 		kgo.DialTimeout(cfg.ConnectTimeout),
 		kgo.WithLogger(kgoLogger{cfg.Logger}),
+	}
+	if cfg.TLS.Enabled {
+		tc, err := cfg.TLS.config()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
+	if m := cfg.SASL.mechanism(); m != nil {
+		opts = append(opts, kgo.SASL(m))
+	}
+	return opts, nil
+}
+
+// kgoOpts translates a validated Config into producer client options.
+func (cfg Config) kgoOpts() ([]kgo.Opt, error) {
+	opts, err := cfg.ConnectOpts()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts,
 		kgo.ProducerBatchCompression(compression(cfg.Compression)),
 		// Our in-flight limiter is the only limit, so Produce never blocks inside kgo with a message half queued.
-		kgo.MaxBufferedRecords(1 << 40),
-	}
+		kgo.MaxBufferedRecords(1<<40),
+	)
 	if cfg.Linger > 0 {
 		opts = append(opts, kgo.ProducerLinger(cfg.Linger))
 	}
@@ -186,16 +210,6 @@ func (cfg Config) kgoOpts() ([]kgo.Opt, error) {
 		opts = append(opts, kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite())
 	default:
 		opts = append(opts, kgo.RequiredAcks(kgo.AllISRAcks()))
-	}
-	if cfg.TLS.Enabled {
-		tc, err := cfg.TLS.config()
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, kgo.DialTLSConfig(tc))
-	}
-	if m := cfg.SASL.mechanism(); m != nil {
-		opts = append(opts, kgo.SASL(m))
 	}
 	return opts, nil
 }

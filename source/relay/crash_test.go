@@ -141,7 +141,7 @@ func TestKafkaKill9(t *testing.T) {
 // and resumes when the broker is back, with nothing missing.
 func TestKafkaBrokerOutage(t *testing.T) {
 	k := testenv.PrivateKafka(t)
-	srv := relaytest.NewServer(relaytest.CorpusFrames(t), relaytest.Loops(10), relaytest.Pace(500))
+	srv := relaytest.NewServer(relaytest.CorpusFrames(t), relaytest.Loops(20), relaytest.Pace(500)) // long enough to outlast a slow stop-broker
 	defer srv.Close()
 	topics := newTopics(t, k.Brokers)
 	cfg := testConfig(t, srv.URL(), topics.producer(t))

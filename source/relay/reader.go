@@ -75,7 +75,7 @@ func (s *Source) read(ctx context.Context) error {
 func (s *Source) session(ctx context.Context, policy *backoff.Policy) error {
 	u := s.connectURL()
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	conn, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{HTTPHeader: http.Header{"User-Agent": {"atkafka"}}})
+	conn, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{HTTPClient: httpClient, HTTPHeader: http.Header{"User-Agent": {"atkafka"}}})
 	cancel()
 	if err != nil {
 		return &drop{"dial", err}
@@ -91,12 +91,16 @@ func (s *Source) session(ctx context.Context, policy *backoff.Policy) error {
 	sctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	go s.keepalive(sctx, conn, stop)
+	// Reads get a context that never ends, and the session's end closes the connection instead: a cancellable
+	// context costs a timer registration per message inside the websocket library.
+	defer context.AfterFunc(sctx, func() { conn.CloseNow() })()
+	rctx := context.WithoutCancel(sctx)
 	for {
 		j, err := s.nextJob(sctx)
 		if err != nil {
 			return err
 		}
-		if err := s.readMessage(sctx, conn, j); err != nil {
+		if err := s.readMessage(rctx, conn, j); err != nil {
 			s.jobs.put(j)
 			return &drop{closeReason(sctx, err), err}
 		}

@@ -5,15 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"testing"
 
 	"github.com/bluesky-social/indigo/atproto/atdata"
 	"github.com/ipfs/go-cid"
-	"github.com/klauspost/compress/zstd"
 	"github.com/multiformats/go-multihash"
 
 	"github.com/atkafka/atkafka/testenv"
@@ -101,25 +98,8 @@ func jsonEqual(t testing.TB, a, b []byte) bool {
 // that these tests do not depend on package frame.
 func corpusCARs(t testing.TB) [][]byte {
 	t.Helper()
-	path := filepath.Join(testenv.SharedDir(t), "corpus", "relay-2026-07-04", "frames.bin.zst")
-	compressed, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	zr, err := zstd.NewReader(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zr.Close()
-	raw, err := zr.DecodeAll(compressed, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var cars [][]byte
-	for len(raw) >= 4 {
-		n := binary.LittleEndian.Uint32(raw)
-		msg := raw[4 : 4+n]
-		raw = raw[4+n:]
+	for _, msg := range testenv.CorpusFrames(t) {
 		d := dagcbor.NewDecoder(msg)
 		if err := d.Skip(); err != nil { // header
 			t.Fatal(err)

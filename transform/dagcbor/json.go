@@ -409,6 +409,18 @@ func plainWord(x uint64) bool {
 
 // appendText appends s as a JSON string, requiring valid UTF-8 (off locates s for the error).
 func (t *transcoder) appendText(dst, s []byte, off int) ([]byte, error) {
+	out, ok := AppendJSONString(dst, s)
+	if !ok {
+		return dst, t.errorf(off, "invalid UTF-8 in text string")
+	}
+	return out, nil
+}
+
+// AppendJSONString appends s as a quoted JSON string. It reports ok=false, with dst unchanged, when s is not
+// valid UTF-8: the caller decides whether that is an error (a record) or needs repair (a log-derived string). It
+// is the one JSON string escaper in atkafka, shared by the record transcoder and the event formatter.
+func AppendJSONString(dst, s []byte) (out []byte, ok bool) {
+	start := len(dst)
 	dst = append(dst, '"')
 	last := 0
 	for i := 0; i < len(s); {
@@ -427,7 +439,7 @@ func (t *transcoder) appendText(dst, s []byte, off int) ([]byte, error) {
 		if c >= utf8.RuneSelf {
 			r, size := utf8.DecodeRune(s[i:])
 			if r == utf8.RuneError && size == 1 {
-				return dst, t.errorf(off, "invalid UTF-8 in text string")
+				return dst[:start], false
 			}
 			i += size
 			continue
@@ -453,5 +465,5 @@ func (t *transcoder) appendText(dst, s []byte, off int) ([]byte, error) {
 		last = i
 	}
 	dst = append(dst, s[last:]...)
-	return append(dst, '"'), nil
+	return append(dst, '"'), true
 }

@@ -5,37 +5,17 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/bluesky-social/indigo/atproto/identity"
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/atkafka/atkafka/testenv"
 	"github.com/atkafka/atkafka/transform/filter"
 )
 
 // loadCorpusDocs reads the DID documents plc.directory served for the 148 DIDs of the relay capture.
-func loadCorpusDocs(t testing.TB) map[string]json.RawMessage {
-	t.Helper()
-	f, err := os.Open(filepath.Join(testenv.SharedDir(t), "corpus", "relay-2026-07-04", "did_docs.json.zst"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	dec, err := zstd.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dec.Close()
-	var docs map[string]json.RawMessage
-	if err := json.NewDecoder(dec).Decode(&docs); err != nil {
-		t.Fatal(err)
-	}
-	return docs
-}
+func loadCorpusDocs(t testing.TB) map[string]json.RawMessage { return testenv.CorpusDIDDocs(t) }
 
 // TestCorpusDocuments serves the real documents from a local PLC and checks every DID's metadata against
 // indigo's reading of the same document, an independent implementation.

@@ -1,53 +1,30 @@
 package format
 
-import "unicode/utf8"
+import (
+	"strings"
+	"unsafe"
 
-const hexDigits = "0123456789abcdef"
+	"github.com/atkafka/atkafka/transform/dagcbor"
+)
 
-// AppendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD, as encoding/json does, so the output is
-// always valid JSON.
+// AppendString appends s as a JSON string. Invalid UTF-8 is replaced by U+FFFD so the output is always valid
+// JSON; sources validate text, so this only guards against a hostile relay.
 func AppendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	dst = appendStringBody(dst, s)
-	return append(dst, '"')
+	// A read-only view of the string's bytes: the escaper never writes to its input, and this runs several times
+	// per record, where a copy would allocate.
+	b := unsafe.Slice(unsafe.StringData(s), len(s))
+	if out, ok := dagcbor.AppendJSONString(dst, b); ok {
+		return out
+	}
+	out, _ := dagcbor.AppendJSONString(dst, []byte(strings.ToValidUTF8(s, "\uFFFD")))
+	return out
 }
 
-// appendStringBody appends s escaped for use inside a JSON string, without the quotes.
+// appendStringBody appends s escaped for use inside a JSON string, without the quotes, for values such as an
+// at:// URI assembled from several parts.
 func appendStringBody(dst []byte, s string) []byte {
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	return append(dst, s[start:]...)
+	start := len(dst)
+	dst = AppendString(dst, s)
+	n := copy(dst[start:], dst[start+1:len(dst)-1])
+	return dst[:start+n]
 }

@@ -1,56 +1,16 @@
 package frame_test
 
 import (
-	"bufio"
-	"encoding/binary"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
 
 	"github.com/atkafka/atkafka/testenv"
 	"github.com/atkafka/atkafka/transform/frame"
-	"github.com/klauspost/compress/zstd"
 )
 
-func corpusDir(t testing.TB) string {
-	return filepath.Join(testenv.SharedDir(t), "corpus", "relay-2026-07-04")
-}
-
 // loadFrames returns the 150 websocket messages of the relay capture.
-func loadFrames(t testing.TB) [][]byte {
-	t.Helper()
-	compressed, err := os.ReadFile(filepath.Join(corpusDir(t), "frames.bin.zst"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	zr, err := zstd.NewReader(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zr.Close()
-	raw, err := zr.DecodeAll(compressed, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var frames [][]byte
-	for len(raw) > 0 {
-		if len(raw) < 4 {
-			t.Fatalf("truncated length prefix")
-		}
-		n := binary.LittleEndian.Uint32(raw)
-		if uint64(n) > uint64(len(raw)-4) {
-			t.Fatalf("truncated frame")
-		}
-		frames = append(frames, raw[4:4+n])
-		raw = raw[4+n:]
-	}
-	if len(frames) != 150 {
-		t.Fatalf("got %d frames, want 150", len(frames))
-	}
-	return frames
-}
+func loadFrames(t testing.TB) [][]byte { return testenv.CorpusFrames(t) }
 
 // jetstreamEvent is the part of a Jetstream v1 event the conformance test compares.
 type jetstreamEvent struct {
@@ -77,28 +37,7 @@ type jetstreamEvent struct {
 	} `json:"account"`
 }
 
-func loadExpected(t *testing.T) []jetstreamEvent {
-	t.Helper()
-	f, err := os.Open(filepath.Join(corpusDir(t), "expected_jetstream_v1.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var events []jetstreamEvent
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<24)
-	for sc.Scan() {
-		var ev jetstreamEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			t.Fatal(err)
-		}
-		events = append(events, ev)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return events
-}
+func loadExpected(t *testing.T) []jetstreamEvent { return testenv.CorpusExpected[jetstreamEvent](t) }
 
 func jsonEqual(t *testing.T, a, b []byte) bool {
 	t.Helper()

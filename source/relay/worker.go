@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +12,6 @@ import (
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/transform"
-	"github.com/atkafka/atkafka/transform/dagcbor"
 	"github.com/atkafka/atkafka/transform/format"
 	"github.com/atkafka/atkafka/transform/frame"
 )
@@ -38,12 +38,14 @@ type worker struct {
 	s *Source
 	p *transform.Pipeline
 
-	car    dagcbor.CAR
-	ops    []format.Operation
-	keep   []bool // keep[i]: ops[i] passed the collection filter
-	events []format.Event
-	recs   []byte // record JSON of the current frame
-	cid    []byte
+	records frame.Records
+	// kept is the commit being rendered with only the ops the collection filter keeps; keptOps its reused memory.
+	kept    frame.Commit
+	keptOps []frame.Op
+	ops     []format.Operation
+	keep    []bool // keep[i]: ops[i] passed the collection filter
+	events  []format.Event
+	recs    []byte // record JSON of the current frame
 	// opHeaders[i] holds the collection and action header values of ops[i].
 	opHeaders [][2][]byte
 	lastLag   time.Time
@@ -114,14 +116,12 @@ func (w *worker) build(ctx context.Context, j *job) {
 
 // sync builds a #sync event; its commit CID is the root of its CAR.
 func (w *worker) sync(sy *frame.Sync) (format.Event, *problem) {
-	if err := w.car.Parse(sy.Blocks); err != nil {
+	commit, err := sy.CommitCID()
+	if err != nil {
 		return format.Event{}, &problem{"bad_car", err}
 	}
-	if len(w.car.Roots()) == 0 {
-		return format.Event{}, &problem{"bad_car", errors.New("sync CAR has no root")}
-	}
 	return format.Event{DID: string(sy.DID), Timestamp: string(sy.Time),
-		Sync: &format.Sync{Seq: sy.Seq, Rev: string(sy.Rev), Commit: w.car.Roots()[0].String()}}, nil
+		Sync: &format.Sync{Seq: sy.Seq, Rev: string(sy.Rev), Commit: commit.String()}}, nil
 }
 
 // commit emits one record per op that passes the filters. Ops that cannot be rendered (a record missing from
@@ -133,20 +133,29 @@ func (w *worker) commit(ctx context.Context, j *job) {
 	if !w.p.KeepAccount(ctx, did) {
 		return // before touching the CAR: filtered accounts cost no decoding
 	}
-	carErr := w.car.Parse(c.Blocks)
 	w.ops, w.keep, w.events, w.recs, w.opHeaders = w.ops[:0], w.keep[:0], w.events[:0], w.recs[:0], w.opHeaders[:0]
-	var bad *problem
+	// Ops of collections the filter drops are observed but never transcoded: only the others go to Records.
+	w.kept = *c
+	w.kept.Ops = w.keptOps[:0]
 	for i := range c.Ops {
-		op, hdr, keep, p := w.operation(c, &c.Ops[i], carErr)
-		if p != nil {
-			metrics.DecodeErrors.WithLabelValues(label, p.kind).Inc()
-			if bad == nil {
-				bad = p
-			}
+		op := &c.Ops[i]
+		collection, rkey, ok := bytes.Cut(op.Path, []byte{'/'})
+		if !ok {
+			w.kept.Ops = append(w.kept.Ops, *op) // Records reports the bad path
 			continue
 		}
-		w.ops, w.keep, w.opHeaders = append(w.ops, op), append(w.keep, keep), append(w.opHeaders, hdr)
+		o := format.Operation{Action: op.Action.String(), Collection: string(collection), Rkey: string(rkey)}
+		if !w.p.KeepCollection(o.Collection) {
+			if op.CID != nil {
+				o.CID = op.CID.String()
+			}
+			w.addOp(o, false, collection, op.Action)
+			continue
+		}
+		w.kept.Ops = append(w.kept.Ops, *op)
 	}
+	w.keptOps = w.kept.Ops
+	bad := w.render(c)
 	ts := string(c.Time)
 	for i := range w.ops {
 		w.events = append(w.events, format.Event{DID: did, Timestamp: ts, Operation: &w.ops[i]})
@@ -170,56 +179,47 @@ func (w *worker) commit(ctx context.Context, j *job) {
 	}
 }
 
-// operation turns one op into an Operation. keep is false when the collection filter drops it: its record is
-// then not transcoded, but the enricher still observes it.
-func (w *worker) operation(c *frame.Commit, op *frame.Op, carErr error) (o format.Operation, hdr [2][]byte, keep bool, p *problem) {
-	collection, rkey, ok := bytes.Cut(op.Path, []byte{'/'})
-	if !ok || len(collection) == 0 || len(rkey) == 0 {
-		return o, hdr, false, &problem{"bad_path", fmt.Errorf("op path %q is not collection/rkey", op.Path)}
+// render transcodes the ops in w.kept into w.ops, returning the first problem: the ops it cannot render are
+// left out and the frame is dead-lettered besides.
+func (w *worker) render(c *frame.Commit) (bad *problem) {
+	for rec, err := range w.records.Ops(&w.kept) {
+		if err != nil {
+			p := &problem{opProblem(err, c.TooBig), err}
+			metrics.DecodeErrors.WithLabelValues(label, p.kind).Inc()
+			bad = cmp.Or(bad, p)
+			continue
+		}
+		o := format.Operation{Action: rec.Action.String(), Collection: string(rec.Collection), Rkey: string(rec.RKey)}
+		if rec.Record != nil {
+			// The records' buffer is reused on the next op, and every op is observed before any is rendered.
+			start := len(w.recs)
+			w.recs = append(w.recs, rec.Record...)
+			o.Record, o.CID = w.recs[start:len(w.recs):len(w.recs)], string(rec.CID)
+		}
+		w.addOp(o, true, rec.Collection, rec.Action)
 	}
-	o = format.Operation{Action: op.Action.String(), Collection: string(collection), Rkey: string(rkey)}
-	hdr = [2][]byte{collection, actionValues[op.Action]}
-	if op.Action == frame.ActionDelete {
-		return o, hdr, w.p.KeepCollection(o.Collection), nil
-	}
-	if op.CID == nil {
-		return o, hdr, false, &problem{"missing_cid", fmt.Errorf("%s of %s has no cid", o.Action, op.Path)}
-	}
-	w.cid = op.CID.AppendString(w.cid[:0])
-	o.CID = string(w.cid)
-	if !w.p.KeepCollection(o.Collection) {
-		return o, hdr, false, nil
-	}
-	if o.Record, p = w.record(c, op, carErr); p != nil {
-		return o, hdr, false, p
-	}
-	return o, hdr, true, nil
+	return bad
 }
 
-// record transcodes the record block of a create or update into w.recs.
-func (w *worker) record(c *frame.Commit, op *frame.Op, carErr error) ([]byte, *problem) {
-	if carErr != nil {
-		return nil, &problem{"bad_car", carErr}
+// opProblem names the dead-letter reason of an op the records renderer refused.
+func opProblem(err error, tooBig bool) string {
+	switch {
+	case errors.Is(err, frame.ErrRecordMissing) && tooBig:
+		return "too_big" // deprecated relay behaviour: the blocks were left out on purpose
+	case errors.Is(err, frame.ErrRecordMissing):
+		return "missing_block"
+	case errors.Is(err, frame.ErrInvalidCAR):
+		return "bad_car"
+	case errors.Is(err, frame.ErrInvalidRecord):
+		return "record_decode"
 	}
-	block, ok := w.car.BlockByLink(op.CID)
-	if !ok {
-		kind := "missing_block"
-		if c.TooBig {
-			kind = "too_big" // deprecated relay behaviour: the blocks were left out on purpose
-		}
-		return nil, &problem{kind, fmt.Errorf("record %s of %s is missing from the commit's blocks", w.cid, op.Path)}
-	}
-	if len(block) == 0 || block[0]>>5 != 5 { // CBOR major type 5: a map
-		return nil, &problem{"record_decode", fmt.Errorf("record %s of %s is not a map", w.cid, op.Path)}
-	}
-	start := len(w.recs)
-	recs, err := dagcbor.AppendJSON(w.recs, block)
-	if err != nil {
-		return nil, &problem{"record_decode", fmt.Errorf("record %s of %s: %w", w.cid, op.Path, err)}
-	}
-	w.recs = recs
-	// Full slice expression: later appends to w.recs must never write into an earlier record.
-	return w.recs[start:len(w.recs):len(w.recs)], nil
+	return "bad_op"
+}
+
+// addOp appends an operation and its header values. collection aliases the frame's message.
+func (w *worker) addOp(o format.Operation, keep bool, collection []byte, action frame.Action) {
+	w.ops, w.keep = append(w.ops, o), append(w.keep, keep)
+	w.opHeaders = append(w.opHeaders, [2][]byte{collection, actionValues[action]})
 }
 
 // emit renders ev into j's buffers and appends its record. opHeader holds the collection and action header

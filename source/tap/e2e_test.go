@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/testenv"
 )
@@ -29,7 +31,12 @@ type e2e struct {
 // startE2E starts the peers; Tap redelivers unacked events after retry (Tap's default when zero).
 func startE2E(t testing.TB, retry time.Duration, disableAcks bool) *e2e {
 	t.Helper()
-	k := testenv.Kafka(t)
+	return startE2EWith(t, testenv.Kafka(t), retry, disableAcks)
+}
+
+// startE2EWith is startE2E with a given Kafka (a private one, for benchmarks that must not share the broker).
+func startE2EWith(t testing.TB, k testenv.KafkaEnv, retry time.Duration, disableAcks bool) *e2e {
+	t.Helper()
 	env := testenv.StartDevEnv(t, testenv.DevEnvOptions{})
 	tp := testenv.StartTap(t, testenv.TapOptions{RelayURL: env.PDS[0].URL, PLCURL: env.PLCURL, RetryTimeout: retry,
 		DisableAcks: disableAcks})
@@ -230,6 +237,13 @@ func TestEndToEnd(t *testing.T) {
 		t.FailNow()
 	}
 
+	// Tap restarts: the Source reconnects by itself.
+	reconnects := testutil.ToFloat64(metrics.Reconnects.WithLabelValues("tap", "read"))
+	e.tap.Restart()
+	waitFor(t, 30*time.Second, "reconnected to the restarted Tap", func() bool {
+		return src.Connected() && testutil.ToFloat64(metrics.Reconnects.WithLabelValues("tap", "read")) > reconnects
+	})
+
 	// Live traffic once the backfill is in.
 	uri, cid = env.Post(alice, "live post")
 	want.create(uri, cid, getRecord(t, env, alice, uri), true)
@@ -270,6 +284,18 @@ func TestEndToEnd(t *testing.T) {
 	e.tap.WaitOutboxEmpty(30 * time.Second)
 	if !src.Connected() || src.LastProgress().IsZero() {
 		t.Errorf("Connected %v, LastProgress %v", src.Connected(), src.LastProgress())
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not %s after %s", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

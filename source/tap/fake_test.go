@@ -35,7 +35,7 @@ type fakeConn struct {
 	done chan struct{} // closed when the client went away
 }
 
-func newFakeTap(t *testing.T, password string) *fakeTap {
+func newFakeTap(t testing.TB, password string) *fakeTap {
 	f := &fakeTap{conns: make(chan *fakeConn, 16), password: password}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
@@ -77,7 +77,7 @@ func (f *fakeTap) serve(w http.ResponseWriter, r *http.Request) {
 func (f *fakeTap) host() string { return "ws" + f.srv.URL[len("http"):] }
 
 // accept waits for the next client connection.
-func (f *fakeTap) accept(t *testing.T) *fakeConn {
+func (f *fakeTap) accept(t testing.TB) *fakeConn {
 	t.Helper()
 	select {
 	case c := <-f.conns:

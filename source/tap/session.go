@@ -69,8 +69,8 @@ func (ss *session) run(ctx context.Context) error {
 	workCtx, stopWork := context.WithCancel(connCtx)
 	defer stopWork()
 
-	failed := make(chan error, 2)
-	var reader sync.WaitGroup
+	failed := make(chan error, 2) // one each from the reader and the writer, so neither blocks
+	var reader, workers sync.WaitGroup
 	reader.Go(func() { failed <- &connError{"read", ss.read(connCtx)} })
 	writerDone := make(chan struct{})
 	go func() {
@@ -79,7 +79,6 @@ func (ss *session) run(ctx context.Context) error {
 			failed <- &connError{"write", err}
 		}
 	}()
-	var workers sync.WaitGroup
 	for _, q := range ss.queues {
 		workers.Go(func() { ss.work(workCtx, q) })
 	}
@@ -87,6 +86,7 @@ func (ss *session) run(ctx context.Context) error {
 	var err error
 	select {
 	case <-ctx.Done():
+		// Stop taking events, let Kafka acknowledge what the sink holds, send those acks, then close.
 		close(ss.stopping)
 		stopWork()
 		workers.Wait()
@@ -95,6 +95,7 @@ func (ss *session) run(ctx context.Context) error {
 		<-writerDone
 		_ = ss.conn.Close(websocket.StatusNormalClosure, "atkafka stopping")
 	case err = <-failed:
+		// The connection is gone: nothing more can be acked on it.
 		close(ss.stopping)
 		closeConn()
 		workers.Wait()
@@ -163,6 +164,11 @@ func (ss *session) read(ctx context.Context) error {
 
 // dispatch hands j to its DID's worker, waiting while that worker's queue is full, unless the session stops.
 func (ss *session) dispatch(j *job) {
+	select {
+	case <-ss.stopping: // checked first: select picks at random among ready cases
+		return
+	default:
+	}
 	q := ss.queues[maphash.String(ss.seed, j.did)%uint64(len(ss.queues))]
 	select {
 	case q <- j:

@@ -26,6 +26,9 @@ const (
 	// Reconnection delays grow from backoffBase to backoffMax.
 	backoffBase = 250 * time.Millisecond
 	backoffMax  = 30 * time.Second
+	// stableAfter is how long a connection must last, even without events, for backoff to start over: an idle
+	// Tap sends nothing, and a connection that keeps working is not a failure to back off from.
+	stableAfter = time.Minute
 	// kafkaErrorLogEvery throttles the log line about events Kafka refused, which can come per event.
 	kafkaErrorLogEvery = 10 * time.Second
 )
@@ -81,14 +84,14 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 	bo := backoff.New(backoffBase, backoffMax)
 	for {
-		active, err := s.connectOnce(ctx)
+		worked, err := s.connectOnce(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if errors.Is(err, errPermanent) {
 			return err
 		}
-		if active {
+		if worked {
 			bo.Reset()
 		}
 		reason := "dial"
@@ -104,7 +107,8 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 }
 
-// connectOnce dials Tap and serves the connection until it ends, reporting whether any event arrived on it.
+// connectOnce dials Tap and serves the connection until it ends, reporting whether the connection worked (an
+// event arrived, or it lasted stableAfter) so that Run can start its backoff over.
 func (s *Source) connectOnce(ctx context.Context) (bool, error) {
 	conn, err := s.dial(ctx)
 	if err != nil {
@@ -113,9 +117,10 @@ func (s *Source) connectOnce(ctx context.Context) (bool, error) {
 	s.connected.Store(true)
 	defer s.connected.Store(false)
 	s.log.Info("connected to Tap", "url", s.url, "workers", s.cfg.Workers, "acks", !s.cfg.DisableAcks)
+	start := time.Now()
 	ss := newSession(s, conn)
 	err = ss.run(ctx)
-	return ss.active.Load(), err
+	return ss.active.Load() || time.Since(start) >= stableAfter, err
 }
 
 func (s *Source) dial(ctx context.Context) (*websocket.Conn, error) {

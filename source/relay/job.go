@@ -83,3 +83,6 @@ func (p *pool) put(j *job) {
 	j.reset()
 	p.free <- j
 }
+
+// inFlight is how many jobs are out: read and not yet acknowledged (or never to be).
+func (p *pool) inFlight() int { return cap(p.free) - len(p.free) }

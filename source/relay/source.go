@@ -9,7 +9,24 @@
 // therefore re-reads at most what was in flight, and never skips anything.
 //
 // Input that cannot become records (undecodable frames, commits whose record blocks are missing) is written raw
-// to the dead-letter topic as that frame's message, so the cursor still only moves past what Kafka holds.
+// to the dead-letter topic as that frame's message, so the cursor still only moves past what Kafka holds. A
+// frame whose seq cannot be read takes the previous frame's position: it cannot move the cursor, but the cursor
+// cannot pass it either until its dead letter is acknowledged.
+//
+// When Kafka refuses a frame's records for good (Done with an error: a record too large, a topic it may not
+// write), the frame is written to the dead-letter topic instead, whole, then truncated to 256 KiB. If that is
+// refused too, Run stops with an error naming the frame: the cursor stays before it, and a restart retries it.
+// Nothing is ever acknowledged that Kafka does not hold.
+//
+// Memory is bounded by Config.MaxInFlight: the reader takes a pooled job (message buffer, decoded frame, rendered
+// records) for every frame and stops reading while none is free, which is how a slow or absent broker pauses
+// the relay instead of growing a backlog in memory. Nothing is allocated per frame beyond the strings handed to
+// the pipeline.
+//
+// Shutdown (Run's context ends) stops reading, lets the workers send what was queued, waits up to
+// Config.ShutdownTimeout for Kafka's acknowledgements and saves the cursor. A kill at any moment loses nothing:
+// the saved cursor is at most a second behind the acknowledged frames, and a restart re-reads what was in
+// flight.
 package relay
 
 import (
@@ -187,7 +204,7 @@ func (s *Source) Run(ctx context.Context) error {
 	retrier.Wait()
 	stopPersist()
 	err = errors.Join(err, <-persisted)
-	s.log.Info("relay source stopped", "cursor", s.committed.Load(), "unacknowledged", s.wm.Pending(), "err", err)
+	s.log.Info("relay source stopped", "cursor", s.committed.Load(), "in_flight", s.jobs.inFlight(), "err", err)
 	return err
 }
 
@@ -231,12 +248,12 @@ func (s *Source) drain(workers *sync.WaitGroup, stopWork context.CancelFunc) {
 	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for s.wm.Pending() > int(s.stuck.Load()) {
+	for s.jobs.inFlight() > int(s.stuck.Load()) {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
 			s.log.Warn("shutdown timeout: frames not acknowledged will be read again after a restart",
-				"pending", s.wm.Pending(), "timeout", s.cfg.ShutdownTimeout)
+				"in_flight", s.jobs.inFlight(), "timeout", s.cfg.ShutdownTimeout)
 			return
 		}
 	}

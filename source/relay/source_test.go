@@ -1,14 +1,21 @@
 package relay
 
 import (
+	"context"
+	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/atkafka/atkafka/cursor"
 	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
+	"github.com/atkafka/atkafka/transform"
+	"github.com/atkafka/atkafka/transform/format"
 )
 
 // TestCorpusInMemory is the fast form of the Kafka conformance test: every oracle event exactly once.
@@ -76,4 +83,129 @@ func TestOutdatedCursorCounted(t *testing.T) {
 	if len(info) != 1 || decodeEvent(t, info[0].Value).Info.Name != "OutdatedCursor" {
 		t.Errorf("info records %v, want one OutdatedCursor keyed <unknown>", info)
 	}
+}
+
+// TestRefusedRecordsDeadLettered: a message Kafka refuses for good is retried as a dead letter holding the raw
+// frame, and the cursor moves on only once that is acknowledged.
+func TestRefusedRecordsDeadLettered(t *testing.T) {
+	frames := relaytest.CorpusFrames(t)
+	srv := relaytest.NewServer(frames)
+	defer srv.Close()
+	refused := itoa(srv.FirstSeq() + 10)
+	mem := &memSink{fail: func(msg *sink.Message) error {
+		for _, r := range msg.Records {
+			if r.Topic == "" && headerValue(r.Headers, "seq") == refused {
+				return errors.New("MESSAGE_TOO_LARGE")
+			}
+		}
+		return nil
+	}}
+	cfg := testConfig(t, srv.URL(), mem)
+	cfg.StartCursor = "0"
+	r := start(t, cfg)
+	r.waitCommitted(t, srv.LastSeq(), 30*time.Second)
+	dead := mem.topic("dead")
+	if len(dead) != 1 || dead[0].header("reason") != "produce_failed" || dead[0].header("seq") != refused {
+		t.Fatalf("dead letters %v, want one produce_failed for seq %s", dead, refused)
+	}
+	if !r.Connected() || time.Since(r.LastProgress()) > time.Minute {
+		t.Errorf("Connected %v, LastProgress %v", r.Connected(), r.LastProgress())
+	}
+}
+
+// TestRefusedDeadLetterStops: when the dead letter is refused too, Run stops with an error and the saved cursor
+// stays before the frame, so that a restart retries it.
+func TestRefusedDeadLetterStops(t *testing.T) {
+	frames := relaytest.CorpusFrames(t)
+	srv := relaytest.NewServer(frames)
+	defer srv.Close()
+	refused := srv.FirstSeq() + 10
+	mem := &memSink{fail: func(msg *sink.Message) error {
+		for _, r := range msg.Records {
+			if headerValue(r.Headers, "seq") == itoa(refused) {
+				return errors.New("TOPIC_AUTHORIZATION_FAILED")
+			}
+		}
+		return nil
+	}}
+	cfg := testConfig(t, srv.URL(), mem)
+	cfg.StartCursor = "0"
+	src, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = src.Run(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "TOPIC_AUTHORIZATION_FAILED") || !strings.Contains(err.Error(), itoa(refused)) {
+		t.Fatalf("Run returned %v, want the refusal of seq %d", err, refused)
+	}
+	saved, _, _ := cursor.NewFile(src.CursorPath()).Load()
+	if atoi(saved) >= refused {
+		t.Errorf("cursor saved at %s, at or past the refused frame %d", saved, refused)
+	}
+}
+
+// TestFilters: filtered accounts and collections produce no records, but their frames still move the cursor,
+// and the enricher observes filtered ops.
+func TestFilters(t *testing.T) {
+	frames := relaytest.CorpusFrames(t)
+	srv := relaytest.NewServer(frames)
+	defer srv.Close()
+	var mem memSink
+	cfg := testConfig(t, srv.URL(), &mem)
+	cfg.StartCursor = "0"
+	enricher := &observer{}
+	cfg.Pipeline = &transform.Pipeline{Formatter: format.NewFormatter(), Enricher: enricher,
+		Accounts:    accountFunc(func(did string) bool { return did != "did:plc:wq4aajammjtxdomz3e23667t" }),
+		Collections: collectionFunc(func(nsid string) bool { return nsid != "app.bsky.feed.like" })}
+	r := start(t, cfg)
+	r.waitCommitted(t, srv.LastSeq(), 30*time.Second)
+	likes := 0
+	for _, rec := range mem.topic("") {
+		e := decodeEvent(t, rec.Value)
+		if e.DID == "did:plc:wq4aajammjtxdomz3e23667t" {
+			t.Errorf("filtered account produced %s", e.key())
+		}
+		if e.Operation != nil && e.Operation.Collection == "app.bsky.feed.like" {
+			likes++
+		}
+		if !strings.Contains(string(rec.Value), `"eventMetadata":{"m":1}`) {
+			t.Errorf("no eventMetadata in %s", rec.Value)
+		}
+	}
+	if likes != 0 {
+		t.Errorf("%d likes produced", likes)
+	}
+	if enricher.likes.Load() == 0 {
+		t.Error("filtered likes were not observed")
+	}
+	if mem.msgs != len(frames) {
+		t.Errorf("%d messages for %d frames: filtered frames must still be sent", mem.msgs, len(frames))
+	}
+}
+
+type accountFunc func(string) bool
+
+func (f accountFunc) KeepAccount(_ context.Context, did string) bool { return f(did) }
+
+type collectionFunc func(string) bool
+
+func (f collectionFunc) KeepCollection(nsid string) bool { return f(nsid) }
+
+type observer struct{ likes atomic.Int64 }
+
+func (o *observer) Metadata(context.Context, string) []byte { return []byte(`{"m":1}`) }
+
+func (o *observer) Observe(ev *format.Event) {
+	if ev.Collection() == "app.bsky.feed.like" {
+		o.likes.Add(1)
+	}
+}
+
+func headerValue(hs []sink.Header, key string) string {
+	for _, h := range hs {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
 }

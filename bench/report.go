@@ -1,0 +1,91 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Issue 7's targets.
+const (
+	TargetCPUPerOp   = 12 * time.Microsecond
+	TargetFloorRatio = 0.9
+	TargetPeakRSS    = 100 << 20
+	TargetP99        = 50 * time.Millisecond
+	TargetOsprey     = 0.9 // osprey ops/s ÷ standard ops/s
+)
+
+// Report writes the figures of a run, with the targets they are measured against.
+func Report(w io.Writer, cfg *Config, r *Result) {
+	host, _ := os.Hostname()
+	pace := "unpaced"
+	if cfg.Rate > 0 {
+		pace = fmt.Sprintf("paced at %.0f frames/s", cfg.Rate)
+	}
+	broker := "real broker " + strings.Join(cfg.Brokers, ",")
+	if cfg.Embedded {
+		broker = "embedded broker (kfake, in the load-generator process)"
+	}
+	fmt.Fprintf(w, "\natkafka-bench: %d loops, %s, %s, GOMAXPROCS %d, %d CPUs, %s/%s, host %s\n",
+		cfg.Loops, pace, broker, runtime.GOMAXPROCS(0), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, host)
+	fmt.Fprintf(w, "in flight: %d frames, %d records, %d MiB\n\n", cfg.MaxInFlightFrames, cfg.MaxInFlightRecords, cfg.MaxInFlightBytes>>20)
+	floor := r.FloorOpsPerSec()
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "mode\tframes\trecords\tops/s\tframes/s\tin MB/s\tout MB/s\tCPU µs/op\tpeak RSS MB\tp50 ms\tp99 ms\tgen CPU µs/op\tGCs\t÷ floor\t")
+	for i := range r.Modes {
+		m := &r.Modes[i]
+		sec := m.Elapsed.Seconds()
+		rss := fmt.Sprintf("%.1f", float64(m.PeakRSS)/(1<<20))
+		if !m.PeakRSSReset {
+			rss += "*"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.1f\t%.1f\t%.2f\t%s\t%.1f\t%.1f\t%.2f\t%d\t%.2f\t\n",
+			m.Mode, m.Frames, m.Records, m.OpsPerSec(), float64(m.Frames)/sec, float64(m.InBytes)/sec/1e6,
+			float64(m.OutByte)/sec/1e6, us(m.CPUPerOp()), rss, ms(m.P50), ms(m.P99),
+			us(m.HelperCPU/time.Duration(max(m.Records, 1))), m.GCs, m.OpsPerSec()/floor)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nfloor (one goroutine: cbor-gen decode, go-car block map, atdata → JSON): %.0f ops/s before, %.0f after, mean %.0f; %.2f µs CPU/op\n",
+		r.FloorBefore.OpsPerSec(), r.FloorAfter.OpsPerSec(), floor,
+		us((r.FloorBefore.CPU+r.FloorAfter.CPU)/time.Duration(max(r.FloorBefore.Ops+r.FloorAfter.Ops, 1))))
+
+	fmt.Fprintf(w, "\ntargets (issue 7):\n")
+	var std *ModeResult
+	for i := range r.Modes {
+		m := &r.Modes[i]
+		if m.Mode == "standard" && std == nil {
+			std = m
+		}
+		check(w, m.Mode+": own CPU per op", fmt.Sprintf("%.2f µs", us(m.CPUPerOp())), fmt.Sprintf("≤ %.0f µs", us(TargetCPUPerOp)), m.CPUPerOp() <= TargetCPUPerOp)
+		check(w, m.Mode+": ops/s ÷ floor", fmt.Sprintf("%.2f", m.OpsPerSec()/floor), fmt.Sprintf("≥ %.1f", TargetFloorRatio), m.OpsPerSec()/floor >= TargetFloorRatio)
+		check(w, m.Mode+": peak RSS", fmt.Sprintf("%.1f MB", float64(m.PeakRSS)/(1<<20)), fmt.Sprintf("≤ %d MB", TargetPeakRSS>>20), m.PeakRSS <= TargetPeakRSS)
+		if cfg.Rate > 0 {
+			check(w, m.Mode+": p99 latency", fmt.Sprintf("%.1f ms (bucket ≤ %g ms)", ms(m.P99), m.P99Bucket*1000), fmt.Sprintf("≤ %.0f ms", ms(TargetP99)), m.P99 <= TargetP99)
+		}
+	}
+	for i := range r.Modes {
+		if m := &r.Modes[i]; m.Mode == "osprey" && std != nil {
+			ratio := m.OpsPerSec() / std.OpsPerSec()
+			check(w, "osprey ops/s ÷ standard", fmt.Sprintf("%.2f (CPU/op ratio %.2f)", ratio, float64(m.CPUPerOp())/float64(std.CPUPerOp())),
+				fmt.Sprintf("≥ %.1f", TargetOsprey), ratio >= TargetOsprey)
+		}
+	}
+	if len(r.Modes) > 0 && !r.Modes[0].PeakRSSReset {
+		fmt.Fprintln(w, "* VmHWM could not be reset between phases: the figure is the process's peak so far")
+	}
+}
+
+func check(w io.Writer, what, got, target string, ok bool) {
+	verdict := "MISSED"
+	if ok {
+		verdict = "met"
+	}
+	fmt.Fprintf(w, "  %-34s %-30s target %-9s %s\n", what, got, target, verdict)
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

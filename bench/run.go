@@ -1,0 +1,391 @@
+// Package bench measures relay mode end to end, as issue 7 asks: the real capture replayed in loops as
+// subscribeRepos by a separate load-generator process, the full pipeline (relay source, transform with
+// enrichment against a fake PLC with warm caches, the idempotent Kafka producer) into a real or embedded broker,
+// and in the same run the single-core floor the issue compares against.
+//
+// Only the pipeline runs in the measuring process, so its CPU time (getrusage) and peak RSS (VmHWM) are
+// atkafka's own. cmd/atkafka-bench is the command.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/sink/kafka"
+	"github.com/atkafka/atkafka/source/relay"
+	"github.com/atkafka/atkafka/source/relay/relaytest"
+	"github.com/atkafka/atkafka/transform"
+	"github.com/atkafka/atkafka/transform/enrich"
+	"github.com/atkafka/atkafka/transform/filter"
+	"github.com/atkafka/atkafka/transform/format"
+)
+
+// Config configures a benchmark run. Zero sizes take the CLI's defaults.
+type Config struct {
+	CorpusDir string
+	Loops     int
+	Rate      float64 // frames/s per connection; 0: as fast as atkafka reads
+	Brokers   []string
+	Embedded  bool
+	Modes     []string // "standard", "osprey"
+
+	Workers            int
+	MaxInFlightFrames  int
+	MaxInFlightRecords int
+	MaxInFlightBytes   int64
+	Partitions         int32
+	Linger             time.Duration
+	Compression        string
+
+	FloorDuration time.Duration
+	CPUProfile    string
+	MemProfile    string
+	Out           io.Writer
+	Log           *slog.Logger
+}
+
+// ModeResult is one end-to-end phase.
+type ModeResult struct {
+	Mode             string
+	Frames           int64
+	Records          int64
+	DeadLetters      int64
+	InBytes, OutByte int64
+	Elapsed          time.Duration
+	CPU              time.Duration
+	HelperCPU        time.Duration
+	PeakRSS          int64
+	PeakRSSReset     bool
+	P50, P99         time.Duration
+	P99Bucket        float64 // upper bound of the histogram bucket holding p99, seconds
+	GCs              uint32
+}
+
+// OpsPerSec is records produced per second.
+func (r *ModeResult) OpsPerSec() float64 { return float64(r.Records) / r.Elapsed.Seconds() }
+
+// CPUPerOp is atkafka's own CPU per record.
+func (r *ModeResult) CPUPerOp() time.Duration { return r.CPU / time.Duration(max(r.Records, 1)) }
+
+// Result is a whole run.
+type Result struct {
+	Modes       []ModeResult
+	FloorBefore FloorResult
+	FloorAfter  FloorResult
+}
+
+// FloorOpsPerSec is the mean of the floor measured before and after the end-to-end phases.
+func (r *Result) FloorOpsPerSec() float64 {
+	return float64(r.FloorBefore.Ops+r.FloorAfter.Ops) / (r.FloorBefore.Elapsed + r.FloorAfter.Elapsed).Seconds()
+}
+
+// Run runs the benchmark and writes its report to cfg.Out.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	// Allocation samples of the floor would only blur the heap profile of the pipeline.
+	memRate := runtime.MemProfileRate
+	runtime.MemProfileRate = 0
+	cfg = cfg.withDefaults()
+	frames, err := relaytest.LoadFrames(filepath.Join(cfg.CorpusDir, "frames.bin.zst"))
+	if err != nil {
+		return nil, err
+	}
+	docs, err := LoadDIDDocs(cfg.CorpusDir)
+	if err != nil {
+		return nil, err
+	}
+	h, err := StartHelper(ServeConfig{CorpusDir: cfg.CorpusDir, Loops: cfg.Loops, Rate: cfg.Rate, Embedded: cfg.Embedded})
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	brokers := cfg.Brokers
+	if cfg.Embedded {
+		brokers = []string{h.Broker}
+	}
+	if len(brokers) == 0 {
+		return nil, errors.New("no broker: give --brokers or --embedded")
+	}
+	var inBytes int64
+	for _, f := range frames {
+		inBytes += int64(len(f))
+	}
+	inBytes = inBytes * int64(cfg.Loops)
+
+	res := &Result{}
+	fmt.Fprintf(cfg.Out, "floor (before): %s of cbor-gen decode + go-car map + atdata JSON on one goroutine...\n", cfg.FloorDuration)
+	if res.FloorBefore, err = Floor(frames, cfg.FloorDuration); err != nil {
+		return nil, fmt.Errorf("floor: %w", err)
+	}
+	runtime.MemProfileRate = memRate
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+	}
+	for _, mode := range cfg.Modes {
+		fmt.Fprintf(cfg.Out, "end to end (%s): %d loops of %d frames...\n", mode, cfg.Loops, len(frames))
+		m, err := runMode(ctx, cfg, mode, h, brokers, docs)
+		if err != nil {
+			pprof.StopCPUProfile()
+			return nil, fmt.Errorf("%s mode: %w", mode, err)
+		}
+		m.InBytes = inBytes
+		res.Modes = append(res.Modes, *m)
+	}
+	if cfg.CPUProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if cfg.MemProfile != "" {
+		if err := writeHeapProfile(cfg.MemProfile); err != nil {
+			return nil, err
+		}
+	}
+	runtime.MemProfileRate = 0
+	fmt.Fprintf(cfg.Out, "floor (after)...\n")
+	if res.FloorAfter, err = Floor(frames, cfg.FloorDuration); err != nil {
+		return nil, fmt.Errorf("floor: %w", err)
+	}
+	Report(cfg.Out, &cfg, res)
+	return res, nil
+}
+
+func (cfg Config) withDefaults() Config {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&cfg.Loops, 400)
+	def(&cfg.MaxInFlightFrames, DefaultMaxInFlightFrames)
+	def(&cfg.MaxInFlightRecords, DefaultMaxInFlightRecords)
+	if cfg.MaxInFlightBytes == 0 {
+		cfg.MaxInFlightBytes = DefaultMaxInFlightBytes
+	}
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 64
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = 5 * time.Millisecond
+	}
+	if cfg.Compression == "" {
+		cfg.Compression = "zstd"
+	}
+	if cfg.FloorDuration == 0 {
+		cfg.FloorDuration = 3 * time.Second
+	}
+	if len(cfg.Modes) == 0 {
+		cfg.Modes = []string{"standard"}
+	}
+	if cfg.Out == nil {
+		cfg.Out = os.Stdout
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	return cfg
+}
+
+// The defaults of atkafka's CLI (cmd/atkafka/flags.go), which the benchmark measures unless told otherwise.
+const (
+	DefaultMaxInFlightFrames  = 20000
+	DefaultMaxInFlightRecords = 50000
+	DefaultMaxInFlightBytes   = 64 << 20
+)
+
+// countingSink counts what passes to the producer.
+type countingSink struct {
+	next            sink.Sink
+	records, bytes  atomic.Int64
+	dead            atomic.Int64
+	deadLetterTopic string
+}
+
+func (c *countingSink) Send(ctx context.Context, msg *sink.Message) error {
+	var n int64
+	for i := range msg.Records {
+		r := &msg.Records[i]
+		n += int64(len(r.Key) + len(r.Value))
+		if r.Topic == c.deadLetterTopic {
+			c.dead.Add(1)
+		}
+	}
+	c.records.Add(int64(len(msg.Records)))
+	c.bytes.Add(n)
+	return c.next.Send(ctx, msg)
+}
+
+func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []string, docs map[string]json.RawMessage) (*ModeResult, error) {
+	log := cfg.Log
+	f, err := filter.New(filter.Config{})
+	if err != nil {
+		return nil, err
+	}
+	var fopts []format.FormatterOption
+	switch mode {
+	case "standard":
+	case "osprey":
+		ids, err := format.NewSnowflake(1)
+		if err != nil {
+			return nil, err
+		}
+		fopts = append(fopts, format.Osprey(ids))
+	default:
+		return nil, fmt.Errorf("unknown mode %q (want standard or osprey)", mode)
+	}
+	// As cmd/atkafka wires it with --enrich (the default) and the CLI's cache settings.
+	e, err := enrich.New(enrich.Config{PLCHost: h.PLCURL, LookupTimeout: 2 * time.Second, DocCacheSize: 500000,
+		DocTTL: time.Hour, AuditCacheSize: 500000, AuditTTL: 24 * time.Hour, PLCRate: 100, APIRate: 50, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	defer e.Close()
+	for did := range docs { // warm caches, as a long-running instance has them
+		e.Metadata(ctx, did)
+	}
+	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: format.NewFormatter(fopts...),
+		Accounts: transform.Accounts(f, e, log), Enricher: transform.Enrichment(e)}
+
+	topic := "atkafka-bench-" + mode + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	dlTopic := topic + ".deadletter"
+	prod, err := kafka.New(ctx, kafka.Config{Brokers: brokers, Topic: topic, ExtraTopics: []string{dlTopic},
+		Compression: cfg.Compression, Linger: cfg.Linger, MaxBatchBytes: 1 << 20, Acks: "all", CreateTopic: true,
+		Partitions: cfg.Partitions, MaxInFlightRecords: cfg.MaxInFlightRecords, MaxInFlightBytes: cfg.MaxInFlightBytes,
+		Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	cs := &countingSink{next: prod, deadLetterTopic: dlTopic}
+	dir, err := os.MkdirTemp("", "atkafka-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	src, err := relay.New(relay.Config{Host: h.RelayURL, DataDir: dir, StartCursor: strconv.FormatInt(h.FirstSeq-1, 10),
+		Workers: cfg.Workers, MaxInFlight: cfg.MaxInFlightFrames, Sink: cs, Pipeline: p, DeadLetterTopic: dlTopic, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+
+	committed := metrics.CursorCommitted.WithLabelValues("relay")
+	committed.Set(0)
+	hist0 := histogram(metrics.ProduceLatency.WithLabelValues("relay"))
+	runtime.GC()
+	m := &ModeResult{Mode: mode, PeakRSSReset: ResetPeakRSS()}
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	start, cpu0, hcpu0 := time.Now(), CPUTime(), ProcessCPU(h.PID())
+	go func() { done <- src.Run(rctx) }()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for gauge(committed) < float64(h.LastSeq) {
+		select {
+		case err := <-done:
+			prod.Close(context.Background())
+			return nil, fmt.Errorf("relay source stopped early: %v", err)
+		case <-ctx.Done():
+			prod.Close(context.Background())
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+	}
+	m.Elapsed, m.CPU, m.HelperCPU = time.Since(start), CPUTime()-cpu0, ProcessCPU(h.PID())-hcpu0
+	m.PeakRSS = PeakRSS()
+	var ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
+	m.GCs = ms1.NumGC - ms0.NumGC
+	cancel()
+	runErr := <-done
+	closeErr := prod.Close(context.Background())
+	if err := errors.Join(runErr, closeErr); err != nil {
+		return nil, err
+	}
+	m.Frames, m.Records, m.OutByte, m.DeadLetters = int64(h.Frames), cs.records.Load(), cs.bytes.Load(), cs.dead.Load()
+	hist1 := histogram(metrics.ProduceLatency.WithLabelValues("relay"))
+	m.P50, _ = quantile(hist0, hist1, 0.50)
+	m.P99, m.P99Bucket = quantile(hist0, hist1, 0.99)
+	return m, nil
+}
+
+func gauge(g prometheus.Gauge) float64 {
+	var d dto.Metric
+	_ = g.Write(&d)
+	return d.GetGauge().GetValue()
+}
+
+// hist is a snapshot of a histogram: cumulative counts per upper bound, the last bound +Inf.
+type hist struct {
+	bounds []float64
+	counts []uint64
+}
+
+func histogram(o prometheus.Observer) hist {
+	var d dto.Metric
+	_ = o.(prometheus.Metric).Write(&d)
+	var h hist
+	for _, b := range d.GetHistogram().GetBucket() {
+		h.bounds = append(h.bounds, b.GetUpperBound())
+		h.counts = append(h.counts, b.GetCumulativeCount())
+	}
+	h.counts = append(h.counts, d.GetHistogram().GetSampleCount())
+	h.bounds = append(h.bounds, float64(1<<62))
+	return h
+}
+
+// quantile estimates quantile q of the observations between two snapshots, interpolating linearly inside
+// the bucket as Prometheus' histogram_quantile does, and returns that bucket's upper bound as well.
+func quantile(before, after hist, q float64) (time.Duration, float64) {
+	n := after.counts[len(after.counts)-1] - before.counts[len(before.counts)-1]
+	if n == 0 {
+		return 0, 0
+	}
+	rank := q * float64(n)
+	var prevCount uint64
+	prevBound := 0.0
+	for i, b := range after.bounds {
+		c := after.counts[i] - before.counts[i]
+		if float64(c) >= rank {
+			inBucket := float64(c - prevCount)
+			frac := 1.0
+			if inBucket > 0 {
+				frac = (rank - float64(prevCount)) / inBucket
+			}
+			v := prevBound + (b-prevBound)*frac
+			return time.Duration(v * float64(time.Second)), b
+		}
+		prevCount, prevBound = c, b
+	}
+	return 0, 0
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.Lookup("allocs").WriteTo(f, 0)
+}

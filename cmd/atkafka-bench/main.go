@@ -1,0 +1,84 @@
+// Command atkafka-bench measures relay mode end to end against issue 7's targets: the real relay capture
+// replayed in loops (seqs rewritten) over a local websocket by a separate load-generator process, the full
+// pipeline with enrichment against a local fake PLC (warm caches) and the idempotent producer, into a real
+// broker (--brokers) or the embedded one (--embedded); plus, in the same run, the single-core atdata floor.
+//
+//	go run ./cmd/atkafka-bench --embedded
+//	. /tmp/x/kafka.env && go run ./cmd/atkafka-bench --brokers "$ATKAFKA_TEST_KAFKA" --modes standard,osprey
+//	go run ./cmd/atkafka-bench --brokers "$ATKAFKA_TEST_KAFKA" --rate 2000 --loops 40
+//
+// The serve subcommand is the load generator; the benchmark starts it itself.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/atkafka/atkafka/bench"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		err = serve(ctx, os.Args[2:])
+	} else {
+		err = run(ctx, os.Args[1:])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "atkafka-bench:", err)
+		os.Exit(1)
+	}
+}
+
+const defaultCorpus = "../shared/corpus/relay-2026-07-04"
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("atkafka-bench", flag.ExitOnError)
+	var cfg bench.Config
+	var brokers, modes string
+	fs.StringVar(&cfg.CorpusDir, "corpus", defaultCorpus, "relay capture folder (frames.bin.zst, did_docs.json.zst)")
+	fs.IntVar(&cfg.Loops, "loops", 400, "times the capture is replayed, seqs rewritten")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "pace the replay at this many frames/s (0: as fast as atkafka reads)")
+	fs.StringVar(&brokers, "brokers", "", "Kafka bootstrap servers, comma separated (e.g. $ATKAFKA_TEST_KAFKA from testenv/kafka.sh)")
+	fs.BoolVar(&cfg.Embedded, "embedded", false, "use the embedded broker (kfake), run in the load-generator process")
+	osprey := fs.Bool("osprey", false, "Osprey mode only (shorthand for --modes osprey)")
+	fs.StringVar(&modes, "modes", "standard", "modes to run one after the other: standard, osprey or standard,osprey")
+	fs.IntVar(&cfg.Workers, "relay-workers", 0, "relay workers (0: the source's default)")
+	fs.IntVar(&cfg.MaxInFlightFrames, "max-inflight-frames", bench.DefaultMaxInFlightFrames, "as atkafka's flag")
+	fs.IntVar(&cfg.MaxInFlightRecords, "max-inflight-records", bench.DefaultMaxInFlightRecords, "as atkafka's flag")
+	fs.Int64Var(&cfg.MaxInFlightBytes, "max-inflight-bytes", bench.DefaultMaxInFlightBytes, "as atkafka's flag")
+	fs.StringVar(&cfg.Compression, "compression", "zstd", "as atkafka's flag")
+	fs.DurationVar(&cfg.Linger, "linger", 0, "as atkafka's flag (0: atkafka's default, 5ms)")
+	fs.DurationVar(&cfg.FloorDuration, "floor-duration", 0, "how long the floor runs, before and after the pipeline (default 3s)")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the end-to-end phases here")
+	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write an allocation/heap profile of the end-to-end phases here")
+	_ = fs.Parse(args)
+	if brokers != "" {
+		cfg.Brokers = strings.Split(brokers, ",")
+	}
+	cfg.Modes = strings.Split(modes, ",")
+	if *osprey {
+		cfg.Modes = []string{"osprey"}
+	}
+	fmt.Println("atkafka-bench " + strings.Join(os.Args[1:], " "))
+	_, err := bench.Run(ctx, cfg)
+	return err
+}
+
+func serve(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("atkafka-bench serve", flag.ExitOnError)
+	var cfg bench.ServeConfig
+	fs.StringVar(&cfg.CorpusDir, "corpus", defaultCorpus, "relay capture folder")
+	fs.IntVar(&cfg.Loops, "loops", 400, "times the capture is replayed")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "frames/s per connection (0: unpaced)")
+	fs.BoolVar(&cfg.Embedded, "embedded", false, "also run the embedded broker")
+	_ = fs.Parse(args)
+	return bench.Serve(ctx, cfg, os.Stdin, os.Stdout)
+}

@@ -26,6 +26,10 @@
 // (active, and status unless it is "active", as on the relay). The account event is emitted even when only the
 // handle changed: it states the account's current status rather than a change, so a repeat is harmless, and it
 // lets consumers and rules written for relay mode's account action (takedowns, deactivations) work unchanged.
+// Tap reports handles verified both ways (an unverifiable one as "handle.invalid"), and queues identity events as
+// backfill (not live) events, which Tap's per-DID ack barrier does not order: when Tap redelivers a status change,
+// the copy can arrive after a later change, so consumers that need the current status should not rely on the
+// last identity event alone.
 //
 // # Kafka records
 //
@@ -42,6 +46,9 @@
 // writes must not be concurrent) writes queued acks as they come. The ack queue never blocks: Done only appends to
 // it. So an ack never waits behind a full worker queue, a slow record of another DID, or the reader, and Tap's
 // rule of holding a DID's next live event until the previous one is acked cannot deadlock against atkafka.
+//
+// Duplicates are normal: Tap deletes acked events in batches (every 1000 acks or 10 seconds), so after a Tap
+// restart it sends again events that were already acked, besides those it never got an ack for.
 //
 // Events dropped by a filter are acked at once. When Kafka refuses a record for good, the event is not acked:
 // Tap sends it again after its retry timeout. When the connection drops, acks still pending for its events are

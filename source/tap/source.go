@@ -100,7 +100,13 @@ func (s *Source) Run(ctx context.Context) error {
 		}
 		metrics.Reconnects.WithLabelValues("tap", reason).Inc()
 		delay := bo.Next()
-		s.log.Warn("Tap connection ended; reconnecting", "error", err, "delay", delay, "attempt", bo.Attempt())
+		// One line per outage: the retries of the same outage log at debug level.
+		level := slog.LevelDebug
+		if bo.Attempt() == 1 {
+			level = slog.LevelWarn
+		}
+		s.log.Log(ctx, level, "Tap connection ended; reconnecting", "reason", reason, "error", err,
+			"retry_in", delay.Round(time.Millisecond), "attempt", bo.Attempt())
 		if !backoff.Sleep(ctx, delay) {
 			return nil
 		}

@@ -96,12 +96,12 @@ func idPrefix(raw []byte) (uint64, bool) {
 	return id, err == nil
 }
 
-// did is the event's DID, whatever its type, when present.
+// did is the DID of the part the event's type names, when present; dead letters keep it for their key.
 func (ev *wireEvent) did() string {
 	switch {
-	case ev.Record != nil:
+	case ev.Type == "record" && ev.Record != nil:
 		return ev.Record.DID
-	case ev.Identity != nil:
+	case ev.Type == "identity" && ev.Identity != nil:
 		return ev.Identity.DID
 	}
 	return ""

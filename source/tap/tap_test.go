@@ -1,6 +1,7 @@
 package tap
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -505,4 +506,30 @@ func TestIDPrefix(t *testing.T) {
 			t.Errorf("idPrefix(%s) = %d, %v; want %d", raw, id, ok, want)
 		}
 	}
+}
+
+// FuzzDecode checks that no message makes decode panic, and that a job is either a valid event or a dead letter
+// carrying the raw bytes.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(recordJSON(1, true, didA, "app.bsky.feed.post", "3kabc", "create", `{"text":"x"}`)))
+	f.Add([]byte(identityJSON(2, didA, "a.test", true, "active")))
+	f.Add([]byte(`{"id":3,"type":"record","record":{"did":`))
+	f.Add([]byte(`{"id":4,"type":"record","record":null}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		j := decode(raw, time.Unix(0, 0))
+		if j.ev == nil {
+			if j.reason == "" || j.err == nil || !bytes.Equal(j.raw, raw) {
+				t.Fatalf("dead letter without reason, error or raw bytes: %+v", j)
+			}
+			return
+		}
+		if j.ev.validate() != nil || j.did == "" {
+			t.Fatalf("decoded an invalid event: %+v", j.ev)
+		}
+		if j.ev.Type == "record" {
+			_ = recordEvent(j.ev.Record, j.received)
+		} else {
+			_ = identityEvents(j.ev.Identity, j.received)
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -62,7 +63,13 @@ func startChild(t *testing.T, c childConfig) *exec.Cmd {
 	b, _ := json.Marshal(c)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+string(b))
-	cmd.Stderr = tWriter{t}
+	return startCommand(t, cmd)
+}
+
+// startCommand starts cmd with its output in the test log, and kills it when the test ends.
+func startCommand(t *testing.T, cmd *exec.Cmd) *exec.Cmd {
+	t.Helper()
+	cmd.Stdout, cmd.Stderr = tWriter{t}, tWriter{t}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -90,9 +97,31 @@ func savedCursor(t *testing.T, f *cursor.File, seq int64, timeout time.Duration)
 }
 
 // TestKafkaKill9 kills a source mid-replay with SIGKILL and restarts it: no op of any seq is missing, and the
-// only repeats are of frames after the cursor saved before the kill, that is, of what was in flight.
+// only repeats are of frames after the cursor saved before the kill, that is, of what was in flight. It runs the
+// source both in a child of the test binary and as the real atkafka command.
 func TestKafkaKill9(t *testing.T) {
 	k := testenv.Kafka(t)
+	t.Run("source", func(t *testing.T) { testKill9(t, k, startChild) })
+	t.Run("atkafka", func(t *testing.T) {
+		bin := filepath.Join(t.TempDir(), "atkafka")
+		build := exec.Command("go", "build", "-o", bin, "./cmd/atkafka")
+		build.Dir = testenv.RepoRoot()
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build ./cmd/atkafka: %v\n%s", err, out)
+		}
+		testKill9(t, k, func(t *testing.T, c childConfig) *exec.Cmd {
+			cmd := exec.Command(bin, "firehose", "relay")
+			// The environment rather than flags: it does not depend on which command level declares a flag.
+			cmd.Env = append(os.Environ(), "ATKAFKA_BOOTSTRAP_SERVERS="+c.Brokers, "ATKAFKA_OUTPUT_TOPIC="+c.Topic,
+				"ATKAFKA_DEAD_LETTER_TOPIC="+c.Dead, "ATKAFKA_DATA_DIR="+c.DataDir, "ATKAFKA_METRICS_LISTEN_ADDRESS=127.0.0.1:0",
+				"ATKAFKA_ENRICH=false", "ATKAFKA_TOPIC_PARTITIONS=4", "ATKAFKA_RELAY_HOST="+c.Host,
+				"ATKAFKA_MAX_INFLIGHT_FRAMES="+strconv.Itoa(c.MaxInFlight))
+			return startCommand(t, cmd)
+		})
+	})
+}
+
+func testKill9(t *testing.T, k testenv.KafkaEnv, startChild func(*testing.T, childConfig) *exec.Cmd) {
 	srv := relaytest.NewServer(relaytest.CorpusFrames(t), relaytest.Loops(20), relaytest.Pace(1000))
 	defer srv.Close()
 	topics := newTopics(t, k.Brokers)

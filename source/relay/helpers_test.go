@@ -1,13 +1,10 @@
 package relay
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,7 +13,6 @@ import (
 	"time"
 
 	"github.com/atkafka/atkafka/sink"
-	"github.com/atkafka/atkafka/source/relay/relaytest"
 	"github.com/atkafka/atkafka/testenv"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/format"
@@ -191,25 +187,7 @@ func (e expected) key() string {
 	return e.DID + " " + e.Kind
 }
 
-func loadExpected(t testing.TB) []expected {
-	t.Helper()
-	f, err := os.Open(filepath.Join(testenv.SharedDir(t), relaytest.CorpusDir, "expected_jetstream_v1.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []expected
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 4<<20)
-	for sc.Scan() {
-		var e expected
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, e)
-	}
-	return out
-}
+func loadExpected(t testing.TB) []expected { return testenv.CorpusExpected[expected](t) }
 
 // event is a standard-format record value.
 type event struct {

@@ -10,14 +10,9 @@ package relaytest
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -27,59 +22,19 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/atkafka/atkafka/testenv"
 )
 
 // CorpusDir is the real relay capture under the shared folder (testenv.SharedDir).
-const CorpusDir = "corpus/relay-2026-07-04"
+const CorpusDir = testenv.CorpusDir
 
-// LoadFrames reads a capture file: zstd-compressed (when the name ends in .zst) repeated
-// [u32 little-endian length][message bytes].
-func LoadFrames(path string) ([][]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var r io.Reader = f
-	if filepath.Ext(path) == ".zst" {
-		zr, err := zstd.NewReader(f)
-		if err != nil {
-			return nil, err
-		}
-		defer zr.Close()
-		r = zr
-	}
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	var frames [][]byte
-	for len(data) > 0 {
-		if len(data) < 4 {
-			return nil, fmt.Errorf("%s: truncated length prefix", path)
-		}
-		n := binary.LittleEndian.Uint32(data)
-		if uint64(n) > uint64(len(data)-4) {
-			return nil, fmt.Errorf("%s: frame of %d bytes exceeds the file", path, n)
-		}
-		frames = append(frames, data[4:4+n:4+n])
-		data = data[4+n:]
-	}
-	return frames, nil
-}
+// LoadFrames reads a capture file of repeated [u32 little-endian length][message bytes], zstd-compressed when
+// its name ends in .zst.
+func LoadFrames(path string) ([][]byte, error) { return testenv.ReadFrames(path) }
 
 // CorpusFrames loads the shared relay capture, failing in CI and skipping elsewhere when it is missing.
-func CorpusFrames(t testing.TB) [][]byte {
-	t.Helper()
-	frames, err := LoadFrames(filepath.Join(testenv.SharedDir(t), CorpusDir, "frames.bin.zst"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return frames
-}
+func CorpusFrames(t testing.TB) [][]byte { return testenv.CorpusFrames(t) }
 
 // Option configures a Server.
 type Option func(*Server)

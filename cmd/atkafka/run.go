@@ -67,21 +67,29 @@ type connectedSource interface {
 	Connected() bool
 }
 
-// runSource starts the shared parts, builds the source with build and runs it until ctx ends. Shutdown order
+// runSource starts the shared parts, builds the source with build and runs it until ctx ends. The pipeline is
+// built first: it does no I/O, and a filter or PLC host the operator got wrong must fail start-up with its own
+// message before anything connects (rather than after Kafka did, or instead of a Kafka error). Shutdown order
 // matters for "nothing lost": the source stops reading and drains first, then the producer flushes, then the
-// metrics server stops, so /metrics and /healthz stay up while in-flight records are flushed.
+// metrics server stops, so /metrics and /healthz stay up while in-flight records are flushed; the enricher
+// closes last (its deferred close runs after rt.close).
 func runSource(ctx context.Context, c *config, name string, build func(*runtime, *transform.Pipeline) (source, error)) error {
-	rt, err := start(ctx, c)
+	log := newLogger(c)
+	slog.SetDefault(log)
+	var p *transform.Pipeline
+	if name != "ozone" {
+		var closePipeline func()
+		var err error
+		if p, closePipeline, err = newPipeline(c, log); err != nil {
+			return err
+		}
+		defer closePipeline()
+	}
+	rt, err := start(ctx, c, log)
 	if err != nil {
 		return err
 	}
 	defer rt.close()
-	var p *transform.Pipeline
-	if name != "ozone" {
-		if p, err = newPipeline(c, rt); err != nil {
-			return err
-		}
-	}
 	src, err := build(rt, p)
 	if err != nil {
 		return err
@@ -95,20 +103,25 @@ func runSource(ctx context.Context, c *config, name string, build func(*runtime,
 				return nil
 			})
 		}
-		rt.server.AddReadiness("cursor advancing", server.CursorAdvancing(name, c.ReadinessWindow))
+		// Tap's ids are unordered, so it reports its own read and settled counts; the others have ordered cursors.
+		advancing := server.CursorAdvancing(name, c.ReadinessWindow)
+		if ps, ok := src.(interface{ Progress() (read, settled int64) }); ok {
+			advancing = server.Advancing(c.ReadinessWindow, ps.Progress)
+		}
+		rt.server.AddReadiness("cursor advancing", advancing)
 	}
 	rt.log.Info("atkafka starting", "command", name, "version", version, "topic", c.Topic, "dead_letter_topic", c.DeadLetterTopic)
 	return src.Run(ctx)
 }
 
 // newPipeline builds the filters, the enricher (needed for eventMetadata and for service rules) and the
-// formatter shared by the firehose commands.
-func newPipeline(c *config, rt *runtime) (*transform.Pipeline, error) {
+// formatter shared by the firehose commands. closePipeline stops the enricher's background fetches.
+func newPipeline(c *config, log *slog.Logger) (p *transform.Pipeline, closePipeline func(), err error) {
 	fc := c.Firehose
 	f, err := filter.New(filter.Config{WatchedCollections: fc.WatchedCollections, IgnoredCollections: fc.IgnoredCollections,
 		WatchedServices: fc.WatchedServices, IgnoredServices: fc.IgnoredServices})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(fc.MetricsCollections) > 0 {
 		metrics.SetCollectionLabels(fc.MetricsCollections)
@@ -117,29 +130,28 @@ func newPipeline(c *config, rt *runtime) (*transform.Pipeline, error) {
 	if fc.Osprey {
 		ids, err := format.NewSnowflake(fc.SnowflakeWorker)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		formatOpts = append(formatOpts, format.Osprey(ids))
 	}
-	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: format.NewFormatter(formatOpts...)}
+	p = &transform.Pipeline{Collections: transform.Collections(f), Formatter: format.NewFormatter(formatOpts...)}
 	if !fc.Enrich && !f.HasServiceRules() {
-		return p, nil
+		return p, func() {}, nil
 	}
 	e, err := enrich.New(enrich.Config{
 		PLCHost: fc.PLCHost, APIHost: fc.APIHost, LookupTimeout: fc.EnrichTimeout,
 		DocCacheSize: fc.DIDCacheSize, DocTTL: fc.DIDCacheTTL, AuditCacheSize: fc.AuditCacheSize, AuditTTL: fc.AuditCacheTTL,
 		ProfileCacheSize: fc.ProfileCacheSize, ProfileTTL: fc.ProfileCacheTTL, PLCRate: fc.PLCRate, APIRate: fc.APIRate,
-		Logger: rt.log,
+		Logger: log,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	rt.closers = append(rt.closers, e.Close)
-	p.Accounts = transform.Accounts(f, e, rt.log)
+	p.Accounts = transform.Accounts(f, e, log)
 	if fc.Enrich {
 		p.Enricher = transform.Enrichment(e)
 	}
-	return p, nil
+	return p, e.Close, nil
 }
 
 func newLogger(c *config) *slog.Logger {
@@ -162,13 +174,11 @@ type runtime struct {
 	serverDone   chan struct{}
 	producer     *kafka.Producer
 	broker       *embedded.Broker
-	closers      []func()
 	flushTimeout time.Duration
 }
 
-func start(ctx context.Context, c *config) (*runtime, error) {
-	rt := &runtime{log: newLogger(c), flushTimeout: c.ShutdownTimeout}
-	slog.SetDefault(rt.log)
+func start(ctx context.Context, c *config, log *slog.Logger) (*runtime, error) {
+	rt := &runtime{log: log, flushTimeout: c.ShutdownTimeout}
 	if err := rt.connect(ctx, c); err != nil {
 		rt.close()
 		return nil, err
@@ -239,9 +249,6 @@ func (rt *runtime) close() {
 			rt.log.Error("records still unacknowledged at shutdown; they will be produced again after a restart", "err", err)
 		}
 		cancel()
-	}
-	for _, f := range rt.closers {
-		f()
 	}
 	if rt.broker != nil {
 		rt.broker.Close()

@@ -75,7 +75,7 @@ func (q *ackQueue) take(buf []uint64) ([]uint64, bool) {
 type ackWriter struct {
 	conn     *websocket.Conn
 	queue    *ackQueue
-	progress func() // called after each batch written
+	progress func(lastID uint64, n int) // called after each batch written
 	buf      []byte
 }
 
@@ -117,6 +117,6 @@ func (w *ackWriter) write(ctx context.Context, ids []uint64) error {
 		}
 	}
 	acksOK.Add(float64(len(ids)))
-	w.progress()
+	w.progress(ids[len(ids)-1], len(ids))
 	return nil
 }

@@ -17,7 +17,10 @@ import (
 // reader stops reading and Tap's writes wait, which is the backpressure we want. Acks do not go through it.
 const workerQueue = 256
 
-var cursorCurrent = metrics.CursorCurrent.WithLabelValues("tap")
+var (
+	cursorCurrent   = metrics.CursorCurrent.WithLabelValues("tap")
+	cursorCommitted = metrics.CursorCommitted.WithLabelValues("tap")
+)
 
 // session is one websocket connection to Tap with its reader, workers and ack writer. Acks belong to the session:
 // Tap's ids mean nothing on another connection, so when the session ends, acks still pending are dropped.
@@ -133,7 +136,7 @@ func (ss *session) dropPending() {
 // ack queues id for the writer, or counts it dropped when the connection is gone.
 func (ss *session) ack(id uint64) {
 	if ss.src.cfg.DisableAcks {
-		ss.src.progress()
+		ss.src.progress(id, 1)
 		return
 	}
 	if !ss.acks.push(id) {
@@ -157,6 +160,7 @@ func (ss *session) read(ctx context.Context) error {
 		j := decode(data, time.Now())
 		if j.hasID {
 			cursorCurrent.Set(float64(j.id))
+			ss.src.read.Add(1)
 		}
 		ss.dispatch(j)
 	}

@@ -42,6 +42,9 @@ type Source struct {
 
 	connected    atomic.Bool
 	lastProgress atomic.Int64 // Unix nanoseconds
+	// read and settled count the events of the current connection handed to workers and those whose fate is
+	// sealed (acked, or left for Tap to redeliver), for the readiness check: Tap's ids say nothing about order.
+	read, settled atomic.Int64
 
 	kafkaErrMu      sync.Mutex
 	kafkaErrLogged  time.Time
@@ -72,7 +75,21 @@ func (s *Source) LastProgress() time.Time {
 	return time.Unix(0, ns)
 }
 
-func (s *Source) progress() { s.lastProgress.Store(time.Now().UnixNano()) }
+// progress records that n events, the last with id lastID, were acked (atkafka_cursor_committed{source="tap"}
+// is that last id; Tap's ids are not ordered across DIDs, so it only shows that acks move).
+func (s *Source) progress(lastID uint64, n int) {
+	s.lastProgress.Store(time.Now().UnixNano())
+	s.settled.Add(int64(n))
+	cursorCommitted.Set(float64(lastID))
+}
+
+// Progress returns how many events of the current connection were handed to workers and how many of those are
+// settled: acked, or left unacked for Tap to redeliver. While they differ and settled does not move, atkafka is
+// stuck; when they are equal it is idle. A new connection starts both over, since Tap redelivers whatever the
+// old one left unacked.
+func (s *Source) Progress() (read, settled int64) {
+	return s.read.Load(), s.settled.Load()
+}
 
 // Run connects to Tap and delivers its events until ctx ends, reconnecting with backoff when the connection
 // drops or Tap restarts. After ctx ends it stops reading, waits up to DrainTimeout for Kafka to acknowledge the
@@ -124,6 +141,7 @@ func (s *Source) connectOnce(ctx context.Context) (bool, error) {
 	defer s.connected.Store(false)
 	s.log.Info("connected to Tap", "url", s.url, "workers", s.cfg.Workers, "acks", !s.cfg.DisableAcks)
 	start := time.Now()
+	s.settled.Store(s.read.Load())
 	ss := newSession(s, conn)
 	err = ss.run(ctx)
 	return ss.active.Load() || time.Since(start) >= stableAfter, err

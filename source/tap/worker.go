@@ -104,6 +104,9 @@ func (ss *session) send(ctx context.Context, j *job, records []sink.Record, deli
 		defer ss.inflight.Done()
 		if err != nil {
 			acksKafkaError.Inc()
+			if j.hasID {
+				ss.src.settled.Add(1) // left for Tap to redeliver
+			}
 			ss.src.kafkaFailed(err)
 			return
 		}

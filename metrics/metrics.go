@@ -82,6 +82,9 @@ func SetCollectionLabels(allow []string) {
 	defer collectionsMu.Unlock()
 	collections = map[string]bool{}
 	collectionPfx = nil
+	handledMu.Lock()
+	handled = map[handledKey]prometheus.Counter{}
+	handledMu.Unlock()
 	for _, a := range allow {
 		if p, ok := strings.CutSuffix(a, ".*"); ok {
 			collectionPfx = append(collectionPfx, p+".")
@@ -112,4 +115,34 @@ func CollectionLabel(collection string) string {
 		}
 	}
 	return "other"
+}
+
+// maxHandledChildren bounds the cache of HandledEvent: collections come from the network, and the cache must not
+// grow with every made-up NSID (past the bound, lookups take the slower label path).
+const maxHandledChildren = 4096
+
+type handledKey struct{ action, collection string }
+
+var (
+	handledMu sync.RWMutex
+	handled   = map[handledKey]prometheus.Counter{}
+)
+
+// HandledEvent returns the HandledEvents counter of an event, its collection folded as by CollectionLabel. It
+// is on the per-event path: a read-locked map hit replaces the label hashing and folding of WithLabelValues.
+func HandledEvent(action, collection string) prometheus.Counter {
+	k := handledKey{action, collection}
+	handledMu.RLock()
+	c, ok := handled[k]
+	handledMu.RUnlock()
+	if ok {
+		return c
+	}
+	c = HandledEvents.WithLabelValues(action, CollectionLabel(collection))
+	handledMu.Lock()
+	if len(handled) < maxHandledChildren {
+		handled[k] = c
+	}
+	handledMu.Unlock()
+	return c
 }

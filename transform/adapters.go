@@ -63,6 +63,10 @@ func (en enrichment) Metadata(ctx context.Context, did string) []byte {
 	return en.e.Metadata(ctx, did).AppendJSON(nil)
 }
 
+func (en enrichment) AppendMetadata(ctx context.Context, dst []byte, did string) []byte {
+	return en.e.AppendMetadata(ctx, dst, did)
+}
+
 // profileCollection is the record whose changes make a cached profile view stale.
 const profileCollection = "app.bsky.actor.profile"
 

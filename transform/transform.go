@@ -66,6 +66,24 @@ func (p *Pipeline) Metadata(ctx context.Context, did string) []byte {
 	return p.Enricher.Metadata(ctx, did)
 }
 
+// MetadataAppender is an Enricher that can render eventMetadata into a caller's buffer, which spares the
+// per-event path an allocation. Enrichers that are not one get Metadata's result copied.
+type MetadataAppender interface {
+	AppendMetadata(ctx context.Context, dst []byte, did string) []byte
+}
+
+// AppendMetadata appends the rendered eventMetadata for did to dst; dst unchanged (possibly nil) when enrichment
+// is off or there is no DID. Callers reusing a buffer across events get no allocation per event.
+func (p *Pipeline) AppendMetadata(ctx context.Context, dst []byte, did string) []byte {
+	if p.Enricher == nil || did == "" {
+		return dst
+	}
+	if a, ok := p.Enricher.(MetadataAppender); ok {
+		return a.AppendMetadata(ctx, dst, did)
+	}
+	return append(dst, p.Enricher.Metadata(ctx, did)...)
+}
+
 // Observe passes ev to the enricher's invalidation logic. Call it for every event, kept or not, before looking up
 // metadata for later events of the same DID.
 func (p *Pipeline) Observe(ev *format.Event) {
@@ -76,6 +94,6 @@ func (p *Pipeline) Observe(ev *format.Event) {
 
 // AppendValue counts ev as handled and appends its record value to dst.
 func (p *Pipeline) AppendValue(dst []byte, ev *format.Event) []byte {
-	metrics.HandledEvents.WithLabelValues(ev.ActionName(), metrics.CollectionLabel(ev.Collection())).Inc()
+	metrics.HandledEvent(ev.ActionName(), ev.Collection()).Inc()
 	return p.Formatter.AppendValue(dst, ev)
 }

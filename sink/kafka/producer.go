@@ -3,13 +3,15 @@
 package kafka
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"unsafe"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -37,6 +39,11 @@ type Producer struct {
 	// pending counts the messages whose Done has not run yet; Close waits for it.
 	pending sync.WaitGroup
 	failed  atomic.Int64
+
+	// promise is onRecord, bound once so that producing a record allocates no closure.
+	promise     func(*kgo.Record, error)
+	mainTopic   *topicMetrics
+	otherTopics sync.Map // topic name → *topicMetrics
 }
 
 var _ sink.Sink = (*Producer)(nil)
@@ -63,6 +70,11 @@ func New(ctx context.Context, cfg Config) (*Producer, error) {
 		log:   cfg.Logger,
 		limit: newLimiter(int64(cfg.MaxInFlightRecords), cfg.MaxInFlightBytes),
 		stop:  make(chan struct{}),
+	}
+	p.promise = p.onRecord
+	p.mainTopic = newTopicMetrics(cfg.Topic)
+	for _, t := range cfg.ExtraTopics {
+		p.otherTopics.Store(t, newTopicMetrics(t))
 	}
 	if err := p.connect(ctx); err != nil {
 		cl.Close()
@@ -95,11 +107,8 @@ func (p *Producer) Send(ctx context.Context, msg *sink.Message) error {
 		return nil
 	}
 	d.left.Store(records)
-	// Send's ctx only bounds the wait above: once queued, a record is Kafka's to deliver, and a cancelled
-	// context would make kgo drop records the source thinks are on their way.
-	qctx := context.WithoutCancel(ctx)
 	for i := range msg.Records {
-		p.produce(qctx, d, &msg.Records[i])
+		p.produce(d, &msg.Records[i])
 	}
 	return nil
 }
@@ -111,25 +120,100 @@ type delivery struct {
 	first atomic.Pointer[error]
 }
 
-func (p *Producer) produce(ctx context.Context, d *delivery, r *sink.Record) {
-	topic := cmp.Or(r.Topic, p.cfg.Topic)
-	size := recordBytes(r)
-	inflight(topic, 1, size)
-	rec := &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Headers: kgoHeaders(r.Headers)}
-	p.cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
-		inflight(topic, -1, -size)
-		p.limit.release(1, size)
-		if err != nil {
-			metrics.ProducedEvents.WithLabelValues("error").Inc()
-			err = fmt.Errorf("producing to Kafka topic %s: %w", topic, err)
-			d.first.CompareAndSwap(nil, &err)
-		} else {
-			metrics.ProducedEvents.WithLabelValues("ok").Inc()
+// inlineHeaders is how many headers a record carries without an allocation of their own: the relay source
+// sets at most four.
+const inlineHeaders = 4
+
+// pending is one record handed to kgo. The kgo.Record is its first field, so the promise, which gets that record
+// back, finds the rest without a closure per record; and with the headers inline, queuing a record costs one
+// pooled object instead of three allocations.
+type pending struct {
+	rec     kgo.Record // first: see recordPending
+	headers [inlineHeaders]kgo.RecordHeader
+	d       *delivery
+	size    int64
+	topic   *topicMetrics
+}
+
+var pendingPool = sync.Pool{New: func() any { return new(pending) }}
+
+// recordPending returns the pending a record handed to kgo belongs to.
+func recordPending(r *kgo.Record) *pending {
+	return (*pending)(unsafe.Pointer(r)) // r is &pending.rec, the first field
+}
+
+// topicMetrics holds the per-topic metric children, resolved once instead of by label per record.
+type topicMetrics struct {
+	name           string
+	records, bytes prometheus.Gauge
+}
+
+// Children of ProducedEvents, resolved once.
+var (
+	producedOK    = metrics.ProducedEvents.WithLabelValues("ok")
+	producedError = metrics.ProducedEvents.WithLabelValues("error")
+)
+
+// topicMetrics returns the metrics of topic: those of the configured topics were resolved by New, others
+// (records naming a topic the configuration did not) are resolved and kept on first use.
+func (p *Producer) topicMetrics(topic string) *topicMetrics {
+	if topic == "" || topic == p.cfg.Topic {
+		return p.mainTopic
+	}
+	if m, ok := p.otherTopics.Load(topic); ok {
+		return m.(*topicMetrics)
+	}
+	m, _ := p.otherTopics.LoadOrStore(topic, newTopicMetrics(topic))
+	return m.(*topicMetrics)
+}
+
+func newTopicMetrics(topic string) *topicMetrics {
+	return &topicMetrics{name: topic, records: metrics.InFlightRecords.WithLabelValues(topic),
+		bytes: metrics.InFlightBytes.WithLabelValues(topic)}
+}
+
+func (p *Producer) produce(d *delivery, r *sink.Record) {
+	pr := pendingPool.Get().(*pending)
+	pr.d, pr.size, pr.topic = d, recordBytes(r), p.topicMetrics(r.Topic)
+	pr.topic.records.Add(1)
+	pr.topic.bytes.Add(float64(pr.size))
+	pr.rec = kgo.Record{Topic: pr.topic.name, Key: r.Key, Value: r.Value}
+	if len(r.Headers) > 0 {
+		hs := pr.headers[:0]
+		if len(r.Headers) > inlineHeaders {
+			hs = make([]kgo.RecordHeader, 0, len(r.Headers))
 		}
-		if d.left.Add(-1) == 0 {
-			p.finish(d)
+		for _, h := range r.Headers {
+			hs = append(hs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
 		}
-	})
+		pr.rec.Headers = hs
+	}
+	// Send's ctx only bounds the wait for room: once queued, a record is Kafka's to deliver, and a cancelled
+	// context would make kgo drop records the source thinks are on their way.
+	p.cl.Produce(context.Background(), &pr.rec, p.promise)
+}
+
+// onRecord is kgo's promise for every record, bound once as p.promise.
+func (p *Producer) onRecord(r *kgo.Record, err error) {
+	pr := recordPending(r)
+	d, size, tm := pr.d, pr.size, pr.topic
+	// kgo is done with the record once its promise runs: the pending goes back to the pool, without pointers
+	// into the caller's buffers.
+	*pr = pending{}
+	pendingPool.Put(pr)
+	tm.records.Add(-1)
+	tm.bytes.Add(float64(-size))
+	p.limit.release(1, size)
+	if err != nil {
+		producedError.Inc()
+		err = fmt.Errorf("producing to Kafka topic %s: %w", tm.name, err)
+		d.first.CompareAndSwap(nil, &err)
+	} else {
+		producedOK.Inc()
+	}
+	if d.left.Add(-1) == 0 {
+		p.finish(d)
+	}
 }
 
 // finish calls Done with the message's first error, if any.
@@ -146,22 +230,6 @@ func (p *Producer) finish(d *delivery) {
 	if d.done != nil {
 		d.done(err)
 	}
-}
-
-func inflight(topic string, records, bytes int64) {
-	metrics.InFlightRecords.WithLabelValues(topic).Add(float64(records))
-	metrics.InFlightBytes.WithLabelValues(topic).Add(float64(bytes))
-}
-
-func kgoHeaders(hs []sink.Header) []kgo.RecordHeader {
-	if len(hs) == 0 {
-		return nil
-	}
-	out := make([]kgo.RecordHeader, len(hs))
-	for i, h := range hs {
-		out[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
-	}
-	return out
 }
 
 // recordBytes counts what a record holds in memory while in flight, as kgo does for its own buffer limit.

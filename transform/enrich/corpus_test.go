@@ -48,6 +48,9 @@ func TestCorpusDocuments(t *testing.T) {
 		}
 
 		m := e.Metadata(ctx, did)
+		if got, want := e.AppendMetadata(ctx, []byte("x"), did), append([]byte("x"), m.AppendJSON(nil)...); string(got) != string(want) {
+			t.Errorf("%s: AppendMetadata %s, want %s", did, got, want)
+		}
 		if m.PDSHost() != wantPDS {
 			t.Errorf("%s: pdsHost %q, want %q", did, m.PDSHost(), wantPDS)
 		}

@@ -213,9 +213,24 @@ func (e *Enricher) Close() { e.cancel() }
 // metrics.EnrichFailures by kind (doc, audit, profile). A definitive absence (unknown DID, no profile) is not a
 // failure. On a warm cache it does no I/O and one allocation.
 func (e *Enricher) Metadata(ctx context.Context, did string) *Metadata {
-	m := &Metadata{age: -1}
+	m := &Metadata{}
+	e.lookup(ctx, did, m)
+	return m
+}
+
+// AppendMetadata appends the rendered eventMetadata of did to dst: Metadata(ctx, did).AppendJSON(dst) without
+// allocating on a warm cache, for the per-event path.
+func (e *Enricher) AppendMetadata(ctx context.Context, dst []byte, did string) []byte {
+	var m Metadata
+	e.lookup(ctx, did, &m)
+	return m.AppendJSON(dst)
+}
+
+// lookup fills m as Metadata describes.
+func (e *Enricher) lookup(ctx context.Context, did string, m *Metadata) {
+	m.age = -1
 	if did == "" {
-		return m
+		return
 	}
 	isPLC := strings.HasPrefix(did, "did:plc:")
 	doc, docOK := e.docs.cached(did)
@@ -275,7 +290,6 @@ func (e *Enricher) Metadata(ctx context.Context, did string) *Metadata {
 			e.failed(e.profiles.failures, "profile", did, reasonOf(prof))
 		}
 	}
-	return m
 }
 
 // failed counts and logs one piece of metadata an event goes without.

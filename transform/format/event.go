@@ -68,6 +68,14 @@ type Sync struct {
 func (e *Event) ActionName() string {
 	switch {
 	case e.Operation != nil:
+		switch e.Operation.Action { // constants for the usual actions: this runs per event
+		case "create":
+			return "operation#create"
+		case "update":
+			return "operation#update"
+		case "delete":
+			return "operation#delete"
+		}
 		return "operation#" + e.Operation.Action
 	case e.Account != nil:
 		return "account"

@@ -1,14 +1,12 @@
 package tail
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -57,21 +55,10 @@ func values(vs ...string) []*kgo.Record {
 }
 
 // output is an io.Writer the test reads while Run writes to it.
-type output struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(p)
-}
+type output struct{ testenv.Buffer }
 
 func (o *output) lines() []string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return strings.Split(strings.TrimSuffix(o.buf.String(), "\n"), "\n")
+	return strings.Split(strings.TrimSuffix(o.String(), "\n"), "\n")
 }
 
 // waitFor waits until the output holds a line containing last, and returns every line printed.

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/testenv"
 )
 
 // acks records every Done call of the messages it made, to check each ran exactly once.
@@ -65,16 +65,7 @@ func (a *acks) wait(t *testing.T, timeout time.Duration) map[int]error {
 	return a.errs
 }
 
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
+func testLogger(t testing.TB) *slog.Logger { return testenv.Logger(t, slog.LevelInfo) }
 
 // newProducer starts a Producer for the test and closes it at the end.
 func newProducer(t *testing.T, cfg Config) *Producer {

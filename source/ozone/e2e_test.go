@@ -397,7 +397,7 @@ func TestE2EKillMidPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = testWriter{t}
+	cmd.Stderr = testenv.LogWriter(t)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

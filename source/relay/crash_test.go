@@ -69,7 +69,7 @@ func startChild(t *testing.T, c childConfig) *exec.Cmd {
 // startCommand starts cmd with its output in the test log, and kills it when the test ends.
 func startCommand(t *testing.T, cmd *exec.Cmd) *exec.Cmd {
 	t.Helper()
-	cmd.Stdout, cmd.Stderr = tWriter{t}, tWriter{t}
+	cmd.Stdout, cmd.Stderr = testenv.LogWriter(t), testenv.LogWriter(t)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -83,16 +83,7 @@ func (m *memSink) topic(topic string) []record {
 	return out
 }
 
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
+func testLogger(t testing.TB) *slog.Logger { return testenv.Logger(t, slog.LevelInfo) }
 
 func standardPipeline() *transform.Pipeline {
 	return &transform.Pipeline{Formatter: format.NewFormatter()}

@@ -53,6 +53,14 @@ type Config struct {
 	Linger             time.Duration
 	Compression        string
 
+	// PLCRate is --plc-rate-limit: requests per second to the PLC. Zero or negative: unlimited, as for a private
+	// PLC mirror, which the local fake PLC stands for. (With the CLI's default of 100/s for plc.directory, the
+	// refetch after each #identity event caps this corpus at about 100 loops per second.)
+	PLCRate float64
+	// NoKafka acknowledges every message at once instead of producing it (a diagnostic: the pipeline short of
+	// Kafka; the producer is still created, and warmed up, but idle).
+	NoKafka bool
+
 	FloorDuration time.Duration
 	CPUProfile    string
 	MemProfile    string
@@ -191,6 +199,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.Compression == "" {
 		cfg.Compression = "zstd"
 	}
+	if cfg.PLCRate == 0 {
+		cfg.PLCRate = -1
+	}
 	if cfg.FloorDuration == 0 {
 		cfg.FloorDuration = 3 * time.Second
 	}
@@ -208,7 +219,7 @@ func (cfg Config) withDefaults() Config {
 
 // The defaults of atkafka's CLI (cmd/atkafka/flags.go), which the benchmark measures unless told otherwise.
 const (
-	DefaultMaxInFlightFrames  = 20000
+	DefaultMaxInFlightFrames  = 2048
 	DefaultMaxInFlightRecords = 50000
 	DefaultMaxInFlightBytes   = 64 << 20
 )
@@ -255,7 +266,7 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 	}
 	// As cmd/atkafka wires it with --enrich (the default) and the CLI's cache settings.
 	e, err := enrich.New(enrich.Config{PLCHost: h.PLCURL, LookupTimeout: 2 * time.Second, DocCacheSize: 500000,
-		DocTTL: time.Hour, AuditCacheSize: 500000, AuditTTL: 24 * time.Hour, PLCRate: 100, APIRate: 50, Logger: log})
+		DocTTL: time.Hour, AuditCacheSize: 500000, AuditTTL: 24 * time.Hour, PLCRate: cfg.PLCRate, APIRate: 50, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -275,7 +286,14 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 	if err != nil {
 		return nil, err
 	}
+	if err := warmUp(ctx, prod, int(cfg.Partitions)); err != nil {
+		prod.Close(context.Background())
+		return nil, err
+	}
 	cs := &countingSink{next: prod, deadLetterTopic: dlTopic}
+	if cfg.NoKafka {
+		cs.next = sink.Func(func(_ context.Context, msg *sink.Message) error { go msg.Done(nil); return nil })
+	}
 	dir, err := os.MkdirTemp("", "atkafka-bench-")
 	if err != nil {
 		return nil, err
@@ -328,6 +346,26 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 	m.P50, _ = quantile(hist0, hist1, 0.50)
 	m.P99, m.P99Bucket = quantile(hist0, hist1, 0.99)
 	return m, nil
+}
+
+// warmUp produces a few records per partition and waits for them, so that the leaders of a topic created a
+// moment ago are known before the clock starts: the first records would otherwise wait for them, which is
+// start-up, not the steady state being measured.
+func warmUp(ctx context.Context, s sink.Sink, partitions int) error {
+	recs := make([]sink.Record, 4*max(partitions, 1))
+	for i := range recs {
+		recs[i] = sink.Record{Key: []byte("warm-up-" + strconv.Itoa(i)), Value: []byte(`{"warmUp":true}`)}
+	}
+	done := make(chan error, 1)
+	if err := s.Send(ctx, &sink.Message{Records: recs, Done: func(err error) { done <- err }}); err != nil {
+		return err
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(time.Minute):
+		return errors.New("warm-up records not acknowledged within a minute")
+	}
 }
 
 func gauge(g prometheus.Gauge) float64 {

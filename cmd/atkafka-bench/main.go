@@ -55,11 +55,15 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.MaxInFlightRecords, "max-inflight-records", bench.DefaultMaxInFlightRecords, "as atkafka's flag")
 	fs.Int64Var(&cfg.MaxInFlightBytes, "max-inflight-bytes", bench.DefaultMaxInFlightBytes, "as atkafka's flag")
 	fs.StringVar(&cfg.Compression, "compression", "zstd", "as atkafka's flag")
+	fs.Float64Var(&cfg.PLCRate, "plc-rate-limit", -1, "as atkafka's flag; default unlimited, as for a local PLC mirror (atkafka's default, 100, suits plc.directory)")
+	fs.BoolVar(&cfg.NoKafka, "no-kafka", false, "diagnostic: acknowledge every message at once instead of producing it")
+	partitions := fs.Int("topic-partitions", 64, "as atkafka's flag: partitions of the topic the benchmark creates")
 	fs.DurationVar(&cfg.Linger, "linger", 0, "as atkafka's flag (0: atkafka's default, 5ms)")
 	fs.DurationVar(&cfg.FloorDuration, "floor-duration", 0, "how long the floor runs, before and after the pipeline (default 3s)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the end-to-end phases here")
 	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write an allocation/heap profile of the end-to-end phases here")
 	_ = fs.Parse(args)
+	cfg.Partitions = int32(*partitions)
 	if brokers != "" {
 		cfg.Brokers = strings.Split(brokers, ",")
 	}

@@ -103,6 +103,11 @@ func (r *Result) FloorOpsPerSec() float64 {
 	return float64(r.FloorBefore.Ops+r.FloorAfter.Ops) / (r.FloorBefore.Elapsed + r.FloorAfter.Elapsed).Seconds()
 }
 
+// FloorCPUPerOp is the floor's CPU time per op over both measurements.
+func (r *Result) FloorCPUPerOp() time.Duration {
+	return (r.FloorBefore.CPU + r.FloorAfter.CPU) / time.Duration(max(r.FloorBefore.Ops+r.FloorAfter.Ops, 1))
+}
+
 // Run runs the benchmark and writes its report to cfg.Out.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	// Allocation samples of the floor would only blur the heap profile of the pipeline.

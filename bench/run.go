@@ -224,7 +224,7 @@ func (cfg Config) withDefaults() Config {
 
 // The defaults of atkafka's CLI (cmd/atkafka/flags.go), which the benchmark measures unless told otherwise.
 const (
-	DefaultMaxInFlightFrames  = 2048
+	DefaultMaxInFlightFrames  = 1024
 	DefaultMaxInFlightRecords = 50000
 	DefaultMaxInFlightBytes   = 64 << 20
 )

@@ -133,7 +133,7 @@ func relayFlags() []cli.Flag {
 		&cli.StringFlag{Name: "cursor", Sources: env("CURSOR"),
 			Usage: "start once from this seq instead of the saved cursor; \"live\" starts at the relay's tip"},
 		&cli.IntFlag{Name: "relay-workers", Sources: env("RELAY_WORKERS"), HideDefault: true, Usage: "parallel decode workers (default: number of CPUs)"},
-		&cli.IntFlag{Name: "max-inflight-frames", Sources: env("MAX_INFLIGHT_FRAMES"), Value: 2048,
+		&cli.IntFlag{Name: "max-inflight-frames", Sources: env("MAX_INFLIGHT_FRAMES"), Value: 1024,
 			Usage: "frames read but not yet acknowledged by Kafka before reading pauses"},
 	}
 }

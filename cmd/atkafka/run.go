@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/atkafka/atkafka/cursor"
@@ -90,6 +91,10 @@ func runSource(ctx context.Context, c *config, name string, build func(*runtime,
 		return err
 	}
 	defer rt.close()
+	// --shutdown-timeout bounds the whole shutdown, not each step: the producer's flush gets what the source's
+	// drain left of it, counted from the signal.
+	stop := context.AfterFunc(ctx, func() { rt.shutdownBegan.Store(time.Now().UnixNano()) })
+	defer stop()
 	src, err := build(rt, p)
 	if err != nil {
 		return err
@@ -175,6 +180,8 @@ type runtime struct {
 	producer     *kafka.Producer
 	broker       *embedded.Broker
 	flushTimeout time.Duration
+	// shutdownBegan is when the command's context ended (Unix nanoseconds), 0 while it runs.
+	shutdownBegan atomic.Int64
 }
 
 func start(ctx context.Context, c *config, log *slog.Logger) (*runtime, error) {
@@ -241,10 +248,15 @@ func (rt *runtime) startServer(c *config) error {
 	return nil
 }
 
-// close flushes the producer (bounded by --shutdown-timeout), then stops the rest.
+// close flushes the producer, within what is left of --shutdown-timeout since shutdown began (all of it when the
+// source stopped on its own), then stops the rest.
 func (rt *runtime) close() {
 	if rt.producer != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), rt.flushTimeout)
+		timeout := rt.flushTimeout
+		if began := rt.shutdownBegan.Load(); began != 0 {
+			timeout = max(0, time.Until(time.Unix(0, began).Add(rt.flushTimeout)))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		if err := rt.producer.Close(ctx); err != nil {
 			rt.log.Error("records still unacknowledged at shutdown; they will be produced again after a restart", "err", err)
 		}

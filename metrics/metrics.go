@@ -67,6 +67,8 @@ var (
 	OzoneAuthRefresh = counterVec("ozone_auth_refreshes", "Ozone session refreshes and re-logins, by kind and status.", "kind", "status")
 	OzonePollLatency = histogramVec("ozone_poll_latency_seconds", "Latency of one queryEvents request.", prometheus.DefBuckets)
 	OzoneLastEvent   = gaugeVec("ozone_last_event", "Id (field=id) and creation time as Unix seconds (field=created_at) of the last Ozone event Kafka acknowledged.", "field")
+	VerifyFailures   = counterVec("verify_failures", "Relay #commit and #sync frames that failed Sync 1.1 verification (--verify-commits), by reason.", "reason")
+	VerifiedFrames   = counterVec("verified_frames", "Relay frames checked by --verify-commits, by kind (commit|sync) and result (ok|unverifiable|key_unavailable|failed).", "kind", "result")
 )
 
 var (

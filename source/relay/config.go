@@ -2,6 +2,7 @@ package relay
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,6 +67,17 @@ type Config struct {
 	DeadLetterTopic string
 	// Logger receives state changes. Default slog.Default().
 	Logger *slog.Logger
+	// Verifier checks #commit and #sync frames (Sync 1.1) before they are rendered; nil verifies nothing.
+	Verifier Verifier
+}
+
+// Verifier checks that a frame is what the account signed (transform/verify). body is the frame's DAG-CBOR
+// body. A non-nil error rejects the frame: it is dead-lettered instead of rendered, with the error's
+// DeadLetterReason() when it has one ("verify_failed" otherwise). Failures the Verifier lets through (fail
+// open, log-only mode) are its own business: it returns nil for them.
+type Verifier interface {
+	Commit(ctx context.Context, body []byte) error
+	Sync(ctx context.Context, body []byte) error
 }
 
 // withDefaults returns cfg with its zero fields set.

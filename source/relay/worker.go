@@ -12,6 +12,7 @@ import (
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/transform"
+	"github.com/atkafka/atkafka/transform/dagcbor"
 	"github.com/atkafka/atkafka/transform/format"
 	"github.com/atkafka/atkafka/transform/frame"
 )
@@ -86,6 +87,9 @@ func (w *worker) build(ctx context.Context, j *job) {
 		w.commit(ctx, j)
 		return
 	case frame.KindSync:
+		if !w.verified(ctx, j) {
+			return
+		}
 		ev, bad = w.sync(&f.Sync)
 		rev = f.Sync.Rev
 	case frame.KindIdentity:
@@ -133,6 +137,9 @@ func (w *worker) commit(ctx context.Context, j *job) {
 	if !w.p.KeepAccount(ctx, did) {
 		return // before touching the CAR: filtered accounts cost no decoding
 	}
+	if !w.verified(ctx, j) {
+		return
+	}
 	w.ops, w.keep, w.events, w.recs, w.opHeaders = w.ops[:0], w.keep[:0], w.events[:0], w.recs[:0], w.opHeaders[:0]
 	// Ops of collections the filter drops are observed but never transcoded: only the others go to Records.
 	w.kept = *c
@@ -177,6 +184,34 @@ func (w *worker) commit(ctx context.Context, j *job) {
 	if bad != nil {
 		w.s.deadLetter(j, bad, j.raw)
 	}
+}
+
+// verified runs Config.Verifier on a #commit or #sync frame, dead-lettering the frame when it is rejected, and
+// reports whether the frame may be rendered.
+func (w *worker) verified(ctx context.Context, j *job) bool {
+	v := w.s.cfg.Verifier
+	if v == nil {
+		return true
+	}
+	d := dagcbor.NewDecoder(j.raw)
+	if d.Skip() != nil { // the header: cannot fail, the frame decoded
+		return true
+	}
+	check := v.Commit
+	if j.frame.Kind == frame.KindSync {
+		check = v.Sync
+	}
+	err := check(ctx, d.Remaining())
+	if err == nil {
+		return true
+	}
+	reason := "verify_failed"
+	var r interface{ DeadLetterReason() string }
+	if errors.As(err, &r) {
+		reason = r.DeadLetterReason()
+	}
+	w.s.deadLetter(j, &problem{reason, err}, j.raw)
+	return false
 }
 
 // render transcodes the ops in w.kept into w.ops, returning the first problem: the ops it cannot render are

@@ -107,6 +107,10 @@ func (e *Error) Error() string { return "verify: " + string(e.Reason) + ": " + e
 // Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
 
+// DeadLetterReason is the reason a frame rejected in ModeStrict carries in the dead-letter topic:
+// "verify_" + Reason.
+func (e *Error) DeadLetterReason() string { return "verify_" + string(e.Reason) }
+
 // Passes reports whether the frame may be produced although it is not verified: ReasonUnverifiable and
 // ReasonKeyUnavailable.
 func (e *Error) Passes() bool {
@@ -139,7 +143,8 @@ type Config struct {
 	ErrorTTL  time.Duration
 	// LookupTimeout bounds one DID document fetch. Default DefaultLookupTimeout.
 	LookupTimeout time.Duration
-	// Logger receives one warning per failed frame (with seq and DID). Default slog.Default().
+	// Logger receives, in ModeLog, one warning per failed frame (with seq and DID); in ModeStrict the caller
+	// logs what it does with the frame. Default slog.Default().
 	Logger *slog.Logger
 }
 
@@ -219,11 +224,11 @@ func (v *Verifier) judge(kind string, err error) error {
 	}
 	metrics.VerifiedFrames.WithLabelValues(kind, "failed").Inc()
 	metrics.VerifyFailures.WithLabelValues(string(e.Reason)).Inc()
-	v.log.Warn("frame failed Sync 1.1 verification", "kind", kind, "reason", e.Reason, "seq", e.Seq, "did", e.DID,
-		"mode", v.mode, "err", e.Err)
 	if v.mode == ModeStrict {
-		return e
+		return e // the caller dead-letters the frame, and logs that
 	}
+	v.log.Warn("frame failed Sync 1.1 verification; produced anyway (--verify-commits log)", "kind", kind,
+		"reason", e.Reason, "seq", e.Seq, "did", e.DID, "err", e.Err)
 	return nil
 }
 

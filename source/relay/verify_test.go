@@ -1,0 +1,134 @@
+package relay
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/source/relay/relaytest"
+	"github.com/atkafka/atkafka/testenv"
+	"github.com/atkafka/atkafka/transform/frame"
+	"github.com/atkafka/atkafka/transform/verify"
+)
+
+// verifyCorpus serves the capture, with a PLC whose document for one DID (returned) names another key, so
+// that DID's commits fail their signature check while every other commit verifies.
+func verifyCorpus(t *testing.T, mode verify.Mode) (srv *relaytest.Server, forged string, forgedCommits int, v *verify.Verifier) {
+	t.Helper()
+	frames := relaytest.CorpusFrames(t)
+	var f frame.Frame
+	for _, msg := range frames {
+		if f.Decode(msg) == nil && f.Kind == frame.KindCommit {
+			if forged == "" {
+				forged = string(f.Commit.Repo)
+			}
+			if string(f.Commit.Repo) == forged {
+				forgedCommits++
+			}
+		}
+	}
+	docs := testenv.CorpusDIDDocs(t)
+	other, err := atcrypto.GeneratePrivateKeyK256()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := other.PublicKey()
+	var doc map[string]any
+	if err := json.Unmarshal(docs[forged], &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, vm := range doc["verificationMethod"].([]any) {
+		if m := vm.(map[string]any); strings.HasSuffix(m["id"].(string), "#atproto") {
+			m["publicKeyMultibase"] = pub.Multibase()
+		}
+	}
+	docs[forged], _ = json.Marshal(doc)
+	plc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d, ok := docs[strings.TrimPrefix(r.URL.Path, "/")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(d)
+	}))
+	t.Cleanup(plc.Close)
+	v, err = verify.New(verify.Config{Mode: mode, PLCHost: plc.URL, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return relaytest.NewServer(frames), forged, forgedCommits, v
+}
+
+// TestVerifyStrict: commits that fail verification are dead-lettered instead of produced, with reason
+// verify_<reason>; every other real commit verifies and is produced.
+func TestVerifyStrict(t *testing.T) {
+	srv, forged, forgedCommits, v := verifyCorpus(t, verify.ModeStrict)
+	defer srv.Close()
+	var mem memSink
+	cfg := testConfig(t, srv.URL(), &mem)
+	cfg.StartCursor, cfg.Verifier = "0", v
+	dead := metrics.DeadLettered.WithLabelValues(label, "verify_bad_signature")
+	n := testutil.ToFloat64(dead)
+	r := start(t, cfg)
+	r.waitCommitted(t, srv.LastSeq(), 30*time.Second)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range mem.topic("") {
+		if rec.Key == forged && decodeEvent(t, rec.Value).Operation != nil {
+			t.Errorf("operation of the forged DID produced: %s", rec.Value)
+		}
+	}
+	letters := mem.topic("dead")
+	if len(letters) != forgedCommits {
+		t.Errorf("%d dead letters, want %d (the forged DID's commits)", len(letters), forgedCommits)
+	}
+	for _, l := range letters {
+		if l.Key != forged || l.header("reason") != "verify_bad_signature" {
+			t.Errorf("dead letter key %q reason %q", l.Key, l.header("reason"))
+		}
+	}
+	if got := testutil.ToFloat64(dead) - n; got != float64(forgedCommits) {
+		t.Errorf("counted %v verify_bad_signature dead letters, want %d", got, forgedCommits)
+	}
+	// Everything else of the oracle is there: 148 commits verified on the way.
+	produced := 0
+	for _, rec := range mem.topic("") {
+		if rec.Key != forged {
+			produced++
+		}
+	}
+	if produced == 0 {
+		t.Error("nothing produced")
+	}
+}
+
+// TestVerifyLog: failures are counted and produced anyway; nothing is dead-lettered.
+func TestVerifyLog(t *testing.T) {
+	srv, _, forgedCommits, v := verifyCorpus(t, verify.ModeLog)
+	defer srv.Close()
+	var mem memSink
+	cfg := testConfig(t, srv.URL(), &mem)
+	cfg.StartCursor, cfg.Verifier = "0", v
+	failures := metrics.VerifyFailures.WithLabelValues(string(verify.ReasonBadSignature))
+	n := testutil.ToFloat64(failures)
+	r := start(t, cfg)
+	r.waitCommitted(t, srv.LastSeq(), 30*time.Second)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	checkCorpus(t, mem.topic(""))
+	if got := mem.topic("dead"); len(got) != 0 {
+		t.Errorf("%d dead letters in log mode, want none", len(got))
+	}
+	if got := testutil.ToFloat64(failures) - n; got != float64(forgedCommits) {
+		t.Errorf("counted %v bad_signature failures, want %d", got, forgedCommits)
+	}
+}

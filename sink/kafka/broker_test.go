@@ -130,7 +130,8 @@ func TestUnreachable(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no Kafka broker reachable at 127.0.0.1:1 within 2s") {
 		t.Fatalf("New = %v, want a reachability error", err)
 	}
-	if d := time.Since(start); d > 4*time.Second {
-		t.Errorf("took %s to fail", d)
+	// A refused connection is retried until the timeout (a broker may still be starting), and not much longer.
+	if d := time.Since(start); d < 2*time.Second || d > 4*time.Second {
+		t.Errorf("took %s to fail, want about the 2s connect timeout", d)
 	}
 }

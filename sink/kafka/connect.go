@@ -7,19 +7,42 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/atkafka/atkafka/backoff"
 )
 
 // connect checks that some broker answers and accepts our credentials, then makes sure the topics exist.
 func (p *Producer) connect(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
-	if err := p.cl.Ping(ctx); err != nil {
+	if err := p.ping(ctx); err != nil {
 		return p.connectError(err)
 	}
 	return p.ensureTopics(ctx)
+}
+
+// ping retries until a broker answers or the connect timeout ends: kgo's Ping returns the first dial error, and a
+// broker that is still starting (compose brings both up together) refuses connections for a while. Wrong
+// credentials and untrusted certificates are final, so they fail at once.
+func (p *Producer) ping(ctx context.Context) error {
+	bo := backoff.New(100*time.Millisecond, 2*time.Second)
+	for {
+		err := p.cl.Ping(ctx)
+		var badCert *tls.CertificateVerificationError
+		if err == nil || isAuthError(err) || errors.As(err, &badCert) {
+			return err
+		}
+		if bo.Attempt() == 0 {
+			p.cfg.Logger.Warn("no Kafka broker answers yet; retrying", "brokers", p.cfg.Brokers, "for", p.cfg.ConnectTimeout, "err", err)
+		}
+		if !backoff.Sleep(ctx, bo.Next()) {
+			return err
+		}
+	}
 }
 
 // connectError says which of the two usual start-up mistakes happened: wrong credentials or wrong address.

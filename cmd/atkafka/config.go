@@ -82,10 +82,11 @@ type firehoseConfig struct {
 }
 
 type relayConfig struct {
-	Host        string
-	Cursor      string
-	Workers     int
-	MaxInFlight int
+	Host          string
+	Cursor        string
+	Workers       int
+	MaxInFlight   int
+	VerifyCommits string
 }
 
 type tapConfig struct {
@@ -204,10 +205,11 @@ func parseConfig(cmd *cli.Command) (*config, error) {
 			APIRate:            cmd.Float("api-rate-limit"),
 		},
 		Relay: relayConfig{
-			Host:        cmd.String("relay-host"),
-			Cursor:      cmd.String("cursor"),
-			Workers:     int(cmd.Int("relay-workers")),
-			MaxInFlight: int(cmd.Int("max-inflight-frames")),
+			Host:          cmd.String("relay-host"),
+			Cursor:        cmd.String("cursor"),
+			Workers:       int(cmd.Int("relay-workers")),
+			MaxInFlight:   int(cmd.Int("max-inflight-frames")),
+			VerifyCommits: cmd.String("verify-commits"),
 		},
 		Tap: tapConfig{
 			Host:          cmd.String("tap-host"),
@@ -292,6 +294,9 @@ func (c *config) validate() []error {
 	}
 	if w := c.Firehose.SnowflakeWorker; w < 0 || w > 1023 {
 		check(fmt.Errorf("--snowflake-worker-id %d is outside 0-1023", w))
+	}
+	if c.Relay.VerifyCommits != "" { // "" when the command is not relay
+		check(oneOf("verify-commits", c.Relay.VerifyCommits, "off", "log", "strict"))
 	}
 	if cur := c.Relay.Cursor; cur != "" && cur != "live" {
 		if n, err := strconv.ParseInt(cur, 10, 64); err != nil || n < 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,6 +65,7 @@ func TestEnvironmentVariables(t *testing.T) {
 	t.Setenv("ATKAFKA_KAFKA_SASL_USERNAME", "u")
 	t.Setenv("ATKAFKA_KAFKA_SASL_PASSWORD", "p")
 	t.Setenv("ATKAFKA_OSPREY_COMPATIBLE", "true")
+	t.Setenv("ATKAFKA_VERIFY_COMMITS", "strict")
 	r, err := parse(t, "firehose", "relay")
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +73,7 @@ func TestEnvironmentVariables(t *testing.T) {
 	c := r.cfg
 	if len(c.Brokers) != 2 || c.Topic != "t" || c.MetricsAddr != "127.0.0.1:7000" || !c.Debug || c.Relay.Host != "ws://127.0.0.1:1" ||
 		strings.Join(c.Firehose.WatchedCollections, "|") != "app.bsky.*|chat.bsky.*" || c.Kafka.SASLMechanism != "SCRAM-SHA-512" ||
-		c.Kafka.SASLPassword != "p" || !c.Firehose.Osprey {
+		c.Kafka.SASLPassword != "p" || !c.Firehose.Osprey || c.Relay.VerifyCommits != "strict" {
 		t.Fatalf("parsed %+v", c)
 	}
 }
@@ -116,6 +118,7 @@ func TestValidationErrors(t *testing.T) {
 		"kafka-sasl":        {"--kafka-sasl-mechanism", "PLAIN", "firehose", "relay"},
 		"cert-file":         {"--kafka-tls-cert-file", "c.pem", "firehose", "relay"},
 		"cursor":            {"firehose", "relay", "--cursor", "yesterday"},
+		"verify-commits":    {"firehose", "relay", "--verify-commits", "on"},
 		"snowflake":         {"firehose", "relay", "--snowflake-worker-id", "1024"},
 		"ozone-events":      {"ozone-events"},
 		"dead-letter-topic": {"--output-topic", "x", "--dead-letter-topic", "x", "firehose", "relay"},
@@ -175,5 +178,21 @@ func TestREADMEConfigTable(t *testing.T) {
 		if err := os.WriteFile(path, []byte(s[:i+len(tableStart)]+want+s[j:]), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestNewVerifier: off builds no verifier at all (a nil interface, so the relay skips verification), the
+// other modes build one on --plc-host.
+func TestNewVerifier(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	for mode, want := range map[string]bool{"": false, "off": false, "log": true, "strict": true} {
+		c := &config{Relay: relayConfig{VerifyCommits: mode}, Firehose: firehoseConfig{PLCHost: "https://plc.directory"}}
+		v, err := newVerifier(c, log)
+		if err != nil || (v != nil) != want {
+			t.Errorf("%q: verifier %v, %v", mode, v, err)
+		}
+	}
+	if _, err := newVerifier(&config{Relay: relayConfig{VerifyCommits: "log"}, Firehose: firehoseConfig{PLCHost: "plc"}}, log); err == nil {
+		t.Error("a PLC host without scheme accepted")
 	}
 }

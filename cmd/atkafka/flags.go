@@ -135,6 +135,8 @@ func relayFlags() []cli.Flag {
 		&cli.IntFlag{Name: "relay-workers", Sources: env("RELAY_WORKERS"), HideDefault: true, Usage: "parallel decode workers (default: number of CPUs)"},
 		&cli.IntFlag{Name: "max-inflight-frames", Sources: env("MAX_INFLIGHT_FRAMES"), Value: 1024,
 			Usage: "frames read but not yet acknowledged by Kafka before reading pauses"},
+		&cli.StringFlag{Name: "verify-commits", Sources: env("VERIFY_COMMITS"), Value: "off",
+			Usage: "Sync 1.1 verification of #commit and #sync frames (signature with the account's key from --plc-host, ops against the MST diff): off, log (count and log failures, produce anyway) or strict (dead-letter failures)"},
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/atkafka/atkafka/transform/enrich"
 	"github.com/atkafka/atkafka/transform/filter"
 	"github.com/atkafka/atkafka/transform/format"
+	"github.com/atkafka/atkafka/transform/verify"
 )
 
 // wiring builds the real parts for each command.
@@ -28,12 +29,30 @@ type wiring struct{}
 
 func (wiring) relay(ctx context.Context, c *config) error {
 	return runSource(ctx, c, "relay", func(rt *runtime, p *transform.Pipeline) (source, error) {
+		v, err := newVerifier(c, rt.log)
+		if err != nil {
+			return nil, err
+		}
 		return relay.New(relay.Config{
 			Host: c.Relay.Host, DataDir: c.DataDir, StartCursor: c.Relay.Cursor, Workers: c.Relay.Workers,
 			MaxInFlight: c.Relay.MaxInFlight, ShutdownTimeout: c.ShutdownTimeout,
-			Sink: rt.producer, Pipeline: p, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log,
+			Sink: rt.producer, Pipeline: p, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log, Verifier: v,
 		})
 	})
+}
+
+// newVerifier builds the --verify-commits verifier; nil (not a typed nil) when it is off, which costs nothing.
+func newVerifier(c *config, log *slog.Logger) (relay.Verifier, error) {
+	mode, err := verify.ParseMode(c.Relay.VerifyCommits)
+	if err != nil || mode == verify.ModeOff {
+		return nil, err
+	}
+	v, err := verify.New(verify.Config{Mode: mode, PLCHost: c.Firehose.PLCHost, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("verifying commits (Sync 1.1)", "mode", mode, "plc_host", c.Firehose.PLCHost)
+	return v, nil
 }
 
 func (wiring) tap(ctx context.Context, c *config) error {

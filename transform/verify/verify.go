@@ -83,11 +83,12 @@ const (
 	ReasonOpsMismatch Reason = "ops_mismatch"
 	// ReasonBadSignature: the commit's signature does not verify with the account's current key.
 	ReasonBadSignature Reason = "bad_signature"
-	// ReasonNoKey: the account's DID document was fetched but declares no usable #atproto signing key.
+	// ReasonNoKey: the account's DID document declares no usable #atproto signing key, or the DID does not exist
+	// (PLC or did:web answered "not found"): no signature from it can be valid.
 	ReasonNoKey Reason = "no_key"
 
-	// ReasonKeyUnavailable: the DID document could not be fetched (PLC unreachable, failing, or the DID
-	// unknown to it). Not a verification failure: the frame passes (fail open).
+	// ReasonKeyUnavailable: the DID document could not be fetched (PLC unreachable, failing or too slow). Not a
+	// verification failure: the frame passes (fail open), so a PLC outage never stalls or loses the firehose.
 	ReasonKeyUnavailable Reason = "key_unavailable"
 	// ReasonUnverifiable: the signature verified but the ops could not be checked by inversion (no prevData,
 	// ops without prev, tooBig). Not a verification failure: the frame passes.
@@ -415,6 +416,10 @@ func (v *Verifier) key(ctx context.Context, did syntax.DID) (atcrypto.PublicKey,
 	ctx, cancel := context.WithTimeout(ctx, v.timeout)
 	defer cancel()
 	ident, cached, err := v.dir.LookupDIDWithCacheState(ctx, did)
+	if errors.Is(err, identity.ErrDIDNotFound) {
+		// Definitive, unlike an outage: a forged DID must not pass strict mode as "unavailable".
+		return nil, cached, ReasonNoKey, fmt.Errorf("DID document: %w", err)
+	}
 	if err != nil {
 		return nil, cached, ReasonKeyUnavailable, fmt.Errorf("DID document: %w", err)
 	}

@@ -361,3 +361,20 @@ func BenchmarkCommit(b *testing.B) {
 		}
 	}
 }
+
+// A DID the PLC does not know cannot have signed anything: strict mode must reject it, not wave it through as
+// "unavailable" the way it does during an outage.
+func TestUnknownDIDFailsStrict(t *testing.T) {
+	ctx := context.Background()
+	a, plc, v := setup(t)
+	msg := body(t, a.commit(nil, change{text: "x"}))
+	plc.mu.Lock()
+	plc.docs = map[string]json.RawMessage{}
+	plc.mu.Unlock()
+	if got := reasonOf(t, v.CheckCommit(ctx, msg)); got != ReasonNoKey {
+		t.Errorf("reason %q, want %q", got, ReasonNoKey)
+	}
+	if err := v.Commit(ctx, msg); err == nil {
+		t.Error("strict mode accepted a commit from a DID the PLC does not know")
+	}
+}

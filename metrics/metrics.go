@@ -58,6 +58,7 @@ var (
 	DeadLettered    = counterVec("dead_lettered_events", "Inputs written to the dead-letter topic, by reason.", "source", "reason")
 	DecodeErrors    = counterVec("decode_errors", "Inputs that could not be decoded, by kind.", "source", "kind")
 	Reconnects      = counterVec("reconnects", "Reconnections to the source, by reason.", "source", "reason")
+	Transactions    = counterVec("transactions", "Kafka transactions of the exactly-once producer, by status (committed|aborted).", "status")
 	SourceEvents    = counterVec("source_events", "Source-level occurrences worth counting (outdated cursor, seq gap, error frames), by kind.", "source", "kind")
 	InFlightRecords = gaugeVec("inflight_records", "Records handed to Kafka and not yet acknowledged.", "topic")
 	InFlightBytes   = gaugeVec("inflight_bytes", "Bytes of records handed to Kafka and not yet acknowledged.", "topic")

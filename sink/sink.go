@@ -2,7 +2,10 @@
 // acknowledged once as a whole so that the source owning the cursor can move it only after delivery.
 package sink
 
-import "context"
+import (
+	"context"
+	"errors"
+)
 
 // Header is a Kafka record header.
 type Header struct {
@@ -27,7 +30,23 @@ type Message struct {
 	// Done is called exactly once, from a sink goroutine, after Kafka acknowledged every record (err == nil) or
 	// after a record failed for good (the first such error). It must not block for long.
 	Done func(err error)
+
+	// Position and Cursor are for transactional sinks (exactly-once), which commit records and the source cursor
+	// together and so must know both; at-least-once sinks ignore them.
+	//
+	// Position is the message's ordinal in its source's read order: the ack.Ticket the source got from its
+	// Watermark, contiguous from 0 for the first message of the source's run. A message Done failed is sent again
+	// with the same Position (as a dead letter, say), and the sink holds back every later one until it is.
+	Position uint64
+	// Cursor is the source's cursor value once this message and every one before it are delivered; empty when
+	// the message does not move the cursor (nothing was read before it yet).
+	Cursor string
 }
+
+// ErrStopped is wrapped by the Done and Send errors of a sink that stopped for good, such as a transactional
+// producer fenced by another instance with its transactional id: it will deliver nothing more, so a source must
+// stop rather than retry or dead-letter.
+var ErrStopped = errors.New("sink stopped for good")
 
 // Sink delivers messages to Kafka.
 type Sink interface {

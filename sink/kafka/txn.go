@@ -1,0 +1,766 @@
+package kafka
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/atkafka/atkafka/backoff"
+	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/sink"
+)
+
+// DefaultCommitInterval is how long a transaction collects messages before it commits, when TxnConfig does not
+// say: the latency exactly-once adds for read_committed consumers.
+const DefaultCommitInterval = 200 * time.Millisecond
+
+// txnHeader carries the id of the transaction on its cursor record, so that a commit whose outcome Kafka left
+// unconfirmed can be looked up instead of guessed (guessing wrong either loses or duplicates the batch).
+const txnHeader = "atkafka-txn"
+
+// TxnConfig configures the exactly-once parts of a TxnProducer.
+type TxnConfig struct {
+	// TransactionalID identifies the producer to Kafka across restarts. A second producer with the same id fences
+	// the first: only one instance may write a source's records and cursor. Required.
+	TransactionalID string
+	// CursorTopic receives the source cursor, one record per transaction, in the same transaction as the records
+	// it covers. It is created compacted, with one partition, when missing (and Config.CreateTopic is set).
+	// Required.
+	CursorTopic string
+	// CursorKey keys the cursor records: the source's identity, so that several sources can share CursorTopic.
+	// Required.
+	CursorKey string
+	// CommitInterval is how long a transaction collects messages before committing; default
+	// DefaultCommitInterval.
+	CommitInterval time.Duration
+	// MaxRecords commits a transaction early once it holds this many records; default half of
+	// Config.MaxInFlightRecords, so that Sends keep flowing while a commit is under way.
+	MaxRecords int
+}
+
+// TxnProducer is the exactly-once sink: it produces messages strictly in Position order inside Kafka
+// transactions, each of which also writes the Cursor of its last message to the cursor topic, and calls Done only
+// after the transaction committed. A crash at any point leaves either both the records and their cursor or
+// neither, so a restart that resumes from LoadCursor neither loses nor repeats anything for read_committed
+// consumers. It is safe for concurrent use.
+type TxnProducer struct {
+	cfg Config
+	tc  TxnConfig
+	cl  *kgo.Client
+	log *slog.Logger
+	// nonce tells this instance's transactions from an earlier instance's in the cursor topic.
+	nonce string
+
+	mu sync.Mutex
+	// buf holds messages received and not yet produced, by Position; next is the Position produced next.
+	buf  map[uint64]*sink.Message
+	next uint64
+	// records and bytes count the messages held (buffered or in the open transaction) until their Done.
+	records, bytes int64
+	// room is closed and replaced whenever something held is released or next moves, waking waiting Sends.
+	room    chan struct{}
+	closing bool
+	fatal   error
+
+	kick     chan struct{} // a message arrived: the loop has something to produce
+	stop     chan struct{} // closed by Close
+	loopCtx  context.Context
+	cancel   context.CancelFunc // ends the loop's Kafka calls when Close runs out of time
+	loopDone chan struct{}
+	// closeErr is what the loop leaves for Close: messages it could not commit.
+	closeErr error
+}
+
+var _ sink.Sink = (*TxnProducer)(nil)
+
+// NewTxn validates the configurations, connects, creates (or checks) the output, extra and cursor topics, and
+// initialises the transactional producer id, which fences any earlier instance with the same TransactionalID and
+// aborts whatever transaction it left open. Call LoadCursor next to know where the source resumes.
+func NewTxn(ctx context.Context, cfg Config, tc TxnConfig) (*TxnProducer, error) {
+	cfg = cfg.withDefaults()
+	tc.CommitInterval = cmp.Or(tc.CommitInterval, DefaultCommitInterval)
+	tc.MaxRecords = cmp.Or(tc.MaxRecords, max(1, cfg.MaxInFlightRecords/2))
+	var errs []error
+	if err := cfg.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.Acks != "all" {
+		errs = append(errs, fmt.Errorf("exactly-once needs acks all, not %s", cfg.Acks))
+	}
+	if tc.TransactionalID == "" || tc.CursorTopic == "" || tc.CursorKey == "" {
+		errs = append(errs, errors.New("exactly-once needs a transactional id, a cursor topic and a cursor key"))
+	}
+	if tc.CommitInterval < 0 || tc.MaxRecords < 0 {
+		errs = append(errs, errors.New("negative commit interval or records per transaction"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	opts, err := cfg.kgoOpts()
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(opts, kgo.TransactionalID(tc.TransactionalID))...)
+	if err != nil {
+		return nil, fmt.Errorf("creating Kafka client: %w", err)
+	}
+	var nonce [6]byte
+	_, _ = rand.Read(nonce[:])
+	p := &TxnProducer{
+		cfg: cfg, tc: tc, cl: cl, log: cfg.Logger.With("transactional_id", tc.TransactionalID),
+		nonce: hex.EncodeToString(nonce[:]),
+		buf:   map[uint64]*sink.Message{}, room: make(chan struct{}),
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), loopDone: make(chan struct{}),
+	}
+	if err := p.connect(ctx); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	p.loopCtx, p.cancel = context.WithCancel(context.Background())
+	go p.loop()
+	p.log.Info("connected to Kafka (exactly-once)", "config", cfg, "cursor_topic", tc.CursorTopic, "cursor_key", tc.CursorKey,
+		"commit_interval", tc.CommitInterval, "max_records", tc.MaxRecords)
+	return p, nil
+}
+
+// connect checks the brokers and topics as Producer does, adds the cursor topic and loads the producer id.
+func (p *TxnProducer) connect(ctx context.Context) error {
+	pr := &Producer{cfg: p.cfg, cl: p.cl, log: p.log}
+	if err := pr.connect(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+	defer cancel()
+	adm := kadm.NewClient(p.cl)
+	if !p.cfg.CreateTopic {
+		if err := pr.checkTopics(ctx, adm, []string{p.tc.CursorTopic}); err != nil {
+			return err
+		}
+	} else {
+		compact := "compact"
+		resp, err := adm.CreateTopic(ctx, 1, orBrokerDefault(p.cfg.ReplicationFactor), map[string]*string{"cleanup.policy": &compact}, p.tc.CursorTopic)
+		switch {
+		case err == nil && resp.Err == nil:
+			p.log.Info("created Kafka cursor topic", "topic", p.tc.CursorTopic)
+		case errors.Is(cmp.Or(err, resp.Err), kerr.TopicAlreadyExists):
+		default:
+			return fmt.Errorf("creating Kafka cursor topic %s: %w %s", p.tc.CursorTopic, cmp.Or(err, resp.Err), resp.ErrMessage)
+		}
+	}
+	if _, _, err := p.cl.ProducerID(ctx); err != nil {
+		return fmt.Errorf("initialising Kafka transactional id %s: %w", p.tc.TransactionalID, err)
+	}
+	return nil
+}
+
+// Send holds msg until every message of a lower Position was received, then produces it in the open
+// transaction; msg.Done runs after that transaction committed, or with an error when one of msg's records failed
+// for good (the source may send it again, with the same Position) or the producer stopped for good (the error
+// wraps sink.ErrStopped). Send blocks while the in-flight limits are reached, except for the message at the
+// next Position, which is always let in so that the held ones can move. It fails when ctx ends, after Close, or
+// after a fatal error; msg.Done is not called then. The records must not be modified until Done.
+func (p *TxnProducer) Send(ctx context.Context, msg *sink.Message) error {
+	records, bytes := int64(len(msg.Records)), messageBytes(msg)
+	p.mu.Lock()
+	for {
+		switch {
+		case p.fatal != nil:
+			p.mu.Unlock()
+			return p.fatal
+		case p.closing:
+			p.mu.Unlock()
+			return ErrClosed
+		case msg.Position < p.next || p.buf[msg.Position] != nil:
+			p.mu.Unlock()
+			return fmt.Errorf("message position %d sent twice (next expected %d)", msg.Position, p.next)
+		}
+		empty := p.records == 0 && p.bytes == 0
+		fits := p.records+records <= int64(p.cfg.MaxInFlightRecords) && p.bytes+bytes <= p.cfg.MaxInFlightBytes
+		if empty || fits || msg.Position == p.next {
+			break
+		}
+		room := p.room
+		p.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-p.stop:
+			return ErrClosed
+		}
+		p.mu.Lock()
+	}
+	p.buf[msg.Position] = msg
+	p.records += records
+	p.bytes += bytes
+	metrics.InFlightRecords.WithLabelValues(p.cfg.Topic).Add(float64(records))
+	metrics.InFlightBytes.WithLabelValues(p.cfg.Topic).Add(float64(bytes))
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// wakeLocked wakes the Sends waiting for room; p.mu is held.
+func (p *TxnProducer) wakeLocked() {
+	close(p.room)
+	p.room = make(chan struct{})
+}
+
+// release forgets msgs, which left the producer (Done is about to run), and frees their room.
+func (p *TxnProducer) release(msgs []*sink.Message) {
+	var records, bytes int64
+	for _, m := range msgs {
+		records += int64(len(m.Records))
+		bytes += messageBytes(m)
+	}
+	p.mu.Lock()
+	p.records -= records
+	p.bytes -= bytes
+	p.wakeLocked()
+	p.mu.Unlock()
+	metrics.InFlightRecords.WithLabelValues(p.cfg.Topic).Add(float64(-records))
+	metrics.InFlightBytes.WithLabelValues(p.cfg.Topic).Add(float64(-bytes))
+}
+
+// ready takes the messages that can be produced now: those at next, next+1, ... that were received.
+func (p *TxnProducer) ready(into []*sink.Message) []*sink.Message {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(into)
+	for m := p.buf[p.next]; m != nil; m = p.buf[p.next] {
+		delete(p.buf, p.next)
+		into = append(into, m)
+		p.next++
+	}
+	if len(into) > n {
+		p.wakeLocked() // next moved: the message now at next may enter
+	}
+	return into
+}
+
+// txn is the open transaction: its messages in Position order, and the record failures of the current attempt.
+type txn struct {
+	msgs    []*sink.Message
+	records int
+	started time.Time
+	open    bool // BeginTransaction was called and not ended
+
+	mu     sync.Mutex
+	failed map[*sink.Message]error // the first record error of each message, this attempt
+	other  error                   // the cursor record's error
+}
+
+func (t *txn) recordFailed(m *sink.Message, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if m == nil {
+		t.other = cmp.Or(t.other, err)
+		return
+	}
+	if t.failed[m] == nil {
+		t.failed[m] = err
+	}
+}
+
+// loop owns the client's transactions: it produces messages as they become ready and commits every
+// CommitInterval, MaxRecords, or when Close asks.
+func (p *TxnProducer) loop() {
+	defer close(p.loopDone)
+	t := &txn{failed: map[*sink.Message]error{}}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	armed := false
+	for {
+		closing := false
+		select {
+		case <-p.kick:
+		case <-timer.C:
+			armed = false
+		case <-p.stop:
+			closing = true
+		}
+		if err := p.produceReady(t); err != nil {
+			p.die(t, err)
+			return
+		}
+		if len(t.msgs) > 0 && !armed {
+			// The first message of a transaction starts its clock.
+			timer.Reset(max(0, p.tc.CommitInterval-time.Since(t.started)))
+			armed = true
+		}
+		due := closing || t.records >= p.tc.MaxRecords || time.Since(t.started) >= p.tc.CommitInterval
+		if due && len(t.msgs) > 0 {
+			timer.Stop()
+			armed = false
+			if err := p.commit(t); err != nil {
+				if errors.Is(err, sink.ErrStopped) {
+					p.die(t, err)
+				} else {
+					p.closeErr = err
+					p.failAll(t, err)
+				}
+				return
+			}
+		}
+		if closing {
+			p.failAll(t, ErrClosed)
+			return
+		}
+	}
+}
+
+// produceReady produces the messages that became ready into the open transaction, beginning one if needed.
+func (p *TxnProducer) produceReady(t *txn) error {
+	n := len(t.msgs)
+	t.msgs = p.ready(t.msgs)
+	if len(t.msgs) == n {
+		return nil
+	}
+	if n == 0 {
+		t.started = time.Now()
+	}
+	if err := p.begin(t); err != nil {
+		return err
+	}
+	for _, m := range t.msgs[n:] {
+		p.produceMessage(t, m)
+	}
+	return nil
+}
+
+func (p *TxnProducer) begin(t *txn) error {
+	if t.open {
+		return nil
+	}
+	if err := p.cl.BeginTransaction(); err != nil {
+		return p.fatalError(err)
+	}
+	t.open = true
+	return nil
+}
+
+func (p *TxnProducer) produceMessage(t *txn, m *sink.Message) {
+	t.records += len(m.Records)
+	for i := range m.Records {
+		r := &m.Records[i]
+		rec := &kgo.Record{Topic: cmp.Or(r.Topic, p.cfg.Topic), Key: r.Key, Value: r.Value}
+		for _, h := range r.Headers {
+			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+		}
+		p.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
+			if err != nil {
+				t.recordFailed(m, err)
+			}
+		})
+	}
+}
+
+// commit ends the open transaction with the cursor of its last message, retrying (abort, produce again) until it
+// commits. A message whose record Kafka refuses for good is taken out and handed back with Done(err); the
+// messages after it go back to the buffer, to follow it when the source sends it again. It returns an error
+// wrapping sink.ErrStopped when the producer cannot go on (fenced), or the loop's context error when Close ran
+// out of time.
+func (p *TxnProducer) commit(t *txn) error {
+	bo := backoff.New(100*time.Millisecond, 5*time.Second)
+	for {
+		id := p.nonce + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		err := p.tryCommit(t, id)
+		if err == nil {
+			metrics.Transactions.WithLabelValues("committed").Inc()
+			producedOK.Add(float64(t.records))
+			msgs := t.msgs
+			p.reset(t)
+			p.release(msgs)
+			for _, m := range msgs {
+				if m.Done != nil {
+					m.Done(nil)
+				}
+			}
+			return nil
+		}
+		if p.loopCtx.Err() != nil {
+			return fmt.Errorf("closing before the transaction committed: %w", err)
+		}
+		if isFenced(err) {
+			return p.fatalError(err)
+		}
+		if bo.Attempt() == 0 {
+			p.log.Warn("Kafka transaction failed; aborting and producing it again", "err", err, "messages", len(t.msgs), "records", t.records)
+		}
+		if err := p.abort(t); err != nil {
+			return err
+		}
+		if p.returnRefused(t) && len(t.msgs) == 0 {
+			return nil
+		}
+		if !backoff.Sleep(p.loopCtx, bo.Next()) {
+			return fmt.Errorf("closing before the transaction committed: %w", context.Cause(p.loopCtx))
+		}
+		if err := p.begin(t); err != nil {
+			return err
+		}
+		msgs := t.msgs
+		t.msgs, t.records = t.msgs[:0:0], 0
+		for _, m := range msgs {
+			t.msgs = append(t.msgs, m)
+			p.produceMessage(t, m)
+		}
+	}
+}
+
+// tryCommit flushes the transaction's records, adds the cursor record and commits. When the commit itself
+// failed, its outcome may be unknown: the transaction is then aborted (which settles it) and the cursor topic tells
+// whether it had committed after all, in which case tryCommit returns nil.
+func (p *TxnProducer) tryCommit(t *txn, id string) error {
+	ctx := p.loopCtx
+	if err := p.cl.Flush(ctx); err != nil {
+		return err
+	}
+	if err := t.firstError(); err != nil {
+		return err
+	}
+	cursor := ""
+	for _, m := range t.msgs {
+		cursor = cmp.Or(m.Cursor, cursor)
+	}
+	if cursor != "" {
+		rec := &kgo.Record{Topic: p.tc.CursorTopic, Key: []byte(p.tc.CursorKey), Value: []byte(cursor),
+			Headers: []kgo.RecordHeader{{Key: txnHeader, Value: []byte(id)}}}
+		p.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
+			if err != nil {
+				t.recordFailed(nil, err)
+			}
+		})
+		if err := p.cl.Flush(ctx); err != nil {
+			return err
+		}
+		if err := t.firstError(); err != nil {
+			return err
+		}
+	}
+	err := p.cl.EndTransaction(ctx, kgo.TryCommit)
+	if err == nil {
+		t.open = false
+		return nil
+	}
+	if cursor == "" || errors.Is(err, kerr.OperationNotAttempted) || isFenced(err) || ctx.Err() != nil {
+		return err
+	}
+	// The commit was sent and failed: settle the transaction, then look.
+	if aerr := p.abort(t); aerr != nil {
+		return errors.Join(err, aerr)
+	}
+	_, header, ok, lerr := p.loadCursor(ctx)
+	if lerr == nil && ok && header == id {
+		p.log.Warn("Kafka reported a failed commit, but the transaction had committed", "err", err)
+		return nil
+	}
+	return errors.Join(err, lerr)
+}
+
+func (t *txn) firstError() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.other != nil {
+		return t.other
+	}
+	for _, m := range t.msgs {
+		if err := t.failed[m]; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// abort ends the open transaction with an abort, retrying while Kafka is unreachable.
+func (p *TxnProducer) abort(t *txn) error {
+	if !t.open {
+		return nil
+	}
+	bo := backoff.New(100*time.Millisecond, 5*time.Second)
+	for {
+		err := p.cl.AbortBufferedRecords(p.loopCtx)
+		if err == nil {
+			err = p.cl.EndTransaction(p.loopCtx, kgo.TryAbort)
+		}
+		if err == nil {
+			t.open = false
+			metrics.Transactions.WithLabelValues("aborted").Inc()
+			return nil
+		}
+		if isFenced(err) || errors.Is(err, kerr.InvalidProducerEpoch) || errors.Is(err, kerr.InvalidProducerIDMapping) {
+			// kgo recovers from these itself where it can (transactions before KIP-890); still failing, they are final.
+			return p.fatalError(err)
+		}
+		p.log.Warn("aborting the Kafka transaction failed; retrying", "err", err)
+		if !backoff.Sleep(p.loopCtx, bo.Next()) {
+			return fmt.Errorf("closing before the transaction was aborted: %w", err)
+		}
+	}
+}
+
+// returnRefused hands back the first message of the aborted transaction whose record Kafka refused for good, and
+// puts the messages after it back in the buffer. It reports whether it did.
+func (p *TxnProducer) returnRefused(t *txn) bool {
+	t.mu.Lock()
+	i, err := -1, error(nil)
+	for j, m := range t.msgs {
+		if e := t.failed[m]; e != nil && refusedForGood(e) {
+			i, err = j, e
+			break
+		}
+	}
+	clear(t.failed)
+	t.other = nil
+	t.mu.Unlock()
+	if i < 0 {
+		return false
+	}
+	refused, later := t.msgs[i], t.msgs[i+1:]
+	p.mu.Lock()
+	p.next = refused.Position
+	for _, m := range later {
+		p.buf[m.Position] = m
+	}
+	p.wakeLocked()
+	p.mu.Unlock()
+	t.msgs = t.msgs[:i]
+	t.records = 0
+	for _, m := range t.msgs {
+		t.records += len(m.Records)
+	}
+	producedError.Inc()
+	p.release([]*sink.Message{refused})
+	p.log.Warn("Kafka refused a message for good; handing it back to the source", "position", refused.Position, "err", err)
+	if refused.Done != nil {
+		refused.Done(fmt.Errorf("producing to Kafka: %w", err))
+	}
+	return true
+}
+
+// refusedForGood tells the record errors that retrying the same record cannot fix from those of the transaction
+// or the connection.
+func refusedForGood(err error) bool {
+	for _, e := range []error{kerr.MessageTooLarge, kerr.RecordListTooLarge, kerr.InvalidRecord, kerr.CorruptMessage,
+		kerr.TopicAuthorizationFailed, kerr.InvalidTopicException, kerr.PolicyViolation, kerr.InvalidRequiredAcks} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// isFenced reports whether err means another producer took the transactional id, or this one may not use it.
+func isFenced(err error) bool {
+	return errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.TransactionalIDAuthorizationFailed) ||
+		errors.Is(err, kerr.ClusterAuthorizationFailed)
+}
+
+// fatalError records err as the producer's end and returns it wrapped in sink.ErrStopped.
+func (p *TxnProducer) fatalError(err error) error {
+	if errors.Is(err, sink.ErrStopped) {
+		return err
+	}
+	err = fmt.Errorf("%w: Kafka transactional id %q: %w (another atkafka instance with the same transactional id took over, "+
+		"or this one may not use it; this instance stops)", sink.ErrStopped, p.tc.TransactionalID, err)
+	p.mu.Lock()
+	if p.fatal == nil {
+		p.fatal = err
+		p.wakeLocked()
+	}
+	p.mu.Unlock()
+	return err
+}
+
+func (p *TxnProducer) reset(t *txn) {
+	t.msgs, t.records = nil, 0
+	t.mu.Lock()
+	clear(t.failed)
+	t.other = nil
+	t.mu.Unlock()
+}
+
+// die stops the producer for good: every message held fails with err.
+func (p *TxnProducer) die(t *txn, err error) {
+	err = p.fatalError(err)
+	p.log.Error("exactly-once Kafka producer stopped", "err", err)
+	p.failAll(t, err)
+}
+
+// failAll calls Done(err) for every message held: those of the open transaction and those buffered.
+func (p *TxnProducer) failAll(t *txn, err error) {
+	if t.open {
+		_ = p.abort(t)
+	}
+	msgs := t.msgs
+	p.reset(t)
+	p.mu.Lock()
+	for pos, m := range p.buf {
+		msgs = append(msgs, m)
+		delete(p.buf, pos)
+	}
+	p.mu.Unlock()
+	if len(msgs) == 0 {
+		return
+	}
+	producedError.Add(float64(len(msgs)))
+	p.release(msgs)
+	for _, m := range msgs {
+		if m.Done != nil {
+			m.Done(err)
+		}
+	}
+}
+
+// Close stops accepting messages, commits what was received in order, waits up to the flush timeout (or until
+// ctx ends) for that, then closes the client. Messages not committed by then get Done with an error, so Close
+// returns only after every Done ran. The error says why some were not committed, and is the fatal error when the
+// producer was fenced.
+func (p *TxnProducer) Close(ctx context.Context) error {
+	p.mu.Lock()
+	first := !p.closing
+	p.closing = true
+	p.mu.Unlock()
+	if !first {
+		return nil
+	}
+	close(p.stop)
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.FlushTimeout)
+	defer cancel()
+	select {
+	case <-p.loopDone:
+	case <-ctx.Done():
+		p.cancel()
+		<-p.loopDone
+	}
+	p.cancel()
+	p.cl.Close()
+	p.mu.Lock()
+	fatal := p.fatal
+	p.mu.Unlock()
+	switch {
+	case fatal != nil:
+		return fatal
+	case p.closeErr != nil:
+		p.log.Warn("closed exactly-once Kafka producer before every message was committed", "err", p.closeErr)
+		return fmt.Errorf("closing Kafka producer: %w", p.closeErr)
+	}
+	p.log.Info("closed exactly-once Kafka producer")
+	return nil
+}
+
+// LoadCursor returns the newest committed cursor value for the cursor key, reading the cursor topic with
+// read_committed isolation; ok is false when none was ever committed. NewTxn initialised the producer id first,
+// which aborted any transaction an earlier instance left open, so the value read is final.
+func (p *TxnProducer) LoadCursor(ctx context.Context) (value string, ok bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, max(p.cfg.ConnectTimeout, 30*time.Second))
+	defer cancel()
+	value, _, ok, err = p.loadCursor(ctx)
+	return value, ok, err
+}
+
+// loadCursor reads the tail of every partition of the cursor topic below its last stable offset, widening the
+// tail until a record of the cursor key shows up or the partition's start is reached.
+func (p *TxnProducer) loadCursor(ctx context.Context) (value, txnID string, ok bool, err error) {
+	adm := kadm.NewClient(p.cl)
+	ends, err := adm.ListCommittedOffsets(ctx, p.tc.CursorTopic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return "", "", false, fmt.Errorf("listing the offsets of cursor topic %s: %w", p.tc.CursorTopic, err)
+	}
+	starts, err := adm.ListStartOffsets(ctx, p.tc.CursorTopic)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return "", "", false, fmt.Errorf("listing the offsets of cursor topic %s: %w", p.tc.CursorTopic, err)
+	}
+	var best *kgo.Record
+	for partition, end := range ends[p.tc.CursorTopic] {
+		start, _ := starts.Lookup(p.tc.CursorTopic, partition)
+		rec, err := p.lastOfKey(ctx, partition, start.Offset, end.Offset)
+		if err != nil {
+			return "", "", false, err
+		}
+		if rec != nil && (best == nil || rec.Timestamp.After(best.Timestamp)) {
+			best = rec
+		}
+	}
+	if best == nil {
+		return "", "", false, nil
+	}
+	for _, h := range best.Headers {
+		if h.Key == txnHeader {
+			txnID = string(h.Value)
+		}
+	}
+	return string(best.Value), txnID, true, nil
+}
+
+// lastOfKey returns the last committed record of the cursor key in partition below end (a last stable offset).
+func (p *TxnProducer) lastOfKey(ctx context.Context, partition int32, start, end int64) (*kgo.Record, error) {
+	for window := int64(64); ; window *= 8 {
+		from := max(start, end-window)
+		if from >= end {
+			return nil, nil
+		}
+		rec, err := p.scan(ctx, partition, from, end)
+		if err != nil || rec != nil || from == start {
+			return rec, err
+		}
+	}
+}
+
+// scan reads partition from from to end with read_committed isolation, keeping control records so that the
+// offset just below end is always seen (it is a commit or abort marker, or a record outside transactions), and
+// returns the last record of the cursor key.
+func (p *TxnProducer) scan(ctx context.Context, partition int32, from, end int64) (*kgo.Record, error) {
+	opts, err := p.cfg.ConnectOpts()
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(opts,
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{p.tc.CursorTopic: {partition: kgo.NewOffset().At(from)}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(), kgo.FetchMaxWait(100*time.Millisecond))...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	var last *kgo.Record
+	for {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("reading cursor topic %s partition %d from %d to %d: %w", p.tc.CursorTopic, partition, from, end, err)
+		}
+		if errs := fs.Errors(); len(errs) > 0 {
+			return nil, fmt.Errorf("reading cursor topic %s: %w", p.tc.CursorTopic, errs[0].Err)
+		}
+		for _, r := range fs.Records() {
+			if r.Offset >= end {
+				return last, nil
+			}
+			if !r.Attrs.IsControl() && string(r.Key) == p.tc.CursorKey {
+				last = r
+			}
+			if r.Offset == end-1 {
+				return last, nil
+			}
+		}
+	}
+}

@@ -12,6 +12,23 @@ import (
 	"time"
 )
 
+// Store keeps a source's cursor: a File, or (exactly-once) the Kafka cursor topic, whose Save is a no-op because
+// the transaction that delivered the records stored the cursor with them.
+type Store interface {
+	// Load returns the stored cursor; ok is false when none was ever saved.
+	Load() (value string, ok bool, err error)
+	// Save replaces the stored cursor durably.
+	Save(value string) error
+}
+
+// Describe names where s keeps the cursor, for logs and error messages: a file's path, or what s says of itself.
+func Describe(s Store) string {
+	if f, ok := s.(interface{ Path() string }); ok {
+		return f.Path()
+	}
+	return fmt.Sprint(s)
+}
+
 // File is a cursor stored as a single line of text in a file.
 type File struct {
 	path string
@@ -73,7 +90,7 @@ func (f *File) Save(value string) error {
 // Persist saves current() to f every interval when it changed, and once more when ctx ends, so that a graceful
 // shutdown leaves the newest committed position on disk. current reports ok=false while there is nothing to save.
 // Save errors are logged and retried on the next tick; the last one is returned if the final save fails.
-func Persist(ctx context.Context, f *File, interval time.Duration, current func() (string, bool), log *slog.Logger) error {
+func Persist(ctx context.Context, f Store, interval time.Duration, current func() (string, bool), log *slog.Logger) error {
 	var saved string
 	save := func() error {
 		v, ok := current()
@@ -81,7 +98,7 @@ func Persist(ctx context.Context, f *File, interval time.Duration, current func(
 			return nil
 		}
 		if err := f.Save(v); err != nil {
-			log.Error("cursor not saved; will retry", "path", f.path, "err", err)
+			log.Error("cursor not saved; will retry", "path", Describe(f), "err", err)
 			return err
 		}
 		saved = v

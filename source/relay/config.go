@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/atkafka/atkafka/cursor"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/transform"
 )
@@ -69,6 +70,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Verifier checks #commit and #sync frames (Sync 1.1) before they are rendered; nil verifies nothing.
 	Verifier Verifier
+	// Cursor keeps the committed cursor; nil means the cursor file in DataDir. In exactly-once mode it reads the
+	// Kafka cursor topic (kafka.TxnProducer), and every message carries its Position and Cursor for the sink.
+	Cursor cursor.Store
 }
 
 // Verifier checks that a frame is what the account signed (transform/verify). body is the frame's DAG-CBOR

@@ -2,8 +2,11 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/atkafka/atkafka/sink"
 )
 
 // maxDeadLetterRaw is how much of a frame the last-resort dead letter keeps: its base64 stays well below
@@ -50,6 +53,11 @@ func (s *Source) retry(ctx context.Context) {
 // whole first, then truncated to maxDeadLetterRaw. When even that is refused the source stops with an error:
 // the frame stays pending, the saved cursor stays before it, and a restart (after fixing Kafka) retries it.
 func (s *Source) redeliver(ctx context.Context, j *job) {
+	if errors.Is(j.failure, sink.ErrStopped) {
+		// Not this frame's fault (an exactly-once producer fenced by another instance): no dead letter, stop.
+		s.fail(fmt.Errorf("frame seq %d not delivered: %w", j.seq, j.failure))
+		return
+	}
 	next, ok := j.fallback()
 	if !ok {
 		s.fail(fmt.Errorf("kafka refused frame seq %d (did %s) for good, also as a dead letter: %w; "+

@@ -338,6 +338,12 @@ func (s *Source) logSeqAnomaly(msg string, last, seq int64) {
 // never blocks.
 func (s *Source) dispatch(j *job, pos int64) {
 	j.ticket = s.wm.Add(pos)
+	// For a transactional sink: the ticket orders the messages, and pos is the cursor once this frame and every
+	// one before it are in Kafka (the watermark's own commit point). 0 is no cursor: nothing read yet.
+	j.msg.Position = uint64(j.ticket)
+	if pos > 0 {
+		j.msg.Cursor = strconv.FormatInt(pos, 10)
+	}
 	s.queues[shard(j.did, len(s.queues))] <- j
 }
 
@@ -359,7 +365,7 @@ func (s *Source) errorFrame(e *frame.ErrorFrame) error {
 		metrics.SourceEvents.WithLabelValues(label, "future_cursor").Inc()
 		return fatalError{fmt.Errorf("relay %s rejected cursor %d as ahead of its newest event (FutureCursor: %s): "+
 			"the relay was reset or is not the one this cursor came from; restart with --cursor live to start at its "+
-			"tip, or --cursor N with a seq it has (the saved cursor is in %s)", s.url.Host, s.lastSeq, msg, s.file.Path())}
+			"tip, or --cursor N with a seq it has (the saved cursor is in %s)", s.url.Host, s.lastSeq, msg, s.CursorPath())}
 	case "ConsumerTooSlow":
 		metrics.SourceEvents.WithLabelValues(label, "consumer_too_slow").Inc()
 		return &drop{"consumer_too_slow", fmt.Errorf("relay error frame ConsumerTooSlow: %s", msg)}

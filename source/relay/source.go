@@ -59,7 +59,7 @@ const label = "relay"
 type Source struct {
 	cfg  Config
 	url  *url.URL
-	file *cursor.File
+	file cursor.Store // Config.Cursor, or the cursor file
 	log  *slog.Logger
 
 	wm     *ack.Watermark[int64]
@@ -101,7 +101,7 @@ func New(cfg Config) (*Source, error) {
 	s := &Source{
 		cfg:             cfg,
 		url:             u,
-		file:            cursor.NewFile(cursorPath(cfg.DataDir, u)),
+		file:            cfg.Cursor,
 		log:             cfg.Logger.With("source", label, "relay", u.Host),
 		queues:          make([]chan *job, cfg.Workers),
 		retries:         make(chan *job, cfg.MaxInFlight),
@@ -109,6 +109,9 @@ func New(cfg Config) (*Source, error) {
 		cursorCommitted: metrics.CursorCommitted.WithLabelValues(label),
 		lag:             metrics.LagSeconds.WithLabelValues(label),
 		latency:         metrics.ProduceLatency.WithLabelValues(label),
+	}
+	if s.file == nil {
+		s.file = cursor.NewFile(cursorPath(cfg.DataDir, u))
 	}
 	s.gaps.every = 10 * time.Second
 	s.wm = ack.NewWatermark(s.advance)
@@ -120,8 +123,9 @@ func New(cfg Config) (*Source, error) {
 	return s, nil
 }
 
-// CursorPath returns the file the committed cursor is kept in.
-func (s *Source) CursorPath() string { return s.file.Path() }
+// CursorPath returns where the committed cursor is kept: the cursor file's path, unless Config.Cursor said
+// otherwise.
+func (s *Source) CursorPath() string { return cursor.Describe(s.file) }
 
 // Connected reports whether the source is connected to the relay right now.
 func (s *Source) Connected() bool { return s.connected.Load() }
@@ -195,7 +199,7 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 	retrier.Go(func() { s.retry(workCtx) })
 
-	s.log.Info("relay source starting", "url", s.url.Redacted(), "cursor", describeCursor(start), "cursor_file", s.file.Path())
+	s.log.Info("relay source starting", "url", s.url.Redacted(), "cursor", describeCursor(start), "cursor_file", s.CursorPath())
 	err = s.read(readCtx)
 	for _, q := range s.queues {
 		close(q)
@@ -220,7 +224,7 @@ func (s *Source) startPosition() (int64, error) {
 	}
 	seq, err = strconv.ParseInt(v, 10, 64)
 	if err != nil || seq < 0 {
-		return 0, fmt.Errorf("cursor file %s holds %q, not a relay seq: fix or remove it, or start with --cursor live", s.file.Path(), v)
+		return 0, fmt.Errorf("cursor file %s holds %q, not a relay seq: fix or remove it, or start with --cursor live", s.CursorPath(), v)
 	}
 	return seq, nil
 }

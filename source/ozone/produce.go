@@ -174,7 +174,10 @@ func (s *Source) send(ctx context.Context, rec sink.Record, pos position) error 
 	}
 	s.sent++
 	d := &delivery{s: s, ctx: ctx, ticket: s.wm.Add(mark{pos: pos, n: s.sent}), received: time.Now()}
-	d.msg = &sink.Message{Records: []sink.Record{rec}, Done: d.done}
+	d.msg = &sink.Message{Records: []sink.Record{rec}, Done: d.done, Position: uint64(d.ticket)}
+	if !pos.createdAt.IsZero() { // as for the cursor file: a zero position is no cursor
+		d.msg.Cursor = pos.String()
+	}
 	s.unacked.Add(1)
 	return d.send()
 }
@@ -187,6 +190,9 @@ func (d *delivery) send() error {
 		if err == nil {
 			return nil
 		}
+		if errors.Is(err, sink.ErrStopped) {
+			d.s.stop(err)
+		}
 		if d.ctx.Err() != nil || !backoff.Sleep(d.ctx, d.s.sinkRetry.failed(err)) {
 			d.s.unacked.Add(-1)
 			return d.ctx.Err()
@@ -198,6 +204,11 @@ func (d *delivery) send() error {
 // moving the cursor past it would lose the event, and stopping would stall every later one anyway.
 func (d *delivery) done(err error) {
 	s := d.s
+	if errors.Is(err, sink.ErrStopped) {
+		s.stop(err)
+		s.unacked.Add(-1)
+		return
+	}
 	if err != nil {
 		go func() {
 			if backoff.Sleep(d.ctx, s.sinkRetry.failed(err)) {

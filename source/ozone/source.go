@@ -47,7 +47,9 @@ type Config struct {
 	// emitEvent transaction plus the clock skew between the hosts. Default 2s; negative disables it.
 	SettleDelay time.Duration
 	// Cursor stores the position of the last acknowledged event; see the package documentation for its format.
-	Cursor *cursor.File
+	// A *cursor.File, or in exactly-once mode the Kafka cursor topic (every message then carries its Position and
+	// Cursor for the transactional sink).
+	Cursor cursor.Store
 	// Sink receives one message per event.
 	Sink sink.Sink
 	// Topic overrides the sink's output topic. Empty means the sink's default.
@@ -82,6 +84,8 @@ type Source struct {
 	unacked   atomic.Int64  // messages the sink accepted and has not called Done for yet
 	sinkRetry *retrier
 	lastRead  position // of the newest event read; used by the polling goroutine only
+	// stop ends Run with a sink that stopped for good (sink.ErrStopped): retrying cannot deliver anything.
+	stop context.CancelCauseFunc
 }
 
 // New checks cfg and returns a Source. It does not contact the PDS: Run does, so that start-up errors surface
@@ -151,7 +155,8 @@ func (c *Config) validate() error {
 
 // Run produces events until ctx ends, then waits briefly for Kafka to acknowledge what is in flight, saves the
 // cursor and returns nil. Outages of the PDS, Ozone or Kafka are retried forever; Run returns an error only when
-// it cannot start: an unreadable cursor file or credentials the PDS rejects. Run must not be called twice.
+// it cannot start (an unreadable cursor file or credentials the PDS rejects) or when the sink stopped for good
+// (an exactly-once producer fenced by another instance). Run must not be called twice.
 func (s *Source) Run(ctx context.Context) error {
 	start, err := s.loadCursor()
 	if err != nil {
@@ -162,6 +167,9 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 	s.wm = ack.NewWatermark(s.advanced)
 	s.sinkRetry = s.newRetrier("kafka delivery")
+	outer := ctx
+	ctx, s.stop = context.WithCancelCause(ctx)
+	defer s.stop(nil)
 	persistCtx, stopPersist := context.WithCancel(context.WithoutCancel(ctx))
 	persisted := make(chan struct{})
 	go func() {
@@ -172,6 +180,9 @@ func (s *Source) Run(ctx context.Context) error {
 	s.drain()
 	stopPersist()
 	<-persisted
+	if outer.Err() == nil && ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
 	return nil
 }
 
@@ -183,7 +194,7 @@ func (s *Source) loadCursor() (*position, error) {
 	}
 	p, legacy, err := parsePosition(line)
 	if err != nil {
-		return nil, fmt.Errorf("ozone: %s: %w", s.cfg.Cursor.Path(), err)
+		return nil, fmt.Errorf("ozone: %s: %w", cursor.Describe(s.cfg.Cursor), err)
 	}
 	if legacy {
 		s.log.Info("starting from a timestamp cursor of an earlier bridge; events of that millisecond may repeat",

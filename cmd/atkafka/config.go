@@ -48,6 +48,10 @@ type kafkaConfig struct {
 	ReplicationFactor  int
 	ConnectTimeout     time.Duration
 
+	ExactlyOnce     bool
+	TransactionalID string
+	CursorTopic     string
+
 	TLS                   bool
 	TLSCAFile             string
 	TLSCertFile           string
@@ -176,6 +180,9 @@ func parseConfig(cmd *cli.Command) (*config, error) {
 			Partitions:            int(cmd.Int("topic-partitions")),
 			ReplicationFactor:     int(cmd.Int("topic-replication-factor")),
 			ConnectTimeout:        cmd.Duration("kafka-connect-timeout"),
+			ExactlyOnce:           cmd.Bool("exactly-once"),
+			TransactionalID:       cmd.String("transactional-id"),
+			CursorTopic:           cmd.String("cursor-topic"),
 			TLSCAFile:             cmd.String("kafka-tls-ca-file"),
 			TLSCertFile:           cmd.String("kafka-tls-cert-file"),
 			TLSKeyFile:            cmd.String("kafka-tls-key-file"),
@@ -246,6 +253,9 @@ func parseConfig(cmd *cli.Command) (*config, error) {
 	if c.Tail.Topic == "" {
 		c.Tail.Topic = c.Topic
 	}
+	if c.Kafka.CursorTopic == "" {
+		c.Kafka.CursorTopic = c.Topic + ".cursors"
+	}
 	if c.Ozone.CursorFile != "" && !filepath.IsAbs(c.Ozone.CursorFile) {
 		c.Ozone.CursorFile = filepath.Join(c.DataDir, c.Ozone.CursorFile)
 	}
@@ -286,6 +296,12 @@ func (c *config) validate() []error {
 	if (k.TLSCertFile == "") != (k.TLSKeyFile == "") {
 		check(errors.New("--kafka-tls-cert-file and --kafka-tls-key-file go together"))
 	}
+	if k.ExactlyOnce && k.Acks != "all" {
+		check(fmt.Errorf("--exactly-once needs --acks all, not %s", k.Acks))
+	}
+	if k.ExactlyOnce && (k.CursorTopic == c.Topic || k.CursorTopic == c.DeadLetterTopic) {
+		check(errors.New("--cursor-topic must differ from --output-topic and --dead-letter-topic"))
+	}
 	if k.Partitions < 1 {
 		check(errors.New("--topic-partitions must be at least 1"))
 	}
@@ -304,6 +320,22 @@ func (c *config) validate() []error {
 		}
 	}
 	return errs
+}
+
+// validateExactlyOnce rejects --exactly-once for the commands whose source has no durable position to commit
+// with the records, and fills in the default transactional id.
+func (c *config) validateExactlyOnce(command string) error {
+	if !c.Kafka.ExactlyOnce {
+		return nil
+	}
+	if command == "tap" {
+		return errors.New("--exactly-once is not supported by firehose tap: Tap's event ids are not a durable, " +
+			"ordered position that could be committed with the records (use firehose relay, or drop --exactly-once)")
+	}
+	if c.Kafka.TransactionalID == "" {
+		c.Kafka.TransactionalID = "atkafka-" + command + "-" + c.Topic
+	}
+	return nil
 }
 
 // validateOzone checks what only the ozone-events command needs.

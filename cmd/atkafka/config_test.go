@@ -196,3 +196,40 @@ func TestNewVerifier(t *testing.T) {
 		t.Error("a PLC host without scheme accepted")
 	}
 }
+
+func TestExactlyOnceFlags(t *testing.T) {
+	t.Setenv("ATKAFKA_EXACTLY_ONCE", "true")
+	r, err := parse(t, "--output-topic", "events", "firehose", "relay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := r.cfg.Kafka
+	if !k.ExactlyOnce || k.CursorTopic != "events.cursors" || k.TransactionalID != "" {
+		t.Fatalf("parsed %+v", k)
+	}
+	if err := r.cfg.validateExactlyOnce("relay"); err != nil || r.cfg.Kafka.TransactionalID != "atkafka-relay-events" {
+		t.Errorf("validateExactlyOnce = %v, transactional id %q", err, r.cfg.Kafka.TransactionalID)
+	}
+	if got := cursorKey(r.cfg, "relay"); got != "relay:bsky.network" {
+		t.Errorf("relay cursor key %q", got)
+	}
+
+	r, err = parse(t, "firehose", "tap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.cfg.validateExactlyOnce("tap"); err == nil || !strings.Contains(err.Error(), "not supported by firehose tap") {
+		t.Errorf("tap with --exactly-once: %v", err)
+	}
+
+	if _, err := parse(t, "--acks", "leader", "firehose", "relay"); err == nil || !strings.Contains(err.Error(), "--exactly-once needs --acks all") {
+		t.Errorf("--acks leader with --exactly-once: %v", err)
+	}
+	if _, err := parse(t, "--cursor-topic", "atproto-events", "firehose", "relay"); err == nil || !strings.Contains(err.Error(), "--cursor-topic must differ") {
+		t.Errorf("cursor topic = output topic: %v", err)
+	}
+	r, err = parse(t, "--transactional-id", "mine", "--cursor-topic", "c", "firehose", "relay")
+	if err != nil || r.cfg.validateExactlyOnce("relay") != nil || r.cfg.Kafka.TransactionalID != "mine" || r.cfg.Kafka.CursorTopic != "c" {
+		t.Errorf("explicit values: %v %+v", err, r.cfg.Kafka)
+	}
+}

@@ -4,13 +4,16 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/atkafka/atkafka/cursor"
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/server"
+	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/sink/embedded"
 	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/source/ozone"
@@ -37,6 +40,7 @@ func (wiring) relay(ctx context.Context, c *config) error {
 			Host: c.Relay.Host, DataDir: c.DataDir, StartCursor: c.Relay.Cursor, Workers: c.Relay.Workers,
 			MaxInFlight: c.Relay.MaxInFlight, ShutdownTimeout: c.ShutdownTimeout,
 			Sink: rt.producer, Pipeline: p, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log, Verifier: v,
+			Cursor: rt.cursor(),
 		})
 	})
 }
@@ -69,9 +73,13 @@ func (wiring) ozone(ctx context.Context, c *config) error {
 		return err
 	}
 	return runSource(ctx, c, "ozone", func(rt *runtime, _ *transform.Pipeline) (source, error) {
+		var store cursor.Store = cursor.NewFile(c.Ozone.CursorFile)
+		if s := rt.cursor(); s != nil {
+			store = s
+		}
 		return ozone.New(ozone.Config{
 			PDSHost: c.Ozone.PDSHost, Identifier: c.Ozone.Identifier, Password: c.Ozone.Password, LabelerDID: c.Ozone.LabelerDID,
-			PollInterval: c.Ozone.PollInterval, Cursor: cursor.NewFile(c.Ozone.CursorFile), Sink: rt.producer,
+			PollInterval: c.Ozone.PollInterval, Cursor: store, Sink: rt.producer,
 			DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log,
 		})
 	})
@@ -94,6 +102,9 @@ type connectedSource interface {
 // metrics server stops, so /metrics and /healthz stay up while in-flight records are flushed; the enricher
 // closes last (its deferred close runs after rt.close).
 func runSource(ctx context.Context, c *config, name string, build func(*runtime, *transform.Pipeline) (source, error)) error {
+	if err := c.validateExactlyOnce(name); err != nil {
+		return err
+	}
 	log := newLogger(c)
 	slog.SetDefault(log)
 	var p *transform.Pipeline
@@ -105,7 +116,7 @@ func runSource(ctx context.Context, c *config, name string, build func(*runtime,
 		}
 		defer closePipeline()
 	}
-	rt, err := start(ctx, c, log)
+	rt, err := start(ctx, c, log, cursorKey(c, name))
 	if err != nil {
 		return err
 	}
@@ -192,27 +203,62 @@ func newLogger(c *config) *slog.Logger {
 // runtime holds what every producing command shares: the logger, the metrics server, the Kafka producer and,
 // when no brokers are configured, the embedded broker it talks to.
 type runtime struct {
-	log          *slog.Logger
-	server       *server.Server
-	stopServer   context.CancelFunc
-	serverDone   chan struct{}
-	producer     *kafka.Producer
+	log        *slog.Logger
+	server     *server.Server
+	stopServer context.CancelFunc
+	serverDone chan struct{}
+	producer   producer
+	// txn is the producer in --exactly-once mode, nil otherwise.
+	txn          *kafka.TxnProducer
 	broker       *embedded.Broker
 	flushTimeout time.Duration
 	// shutdownBegan is when the command's context ended (Unix nanoseconds), 0 while it runs.
 	shutdownBegan atomic.Int64
 }
 
-func start(ctx context.Context, c *config, log *slog.Logger) (*runtime, error) {
+// producer is the Kafka sink: kafka.Producer (at least once) or kafka.TxnProducer (exactly once).
+type producer interface {
+	sink.Sink
+	Close(ctx context.Context) error
+}
+
+// cursor is where the source keeps its cursor in --exactly-once mode (the Kafka cursor topic); nil otherwise, and
+// the source uses its cursor file.
+func (rt *runtime) cursor() cursor.Store {
+	if rt.txn == nil {
+		return nil
+	}
+	return rt.txn.Cursor()
+}
+
+// cursorKey is the source's identity in the cursor topic, so that sources sharing it keep apart.
+func cursorKey(c *config, command string) string {
+	switch command {
+	case "relay":
+		host := c.Relay.Host
+		if !strings.Contains(host, "://") {
+			host = "wss://" + host
+		}
+		if u, err := url.Parse(host); err == nil && u.Host != "" {
+			return "relay:" + u.Host
+		}
+		return "relay:" + c.Relay.Host
+	case "ozone":
+		return "ozone:" + c.Ozone.LabelerDID
+	}
+	return command
+}
+
+func start(ctx context.Context, c *config, log *slog.Logger, cursorKey string) (*runtime, error) {
 	rt := &runtime{log: log, flushTimeout: c.ShutdownTimeout}
-	if err := rt.connect(ctx, c); err != nil {
+	if err := rt.connect(ctx, c, cursorKey); err != nil {
 		rt.close()
 		return nil, err
 	}
 	return rt, nil
 }
 
-func (rt *runtime) connect(ctx context.Context, c *config) error {
+func (rt *runtime) connect(ctx context.Context, c *config, cursorKey string) error {
 	if err := rt.startServer(c); err != nil {
 		return err
 	}
@@ -226,6 +272,14 @@ func (rt *runtime) connect(ctx context.Context, c *config) error {
 	}
 	kc := kafkaClientConfig(c, brokers)
 	kc.Topic, kc.ExtraTopics, kc.FlushTimeout, kc.Logger = c.Topic, []string{c.DeadLetterTopic}, c.ShutdownTimeout, rt.log
+	if c.Kafka.ExactlyOnce {
+		p, err := kafka.NewTxn(ctx, kc, kafka.TxnConfig{TransactionalID: c.Kafka.TransactionalID, CursorTopic: c.Kafka.CursorTopic, CursorKey: cursorKey})
+		if err != nil {
+			return err
+		}
+		rt.producer, rt.txn = p, p
+		return nil
+	}
 	p, err := kafka.New(ctx, kc)
 	if err != nil {
 		return err

@@ -764,3 +764,21 @@ func (p *TxnProducer) scan(ctx context.Context, partition int32, from, end int64
 		}
 	}
 }
+
+// Cursor returns the cursor.Store a source resumes from in exactly-once mode: Load is LoadCursor, and Save does
+// nothing, since each transaction stored the cursor with the records it covers.
+func (p *TxnProducer) Cursor() *TxnCursor { return &TxnCursor{p: p} }
+
+// TxnCursor is the cursor.Store over a TxnProducer's cursor topic.
+type TxnCursor struct{ p *TxnProducer }
+
+// Load returns the newest committed cursor of the producer's cursor key.
+func (c *TxnCursor) Load() (string, bool, error) { return c.p.LoadCursor(context.Background()) }
+
+// Save does nothing: the cursor was committed with the records.
+func (c *TxnCursor) Save(string) error { return nil }
+
+// String says where the cursor is kept, for logs and error messages.
+func (c *TxnCursor) String() string {
+	return fmt.Sprintf("Kafka topic %s, key %s", c.p.tc.CursorTopic, c.p.tc.CursorKey)
+}

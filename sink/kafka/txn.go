@@ -303,7 +303,9 @@ func (p *TxnProducer) loop() {
 			armed = true
 		}
 		due := closing || t.records >= p.tc.MaxRecords || time.Since(t.started) >= p.tc.CommitInterval
-		if due && len(t.msgs) > 0 {
+		// A transaction whose messages carry no cursor (those read before the source had a position) waits for
+		// one that does: committed alone, they would be read and produced again after a restart.
+		if due && t.cursor() != "" {
 			timer.Stop()
 			armed = false
 			if err := p.commit(t); err != nil {
@@ -433,10 +435,7 @@ func (p *TxnProducer) tryCommit(t *txn, id string) error {
 	if err := t.firstError(); err != nil {
 		return err
 	}
-	cursor := ""
-	for _, m := range t.msgs {
-		cursor = cmp.Or(m.Cursor, cursor)
-	}
+	cursor := t.cursor()
 	if cursor != "" {
 		rec := &kgo.Record{Topic: p.tc.CursorTopic, Key: []byte(p.tc.CursorKey), Value: []byte(cursor),
 			Headers: []kgo.RecordHeader{{Key: txnHeader, Value: []byte(id)}}}
@@ -470,6 +469,16 @@ func (p *TxnProducer) tryCommit(t *txn, id string) error {
 		return nil
 	}
 	return errors.Join(err, lerr)
+}
+
+// cursor is the newest Cursor of the transaction's messages: the source cursor once it committed.
+func (t *txn) cursor() string {
+	for i := len(t.msgs) - 1; i >= 0; i-- {
+		if c := t.msgs[i].Cursor; c != "" {
+			return c
+		}
+	}
+	return ""
 }
 
 func (t *txn) firstError() error {
@@ -669,8 +678,14 @@ func (p *TxnProducer) Close(ctx context.Context) error {
 func (p *TxnProducer) LoadCursor(ctx context.Context) (value string, ok bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, max(p.cfg.ConnectTimeout, 30*time.Second))
 	defer cancel()
-	value, _, ok, err = p.loadCursor(ctx)
-	return value, ok, err
+	// A cursor topic NewTxn just created may not be known to every broker yet: that, and leader moves, pass.
+	bo := backoff.New(50*time.Millisecond, time.Second)
+	for {
+		value, _, ok, err = p.loadCursor(ctx)
+		if err == nil || !kerr.IsRetriable(err) || !backoff.Sleep(ctx, bo.Next()) {
+			return value, ok, err
+		}
+	}
 }
 
 // loadCursor reads the tail of every partition of the cursor topic below its last stable offset, widening the

@@ -1,0 +1,140 @@
+package relay
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/source/relay/relaytest"
+	"github.com/atkafka/atkafka/testenv"
+)
+
+// TestKafkaExactlyOnceKill9 runs the real atkafka command with --exactly-once against Apache Kafka and kills it
+// with SIGKILL several times mid-replay, restarting it each time: a read_committed consumer then sees every op
+// of every seq exactly once, none missing and none twice, and the cursor topic holds the last seq.
+func TestKafkaExactlyOnceKill9(t *testing.T) {
+	k := testenv.Kafka(t)
+	bin := filepath.Join(t.TempDir(), "atkafka")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/atkafka")
+	build.Dir = testenv.RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/atkafka: %v\n%s", err, out)
+	}
+	srv := relaytest.NewServer(relaytest.CorpusFrames(t), relaytest.Loops(20), relaytest.Pace(1000))
+	defer srv.Close()
+	topics := newTopics(t, k.Brokers)
+	cursorTopic := topics.topic + ".cursors"
+	dataDir := t.TempDir()
+	run := func() *exec.Cmd {
+		cmd := exec.Command(bin, "firehose", "relay")
+		cmd.Env = append(os.Environ(), "ATKAFKA_BOOTSTRAP_SERVERS="+k.Brokers, "ATKAFKA_OUTPUT_TOPIC="+topics.topic,
+			"ATKAFKA_DEAD_LETTER_TOPIC="+topics.dead, "ATKAFKA_DATA_DIR="+dataDir, "ATKAFKA_METRICS_LISTEN_ADDRESS=",
+			"ATKAFKA_ENRICH=false", "ATKAFKA_TOPIC_PARTITIONS=4", "ATKAFKA_RELAY_HOST="+srv.URL(),
+			"ATKAFKA_MAX_INFLIGHT_FRAMES=256", "ATKAFKA_EXACTLY_ONCE=true")
+		return startCommand(t, cmd)
+	}
+
+	// Kill at a fifth, two fifths and three fifths of the stream, each time after the restarted instance has read
+	// past the previous kill, so that every kill lands mid-stream with transactions open.
+	const kills = 3
+	var killedAt []string
+	for i := range kills {
+		conns := srv.Connections()
+		cmd := run()
+		threshold := int64(srv.Len()) * int64(i+1) / (kills + 2)
+		for deadline := time.Now().Add(90 * time.Second); srv.Connections() == conns || srv.Sent() < threshold; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("run %d: %d frames sent, want %d", i+1, srv.Sent(), threshold)
+			}
+		}
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+		killedAt = append(killedAt, lastCursor(t, k.Brokers, cursorTopic))
+		t.Logf("kill -9 number %d after %d of %d frames sent; cursor topic at %s", i+1, srv.Sent(), srv.Len(), killedAt[i])
+	}
+
+	last := run()
+	want := strconv.FormatInt(srv.LastSeq(), 10)
+	for deadline := time.Now().Add(120 * time.Second); lastCursor(t, k.Brokers, cursorTopic) != want; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the cursor topic holds %s, want the last seq %s", lastCursor(t, k.Brokers, cursorTopic), want)
+		}
+	}
+	if err := last.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := last.Wait(); err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+	cursors := srv.Cursors()
+	t.Logf("connections resumed from cursors %q", cursors)
+	if len(cursors) != kills+1 {
+		t.Errorf("%d connections, want %d", len(cursors), kills+1)
+	}
+	for i, c := range killedAt {
+		if i+1 < len(cursors) && cursors[i+1] != c {
+			t.Errorf("restart %d resumed from %q, want the committed cursor %s", i+1, cursors[i+1], c)
+		}
+	}
+
+	wantOps := wantOps(t, srv.Messages())
+	var records []record
+	for _, r := range testenv.ReadAll(t, k.Brokers, topics.topic, len(wantOps), 60*time.Second, kgo.FetchIsolationLevel(kgo.ReadCommitted())) {
+		hs := make([]sink.Header, len(r.Headers))
+		for i, h := range r.Headers {
+			hs[i] = sink.Header{Key: h.Key, Value: h.Value}
+		}
+		records = append(records, copyRecord(topics.topic, r.Key, r.Value, hs))
+	}
+	got := gotOps(t, records)
+	dups := checkNoLoss(t, wantOps, got)
+	missing := 0
+	for id := range wantOps {
+		if got[id] == 0 {
+			missing++
+		}
+	}
+	t.Logf("read_committed after %d kill -9: %d ops wanted, %d records read, %d missing, %d duplicates", kills, len(wantOps), len(records), missing, dups)
+	if dups != 0 {
+		t.Errorf("%d duplicates with --exactly-once", dups)
+	}
+	// Without read_committed, the records of the transactions the kills cut short show up too: the kills did land
+	// mid-transaction.
+	uncommitted := testenv.ReadAll(t, k.Brokers, topics.topic, len(records), 60*time.Second)
+	t.Logf("read_uncommitted sees %d records, %d of them from aborted transactions", len(uncommitted), len(uncommitted)-len(records))
+	if got := lastCursor(t, k.Brokers, cursorTopic); got != want {
+		t.Errorf("cursor topic holds %s, want %s", got, want)
+	}
+}
+
+// lastCursor is the newest committed value of the cursor topic ("" when it holds none).
+func lastCursor(t *testing.T, brokers, topic string) string {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var last string
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		recs := fs.Records()
+		if len(recs) == 0 {
+			return last
+		}
+		last = string(recs[len(recs)-1].Value)
+	}
+}

@@ -24,14 +24,20 @@ import (
 // newTxn starts a TxnProducer on a one-partition output topic, closed when the test ends.
 func newTxn(t *testing.T, addr string, tc TxnConfig, cfg Config) *TxnProducer {
 	t.Helper()
-	cfg.Brokers, cfg.Topic, cfg.CreateTopic, cfg.Partitions = []string{addr}, "events", true, 1
+	cfg.Brokers, cfg.CreateTopic, cfg.Partitions = []string{addr}, true, 1
+	if cfg.Topic == "" {
+		cfg.Topic = "events"
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
 	if tc.TransactionalID == "" {
 		tc.TransactionalID = "test"
 	}
-	tc.CursorTopic, tc.CursorKey = "cursors", "relay:test"
+	if tc.CursorTopic == "" {
+		tc.CursorTopic = "cursors"
+	}
+	tc.CursorKey = "relay:test"
 	p, err := NewTxn(context.Background(), cfg, tc)
 	if err != nil {
 		t.Fatalf("NewTxn: %v", err)
@@ -50,11 +56,15 @@ func txnMessage(a *acks, pos int, values ...string) *sink.Message {
 	return m
 }
 
-// committedValues reads the output topic with read_committed until it has n records.
-func committedValues(t *testing.T, addr string, n int) []string {
+// committedValues reads the output topic ("events" unless given) with read_committed until it has n records.
+func committedValues(t *testing.T, addr string, n int, topic ...string) []string {
 	t.Helper()
 	var out []string
-	for _, r := range testenv.ReadAll(t, addr, "events", n, 20*time.Second, kgo.FetchIsolationLevel(kgo.ReadCommitted())) {
+	name := "events"
+	if len(topic) > 0 {
+		name = topic[0]
+	}
+	for _, r := range testenv.ReadAll(t, addr, name, n, 20*time.Second, kgo.FetchIsolationLevel(kgo.ReadCommitted())) {
 		out = append(out, string(r.Value))
 	}
 	return out
@@ -219,14 +229,25 @@ func TestTxnRecordRefused(t *testing.T) {
 
 // TestTxnFenced starts a second producer with the same transactional id: the first is fenced, which is fatal.
 func TestTxnFenced(t *testing.T) {
-	addr := fakeCluster(t)
-	p1 := newTxn(t, addr, TxnConfig{CommitInterval: 20 * time.Millisecond}, Config{})
+	testTxnFenced(t, fakeCluster(t), "events", TxnConfig{CommitInterval: 20 * time.Millisecond})
+}
+
+// TestKafkaTxnFenced is TestTxnFenced against Apache Kafka, whose transaction protocol (KIP-890) kfake only
+// imitates.
+func TestKafkaTxnFenced(t *testing.T) {
+	k := testenv.Kafka(t)
+	topic := testenv.NewTopic(t)
+	testTxnFenced(t, k.Brokers, topic, TxnConfig{CommitInterval: 20 * time.Millisecond, TransactionalID: topic, CursorTopic: topic + ".cursors"})
+}
+
+func testTxnFenced(t *testing.T, addr, topic string, tc TxnConfig) {
+	p1 := newTxn(t, addr, tc, Config{Topic: topic})
 	a := newAcks()
 	send2(t, p1, txnMessage(a, 0))
 	if errs := a.wait(t, 10*time.Second); len(errs) > 0 {
 		t.Fatalf("Done errors: %v", errs)
 	}
-	p2 := newTxn(t, addr, TxnConfig{CommitInterval: 20 * time.Millisecond}, Config{})
+	p2 := newTxn(t, addr, tc, Config{Topic: topic})
 	if cur, _, err := p2.LoadCursor(context.Background()); err != nil || cur != "c0" {
 		t.Fatalf("second instance LoadCursor = %q, %v", cur, err)
 	}
@@ -249,7 +270,7 @@ func TestTxnFenced(t *testing.T) {
 	if errs := c.wait(t, 10*time.Second); len(errs) > 0 {
 		t.Fatalf("second instance: %v", errs)
 	}
-	if got := committedValues(t, addr, 2); strings.Join(got, ",") != "0,1 again" {
+	if got := committedValues(t, addr, 2, topic); strings.Join(got, ",") != "0,1 again" {
 		t.Errorf("committed %q", got)
 	}
 }

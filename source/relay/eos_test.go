@@ -2,10 +2,13 @@ package relay
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -136,5 +139,78 @@ func lastCursor(t *testing.T, brokers, topic string) string {
 			return last
 		}
 		last = string(recs[len(recs)-1].Value)
+	}
+}
+
+// TestStoppedSinkStopsWithoutDeadLetters: a sink that stopped for good (an exactly-once producer fenced by
+// another instance) ends Run with its error, and no frame goes to the dead-letter topic for it.
+func TestStoppedSinkStopsWithoutDeadLetters(t *testing.T) {
+	srv := relaytest.NewServer(relaytest.CorpusFrames(t))
+	defer srv.Close()
+	fenced := fmt.Errorf("%w: fenced", sink.ErrStopped)
+	var positions sync.Map
+	s := &memSink{fail: func(msg *sink.Message) error {
+		if _, dup := positions.LoadOrStore(msg.Position, true); dup {
+			t.Errorf("position %d sent twice", msg.Position)
+		}
+		return fenced
+	}}
+	cfg := testConfig(t, srv.URL(), s)
+	src, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- src.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, sink.ErrStopped) {
+			t.Errorf("Run = %v, want the sink's ErrStopped", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not stop on a stopped sink")
+	}
+	if dl := s.topic(cfg.DeadLetterTopic); len(dl) > 0 {
+		t.Errorf("%d dead letters for a stopped sink", len(dl))
+	}
+}
+
+// TestMessagesCarryPositionAndCursor: positions are contiguous from 0 in read order, and each message's cursor
+// is its frame's seq (the watermark position).
+func TestMessagesCarryPositionAndCursor(t *testing.T) {
+	srv := relaytest.NewServer(relaytest.CorpusFrames(t))
+	defer srv.Close()
+	var mu sync.Mutex
+	cursors := map[uint64]string{}
+	s := &memSink{fail: func(msg *sink.Message) error {
+		mu.Lock()
+		cursors[msg.Position] = msg.Cursor
+		mu.Unlock()
+		return nil
+	}}
+	r := start(t, testConfig(t, srv.URL(), s))
+	r.waitCommitted(t, srv.LastSeq(), 30*time.Second)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	prev := int64(0)
+	for pos := range uint64(len(cursors)) {
+		c, ok := cursors[pos]
+		if !ok {
+			t.Fatalf("positions not contiguous: %d missing of %d", pos, len(cursors))
+		}
+		if c == "" {
+			continue
+		}
+		seq, err := strconv.ParseInt(c, 10, 64)
+		if err != nil || seq < prev {
+			t.Fatalf("position %d: cursor %q after %d", pos, c, prev)
+		}
+		prev = seq
+	}
+	if prev != srv.LastSeq() {
+		t.Errorf("last cursor %d, want %d", prev, srv.LastSeq())
 	}
 }

@@ -45,7 +45,11 @@ func TestPagesInOrderAndProducesViewsUnchanged(t *testing.T) {
 	}
 	ms := newMemSink(true)
 	stop := run(t, e.source(e.config(ms)))
-	waitFor(t, 10*time.Second, "250 acks", func() bool { return len(ms.ackedKeys()) == 250 })
+	// The empty page that ends the catch-up may be asked for after the last ack: wait for both before stopping.
+	waitFor(t, 10*time.Second, "250 acks and the empty page", func() bool {
+		_, _, q := e.fake.counts()
+		return len(ms.ackedKeys()) == 250 && q >= 4
+	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -136,7 +136,7 @@ func TestCorpus(t *testing.T) {
 				if m.PDSHost != "" || m.DIDDocument != nil || m.AccountAge == nil || *m.AccountAge != -1 {
 					t.Errorf("metadata of a DID the PLC does not know: %s", e.EventMetadata)
 				}
-			case m.PDSHost != pdsEndpoint(t, doc) || !sameJSON(m.DIDDocument, doc):
+			case m.PDSHost != pdsEndpoint(t, doc) || !testenv.JSONEqual(m.DIDDocument, doc):
 				t.Errorf("%s: pdsHost %q, want %q; didDocument %s", e.DID, m.PDSHost, pdsEndpoint(t, doc), m.DIDDocument)
 			case m.DIDCreatedAt != "" || m.AccountAge == nil || *m.AccountAge != -1:
 				t.Errorf("%s: creation time without an audit log: %s", e.DID, e.EventMetadata)

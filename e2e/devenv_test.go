@@ -185,7 +185,7 @@ func TestDevEnvFiltersAndEnrichment(t *testing.T) {
 				}
 			}
 			age := time.Since(mustTime(t, created[e.DID])).Seconds()
-			if !sameJSON(m.DIDDocument, wantDoc) || m.PDSHost != publicURL[pdsOf[e.DID]] || m.Handle != wantHandle ||
+			if !testenv.JSONEqual(m.DIDDocument, wantDoc) || m.PDSHost != publicURL[pdsOf[e.DID]] || m.Handle != wantHandle ||
 				m.DIDCreatedAt != created[e.DID] || m.AccountAge == nil || *m.AccountAge < 0 || float64(*m.AccountAge) > age+1 {
 				t.Errorf("%s: eventMetadata %s; want didDocument %s, pdsHost %s, handle %s, didCreatedAt %s, accountAge in [0, %.0f]",
 					eventKey(r, e), e.EventMetadata, wantDoc, publicURL[pdsOf[e.DID]], wantHandle, created[e.DID], age)

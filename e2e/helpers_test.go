@@ -499,17 +499,6 @@ func getJSON(t testing.TB, url string) []byte {
 	return b
 }
 
-// sameJSON reports whether a and b hold the same JSON value, whatever their spacing and key order.
-func sameJSON(a, b []byte) bool {
-	var x, y any
-	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
-		return false
-	}
-	xb, _ := json.Marshal(x)
-	yb, _ := json.Marshal(y)
-	return bytes.Equal(xb, yb)
-}
-
 // topicReader follows a topic from its start and keeps what it read, for tests that wait for one particular
 // record (a post they just made) rather than for a known number of them.
 type topicReader struct {

@@ -246,17 +246,6 @@ func decodeEvent(t testing.TB, value []byte) event {
 	return e
 }
 
-// jsonEqual compares two JSON documents by value.
-func jsonEqual(a, b []byte) bool {
-	var x, y any
-	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
-		return false
-	}
-	xa, _ := json.Marshal(x)
-	ya, _ := json.Marshal(y)
-	return bytes.Equal(xa, ya)
-}
-
 // checkCorpus checks that records hold every oracle event exactly once, with equal content, and nothing else.
 func checkCorpus(t testing.TB, records []record) {
 	t.Helper()
@@ -286,7 +275,7 @@ func checkCorpus(t testing.TB, records []record) {
 		if op.CID != w.Commit.CID {
 			t.Errorf("%s: cid %q, want %q", w.key(), op.CID, w.Commit.CID)
 		}
-		if w.Commit.Record != nil && !jsonEqual(op.Record, w.Commit.Record) {
+		if w.Commit.Record != nil && !testenv.JSONEqual(op.Record, w.Commit.Record) {
 			t.Errorf("%s: record differs\n got %s\nwant %s", w.key(), op.Record, w.Commit.Record)
 		}
 		if w.Commit.Record == nil && op.Record != nil {

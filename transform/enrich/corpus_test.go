@@ -65,21 +65,11 @@ func TestCorpusDocuments(t *testing.T) {
 		if err := json.Unmarshal(m.AppendJSON(nil), &got); err != nil {
 			t.Fatalf("%s: %v", did, err)
 		}
-		if got.PDSHost != wantPDS || got.Handle != wantHandle.String() || !sameJSON(got.DIDDocument, raw) {
+		if got.PDSHost != wantPDS || got.Handle != wantHandle.String() || !testenv.JSONEqual(got.DIDDocument, raw) {
 			t.Errorf("%s: rendered %s", did, m.AppendJSON(nil))
 		}
 		if r, want := e.PDS(ctx, did), filter.ResolvedEndpoint(wantPDS); r != want || r.Outcome != filter.Resolved {
 			t.Errorf("%s: PDS %+v, want %+v", did, r, want)
 		}
 	}
-}
-
-func sameJSON(a, b []byte) bool {
-	var x, y any
-	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
-		return false
-	}
-	xb, _ := json.Marshal(x)
-	yb, _ := json.Marshal(y)
-	return string(xb) == string(yb)
 }

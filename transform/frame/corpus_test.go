@@ -39,18 +39,6 @@ type jetstreamEvent struct {
 
 func loadExpected(t *testing.T) []jetstreamEvent { return testenv.CorpusExpected[jetstreamEvent](t) }
 
-func jsonEqual(t *testing.T, a, b []byte) bool {
-	t.Helper()
-	var va, vb any
-	if err := json.Unmarshal(a, &va); err != nil {
-		t.Fatalf("invalid JSON %s: %v", a, err)
-	}
-	if err := json.Unmarshal(b, &vb); err != nil {
-		t.Fatalf("invalid JSON %s: %v", b, err)
-	}
-	return reflect.DeepEqual(va, vb)
-}
-
 // TestCorpusConformance decodes the real capture and checks every event against what production Jetstream
 // served for the same window.
 func TestCorpusConformance(t *testing.T) {
@@ -105,7 +93,7 @@ func TestCorpusConformance(t *testing.T) {
 					}
 					continue
 				}
-				if !jsonEqual(t, op.Record, ev.Commit.Record) {
+				if !testenv.JSONEqual(op.Record, ev.Commit.Record) {
 					t.Errorf("%+v: record\n got %s\nwant %s", k, op.Record, ev.Commit.Record)
 				}
 			}

@@ -49,6 +49,7 @@ type worker struct {
 	recs    []byte // record JSON of the current frame
 	// opHeaders[i] holds the collection and action header values of ops[i].
 	opHeaders [][2][]byte
+	meta      []byte // rendered eventMetadata of the current frame
 	lastLag   time.Time
 }
 
@@ -113,7 +114,7 @@ func (w *worker) build(ctx context.Context, j *job) {
 		return
 	}
 	w.observeLag(ev.Timestamp)
-	ev.Metadata = w.p.Metadata(ctx, ev.DID)
+	ev.Metadata = w.metadata(ctx, ev.DID)
 	seq := j.appendSeq()
 	w.emit(j, &ev, seq, rev, nil)
 }
@@ -133,7 +134,9 @@ func (w *worker) sync(sy *frame.Sync) (format.Event, *problem) {
 // good records plus one dead letter with the raw frame.
 func (w *worker) commit(ctx context.Context, j *job) {
 	c := &j.frame.Commit
-	did := string(c.Repo)
+	// One allocation for both strings every event of the commit shares.
+	didTime := string(c.Repo) + string(c.Time)
+	did, ts := didTime[:len(c.Repo)], didTime[len(c.Repo):]
 	if !w.p.KeepAccount(ctx, did) {
 		return // before touching the CAR: filtered accounts cost no decoding
 	}
@@ -146,36 +149,35 @@ func (w *worker) commit(ctx context.Context, j *job) {
 	w.kept.Ops = w.keptOps[:0]
 	for i := range c.Ops {
 		op := &c.Ops[i]
-		collection, rkey, ok := bytes.Cut(op.Path, []byte{'/'})
-		if !ok {
-			w.kept.Ops = append(w.kept.Ops, *op) // Records reports the bad path
-			continue
-		}
-		o := format.Operation{Action: op.Action.String(), Collection: string(collection), Rkey: string(rkey)}
-		if !w.p.KeepCollection(o.Collection) {
-			if op.CID != nil {
-				o.CID = op.CID.String()
+		// Without collection rules every op is kept, and its strings are made once, by render. A bad path is
+		// kept too: Records reports it.
+		if collection, rkey, ok := bytes.Cut(op.Path, []byte{'/'}); ok && w.p.Collections != nil {
+			if coll := string(collection); !w.p.KeepCollection(coll) {
+				o := format.Operation{Action: op.Action.String(), Collection: coll, Rkey: string(rkey)}
+				if op.CID != nil {
+					o.CID = op.CID.String()
+				}
+				w.addOp(o, false, collection, op.Action)
+				continue
 			}
-			w.addOp(o, false, collection, op.Action)
-			continue
 		}
 		w.kept.Ops = append(w.kept.Ops, *op)
 	}
 	w.keptOps = w.kept.Ops
 	bad := w.render(c)
-	ts := string(c.Time)
 	for i := range w.ops {
 		w.events = append(w.events, format.Event{DID: did, Timestamp: ts, Operation: &w.ops[i]})
 		w.p.Observe(&w.events[i])
 	}
 	var meta []byte
+	haveMeta := false
 	seq := j.appendSeq()
 	for i := range w.events {
 		if !w.keep[i] {
 			continue
 		}
-		if meta == nil {
-			meta = w.p.Metadata(ctx, did) // once per commit, after Observe saw every op
+		if !haveMeta {
+			meta, haveMeta = w.metadata(ctx, did), true // once per commit, after Observe saw every op
 			w.observeLag(ts)
 		}
 		w.events[i].Metadata = meta
@@ -224,12 +226,15 @@ func (w *worker) render(c *frame.Commit) (bad *problem) {
 			bad = cmp.Or(bad, p)
 			continue
 		}
-		o := format.Operation{Action: rec.Action.String(), Collection: string(rec.Collection), Rkey: string(rec.RKey)}
+		// One allocation for the op's three strings.
+		strs := string(rec.Collection) + string(rec.RKey) + string(rec.CID)
+		nc, nr := len(rec.Collection), len(rec.Collection)+len(rec.RKey)
+		o := format.Operation{Action: rec.Action.String(), Collection: strs[:nc], Rkey: strs[nc:nr]}
 		if rec.Record != nil {
 			// The records' buffer is reused on the next op, and every op is observed before any is rendered.
 			start := len(w.recs)
 			w.recs = append(w.recs, rec.Record...)
-			o.Record, o.CID = w.recs[start:len(w.recs):len(w.recs)], string(rec.CID)
+			o.Record, o.CID = w.recs[start:len(w.recs):len(w.recs)], strs[nr:]
 		}
 		w.addOp(o, true, rec.Collection, rec.Action)
 	}
@@ -255,6 +260,16 @@ func opProblem(err error, tooBig bool) string {
 func (w *worker) addOp(o format.Operation, keep bool, collection []byte, action frame.Action) {
 	w.ops, w.keep = append(w.ops, o), append(w.keep, keep)
 	w.opHeaders = append(w.opHeaders, [2][]byte{collection, actionValues[action]})
+}
+
+// metadata renders did's eventMetadata into the worker's buffer, nil when there is none (enrichment off, no
+// DID). It is valid until the next call: emit copies it into each record's value.
+func (w *worker) metadata(ctx context.Context, did string) []byte {
+	w.meta = w.p.AppendMetadata(ctx, w.meta[:0], did)
+	if len(w.meta) == 0 {
+		return nil
+	}
+	return w.meta
 }
 
 // emit renders ev into j's buffers and appends its record. opHeader holds the collection and action header

@@ -2,6 +2,7 @@ package format
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -154,5 +155,19 @@ func BenchmarkAppendValue(b *testing.B) {
 				buf = mode.f.AppendValue(buf[:0], &ev)
 			}
 		})
+	}
+}
+
+func TestAppendOspreyTime(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	times := []time.Time{time.Unix(0, 0).UTC(), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC)}
+	for range 10000 {
+		times = append(times, time.Unix(r.Int64N(1<<35), r.Int64N(1e9)).UTC())
+	}
+	for _, tm := range times {
+		if got, want := string(appendOspreyTime(nil, tm)), tm.Format(ospreyTime); got != want {
+			t.Fatalf("%v: got %s, want %s", tm, got, want)
+		}
 	}
 }

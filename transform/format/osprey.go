@@ -49,7 +49,7 @@ func (f *Formatter) AppendValue(dst []byte, ev *Event) []byte {
 	now := f.now().UTC()
 	ts := ev.Timestamp
 	if ev.Info != nil {
-		ts = now.Format(ospreyTime) // #info has no time of its own
+		ts = string(appendOspreyTime(nil, now)) // #info has no time of its own
 	}
 	dst = append(dst, `{"data":{"action_name":`...)
 	dst = AppendString(dst, ev.ActionName())
@@ -60,6 +60,21 @@ func (f *Formatter) AppendValue(dst []byte, ev *Event) []byte {
 	dst = append(dst, `,"timestamp":`...)
 	dst = AppendString(dst, ts)
 	dst = append(dst, `,"secret_data":{},"encoding":"UTF8"},"send_time":"`...)
-	dst = now.AppendFormat(dst, ospreyTime)
+	dst = appendOspreyTime(dst, now)
 	return append(dst, '"', '}')
+}
+
+// appendOspreyTime appends t (in UTC) as ospreyTime does, without the layout interpretation of AppendFormat:
+// it runs once per Osprey record.
+func appendOspreyTime(dst []byte, t time.Time) []byte {
+	y, mo, d := t.Date()
+	if y < 0 || y > 9999 {
+		return t.AppendFormat(dst, ospreyTime)
+	}
+	h, mi, s := t.Clock()
+	ms := t.Nanosecond() / int(time.Millisecond)
+	dst = append(dst, byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-')
+	dst = append(dst, byte('0'+int(mo)/10), byte('0'+int(mo)%10), '-', byte('0'+d/10), byte('0'+d%10), 'T')
+	dst = append(dst, byte('0'+h/10), byte('0'+h%10), ':', byte('0'+mi/10), byte('0'+mi%10), ':', byte('0'+s/10), byte('0'+s%10))
+	return append(dst, '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
 }

@@ -2,17 +2,12 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/atkafka/atkafka/source/relay/relaytest"
 	"github.com/atkafka/atkafka/testenv"
@@ -26,20 +21,7 @@ import (
 // enrichedPipeline is the pipeline cmd/atkafka builds by default (no filters, enrichment on), against a local
 // PLC serving the corpus DID documents, with its caches warmed.
 func enrichedPipeline(b *testing.B, opts ...format.FormatterOption) *transform.Pipeline {
-	f, err := os.Open(filepath.Join(testenv.SharedDir(b), relaytest.CorpusDir, "did_docs.json.zst"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := zstd.NewReader(f)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer zr.Close()
-	var docs map[string]json.RawMessage
-	if err := json.NewDecoder(zr).Decode(&docs); err != nil {
-		b.Fatal(err)
-	}
+	docs := testenv.CorpusDIDDocs(b)
 	plc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		did, audit := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, "/"), "/log/audit")
 		doc, ok := docs[did]

@@ -9,49 +9,11 @@ import (
 
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
-	"github.com/atkafka/atkafka/transform/frame"
 )
 
 // BenchmarkFrame measures the source's own work per corpus frame, without network or Kafka: the reader's
-// decode and dispatch plus the worker's transcoding and rendering. ops/s counts commit ops.
-func BenchmarkFrame(b *testing.B) {
-	frames := relaytest.CorpusFrames(b)
-	src, err := New(Config{Host: "ws://127.0.0.1:1", DataDir: b.TempDir(), Sink: &memSink{}, Pipeline: standardPipeline(),
-		DeadLetterTopic: "dead", MaxInFlight: 1, Workers: 1, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ops := 0
-	var f frame.Frame
-	for _, m := range frames {
-		if f.Decode(m) == nil {
-			ops += max(len(f.Commit.Ops), 1)
-		}
-	}
-	src.lastSeq = noCursor
-	w := &worker{s: src, p: src.cfg.Pipeline}
-	ctx := context.Background()
-	b.ReportAllocs()
-	cpu0 := cpuTime()
-	for i := 0; b.Loop(); i++ {
-		j := <-src.jobs.free
-		j.raw = append(j.raw[:0], frames[i%len(frames)]...)
-		if err := src.handle(j); err != nil {
-			b.Fatal(err)
-		}
-		j = <-src.queues[0]
-		w.build(ctx, j)
-		src.wm.Done(j.ticket)
-		src.jobs.put(j)
-		if i%len(frames) == len(frames)-1 {
-			src.lastSeq = noCursor // the corpus starts over
-		}
-	}
-	// CPU time rather than wall time: the machines this runs on are often shared.
-	cpu := float64((cpuTime() - cpu0).Nanoseconds())
-	b.ReportMetric(cpu/float64(b.N), "cpu-ns/frame")
-	b.ReportMetric(cpu/float64(b.N)*float64(len(frames))/float64(ops), "cpu-ns/event")
-}
+// decode and dispatch plus the worker's transcoding and rendering, with the plain pipeline (no enrichment).
+func BenchmarkFrame(b *testing.B) { benchFrames(b, standardPipeline()) }
 
 // cpuTime is the process's user and system CPU time so far.
 func cpuTime() time.Duration {

@@ -30,6 +30,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/atkafka/atkafka/sink/kafka"
+
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -135,7 +137,11 @@ func checkTopic(ctx context.Context, cl *kgo.Client, cfg Config, log *slog.Logge
 	timeout := cmp.Or(cfg.ConnectTimeout, defaultConnectTimeout)
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	topics, err := kadm.NewClient(cl).ListTopics(cctx, cfg.Topic)
+	err := kafka.Ping(cctx, cl, log)
+	var topics kadm.TopicDetails
+	if err == nil {
+		topics, err = kadm.NewClient(cl).ListTopics(cctx, cfg.Topic)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil

@@ -6,11 +6,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/atkafka/atkafka/backoff"
 )
@@ -25,19 +27,24 @@ func (p *Producer) connect(ctx context.Context) error {
 	return p.ensureTopics(ctx)
 }
 
-// ping retries until a broker answers or the connect timeout ends: kgo's Ping returns the first dial error, and a
-// broker that is still starting (compose brings both up together) refuses connections for a while. Wrong
-// credentials and untrusted certificates are final, so they fail at once.
+// ping waits for a broker to answer; see Ping.
 func (p *Producer) ping(ctx context.Context) error {
+	return Ping(ctx, p.cl, p.cfg.Logger)
+}
+
+// Ping retries until a broker answers cl or ctx ends: kgo's Ping returns the first dial error, and a broker that
+// is still starting (compose brings both up together) refuses connections for a while. Wrong credentials and
+// untrusted certificates are final, so they fail at once. It logs one warning when the first attempt fails.
+func Ping(ctx context.Context, cl *kgo.Client, log *slog.Logger) error {
 	bo := backoff.New(100*time.Millisecond, 2*time.Second)
 	for {
-		err := p.cl.Ping(ctx)
+		err := cl.Ping(ctx)
 		var badCert *tls.CertificateVerificationError
 		if err == nil || isAuthError(err) || errors.As(err, &badCert) {
 			return err
 		}
 		if bo.Attempt() == 0 {
-			p.cfg.Logger.Warn("no Kafka broker answers yet; retrying", "brokers", p.cfg.Brokers, "for", p.cfg.ConnectTimeout, "err", err)
+			log.Warn("no Kafka broker answers yet; retrying", "err", err)
 		}
 		if !backoff.Sleep(ctx, bo.Next()) {
 			return err

@@ -22,21 +22,29 @@ type page struct {
 }
 
 // poll reads pages after start until ctx ends. It follows the response cursor while pages have events and waits
-// PollInterval after an empty one; failures of any kind are retried with backoff.
-func (s *Source) poll(ctx context.Context, start *position) {
+// PollInterval after an empty one. Failures are retried with backoff, except a definite rejection of the very
+// first query: that is a configuration mistake (a wrong --labeler-did, an account that is not a moderator), which
+// retrying cannot fix, so it ends Run with an error saying what to check.
+func (s *Source) poll(ctx context.Context, start *position) error {
 	r := s.newRetrier("ozone queryEvents")
 	var next string
 	if start != nil {
 		next, s.lastRead = start.ozoneCursor(), *start
 	}
+	answered := false
 	for ctx.Err() == nil {
 		pg, err := s.fetch(ctx, next)
 		if err != nil {
+			if !answered && !isTransient(err) {
+				return fmt.Errorf("ozone: %s through %s for labeler %s was refused: %w (check --labeler-did and that %s is a moderator of that labeler)",
+					queryEventsNSID, s.cfg.PDSHost, s.cfg.LabelerDID, err, s.cfg.Identifier)
+			}
 			if ctx.Err() == nil {
 				backoff.Sleep(ctx, r.failed(err))
 			}
 			continue
 		}
+		answered = true
 		r.ok()
 		if len(pg.Events) == 0 {
 			metrics.LagSeconds.WithLabelValues(sourceLabel).Set(0) // caught up
@@ -45,10 +53,11 @@ func (s *Source) poll(ctx context.Context, start *position) {
 		}
 		last, err := s.producePage(ctx, pg)
 		if err != nil {
-			return // ctx ended
+			return nil // ctx ended
 		}
 		next = nextCursor(pg, last, next)
 	}
+	return nil
 }
 
 // nextCursor is the response cursor, or one made from the last event read should Ozone ever omit it, so that a

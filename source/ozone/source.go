@@ -176,10 +176,13 @@ func (s *Source) Run(ctx context.Context) error {
 		defer close(persisted)
 		s.persist(persistCtx)
 	}()
-	s.poll(ctx, start)
+	pollErr := s.poll(ctx, start)
 	s.drain()
 	stopPersist()
 	<-persisted
+	if pollErr != nil {
+		return pollErr
+	}
 	if outer.Err() == nil && ctx.Err() != nil {
 		return context.Cause(ctx)
 	}

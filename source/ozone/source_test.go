@@ -2,6 +2,7 @@ package ozone
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -287,6 +288,24 @@ func TestWrongPasswordFailsStartUpWithoutThePassword(t *testing.T) {
 	}
 	if logins, _, _ := e.fake.counts(); logins != 1 {
 		t.Fatalf("%d login attempts; a rejected password must not be retried", logins)
+	}
+}
+
+// A labeler that refuses the very first query (wrong --labeler-did, or an account that is not a moderator) is a
+// configuration mistake: Run ends with an error saying what to check instead of retrying forever.
+func TestWrongLabelerFailsStartUp(t *testing.T) {
+	e := newTestEnv(t)
+	e.fake.add("2026-07-04T10:00:00.001Z", 1)
+	cfg := e.config(newMemSink(true))
+	cfg.LabelerDID = "did:plc:notthelabeler"
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	err := e.source(cfg).Run(ctx)
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("Run = %v (ctx %v), want a start-up error", err, ctx.Err())
+	}
+	if msg := err.Error(); !strings.Contains(msg, "--labeler-did") || !strings.Contains(msg, "did:plc:notthelabeler") {
+		t.Fatalf("error %q should name the labeler and the flag to check", msg)
 	}
 }
 

@@ -144,6 +144,14 @@ func runSource(ctx context.Context, c *config, name string, build func(*runtime,
 			advancing = server.Advancing(c.ReadinessWindow, ps.Progress)
 		}
 		rt.server.AddReadiness("cursor advancing", advancing)
+		rt.server.AddReadiness("kafka", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := rt.producer.Ping(ctx); err != nil {
+				return fmt.Errorf("no Kafka broker answers: %w", err)
+			}
+			return nil
+		})
 	}
 	rt.log.Info("atkafka starting", "command", name, "version", version, "topic", c.Topic, "dead_letter_topic", c.DeadLetterTopic)
 	return src.Run(ctx)
@@ -219,6 +227,7 @@ type runtime struct {
 // producer is the Kafka sink: kafka.Producer (at least once) or kafka.TxnProducer (exactly once).
 type producer interface {
 	sink.Sink
+	Ping(ctx context.Context) error
 	Close(ctx context.Context) error
 }
 

@@ -249,6 +249,9 @@ func messageBytes(msg *sink.Message) int64 {
 	return n
 }
 
+// Ping asks the cluster for its metadata once, for readiness checks: it fails while no broker answers.
+func (p *Producer) Ping(ctx context.Context) error { return p.cl.Ping(ctx) }
+
 // Close stops accepting messages, waits up to the flush timeout (or until ctx ends) for in-flight records, then
 // closes the client. Messages not delivered by then get Done with an error, so Close returns only after every
 // Done ran; the error says that some were not delivered. Sends still waiting for room return ErrClosed.

@@ -635,6 +635,9 @@ func (p *TxnProducer) failAll(t *txn, err error) {
 	}
 }
 
+// Ping asks the cluster for its metadata once, for readiness checks: it fails while no broker answers.
+func (p *TxnProducer) Ping(ctx context.Context) error { return p.cl.Ping(ctx) }
+
 // Close stops accepting messages, commits what was received in order, waits up to the flush timeout (or until
 // ctx ends) for that, then closes the client. Messages not committed by then get Done with an error, so Close
 // returns only after every Done ran. The error says why some were not committed, and is the fatal error when the

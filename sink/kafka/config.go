@@ -172,7 +172,7 @@ func (cfg Config) ConnectOpts() ([]kgo.Opt, error) {
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID),
 		kgo.DialTimeout(cfg.ConnectTimeout),
-		kgo.WithLogger(kgoLogger{cfg.Logger}),
+		kgo.WithLogger(newKgoLogger(cfg.Logger)),
 	}
 	if cfg.TLS.Enabled {
 		tc, err := cfg.TLS.config()

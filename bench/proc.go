@@ -21,9 +21,6 @@ func CPUTime() time.Duration {
 // PeakRSS is this process's peak resident set size (VmHWM) in bytes, 0 when /proc is unavailable.
 func PeakRSS() int64 { return procStatusKB("VmHWM") * 1024 }
 
-// RSS is this process's resident set size (VmRSS) in bytes.
-func RSS() int64 { return procStatusKB("VmRSS") * 1024 }
-
 func procStatusKB(field string) int64 {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {

@@ -30,7 +30,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/atkafka/atkafka/metrics"
@@ -52,7 +51,6 @@ const (
 // serve with Run.
 type Server struct {
 	addr            string
-	gatherer        prometheus.Gatherer
 	logger          *slog.Logger
 	shutdownTimeout time.Duration
 	checkTimeout    time.Duration
@@ -94,11 +92,6 @@ func WithLogger(l *slog.Logger) Option {
 	return func(s *Server) { s.logger = l }
 }
 
-// WithGatherer replaces metrics.Registry as the source of /metrics, for tests that need a registry of their own.
-func WithGatherer(g prometheus.Gatherer) Option {
-	return func(s *Server) { s.gatherer = g }
-}
-
 // New returns a Server for addr (host:port; empty means DefaultAddr). It does not listen yet: see Listen and Run.
 func New(addr string, opts ...Option) *Server {
 	if addr == "" {
@@ -106,7 +99,6 @@ func New(addr string, opts ...Option) *Server {
 	}
 	s := &Server{
 		addr:            addr,
-		gatherer:        metrics.Registry,
 		logger:          slog.Default(),
 		shutdownTimeout: defaultShutdownTimeout,
 		checkTimeout:    defaultCheckTimeout,
@@ -133,7 +125,7 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	// The classic text format keeps the contract names as declared (atkafka_handled_events, not ..._total), which
 	// existing dashboards query; OpenMetrics negotiation would append _total to counters.
-	mux.Handle("/metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{
+	mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
 		ErrorHandling: promhttp.ContinueOnError,
 	}))

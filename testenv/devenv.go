@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -543,10 +542,4 @@ func (e *DevEnv) control(path string) {
 		b, _ := io.ReadAll(resp.Body)
 		e.t.Fatalf("dev-env: %s: HTTP %d: %s", path, resp.StatusCode, b)
 	}
-}
-
-// IsXRPCError reports whether err is an XRPC answer with the given error name (e.g. "ExpiredToken").
-func IsXRPCError(err error, name string) bool {
-	var xe *XRPCError
-	return errors.As(err, &xe) && xe.Name == name
 }

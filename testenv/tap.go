@@ -139,13 +139,6 @@ func (tp *Tap) Stop() {
 	}
 }
 
-// Kill stops Tap with SIGKILL, as a crash would.
-func (tp *Tap) Kill() {
-	if tp.proc != nil {
-		tp.proc.stop(syscall.SIGKILL, 10*time.Second)
-	}
-}
-
 // Restart stops and starts Tap, keeping its port and database.
 func (tp *Tap) Restart() {
 	tp.t.Helper()
@@ -194,15 +187,6 @@ func (tp *Tap) WaitOutboxEmpty(timeout time.Duration) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// RepoInfo returns Tap's view of one repo (GET /info/{did}: state, rev, record count, ...), e.g. to wait until a
-// backfill finished.
-func (tp *Tap) RepoInfo(did string) map[string]any {
-	tp.t.Helper()
-	var out map[string]any
-	tp.do(http.MethodGet, "/info/"+did, nil, &out)
-	return out
 }
 
 // do calls Tap's HTTP API and fails the test unless it answered 2xx.

@@ -8,15 +8,6 @@ import (
 	"github.com/atkafka/atkafka/transform/dagcbor"
 )
 
-// Decode decodes one message into a new Frame. Use [Frame.Decode] on a reused Frame on the hot path.
-func Decode(msg []byte) (*Frame, error) {
-	f := new(Frame)
-	if err := f.Decode(msg); err != nil {
-		return nil, err
-	}
-	return f, nil
-}
-
 // Decode replaces f's contents with the message msg: a DAG-CBOR header {op, t} followed by exactly one
 // DAG-CBOR body. A message type it does not know yields Kind KindUnknown and a nil error, with its body left
 // undecoded. Unknown body fields are skipped, as the lexicon allows fields to be added. Any error means the

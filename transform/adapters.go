@@ -59,10 +59,6 @@ func Enrichment(e *enrich.Enricher) Enricher { return enrichment{e} }
 
 type enrichment struct{ e *enrich.Enricher }
 
-func (en enrichment) Metadata(ctx context.Context, did string) []byte {
-	return en.e.Metadata(ctx, did).AppendJSON(nil)
-}
-
 func (en enrichment) AppendMetadata(ctx context.Context, dst []byte, did string) []byte {
 	return en.e.AppendMetadata(ctx, dst, did)
 }

@@ -23,9 +23,9 @@ type CollectionFilter interface {
 
 // Enricher supplies eventMetadata and learns from events that invalidate what it cached.
 type Enricher interface {
-	// Metadata returns the rendered eventMetadata object for did. It never fails: what could not be looked up in
-	// time is left out.
-	Metadata(ctx context.Context, did string) []byte
+	// AppendMetadata appends the rendered eventMetadata object for did to dst. It never fails: what could not be
+	// looked up in time is left out. Appending lets the relay's workers reuse one buffer across events.
+	AppendMetadata(ctx context.Context, dst []byte, did string) []byte
 	// Observe sees every event before it is rendered, so that an #identity event or a profile record change can
 	// invalidate cached data.
 	Observe(ev *format.Event)
@@ -58,30 +58,19 @@ func (p *Pipeline) KeepCollection(nsid string) bool {
 	return false
 }
 
-// Metadata returns the rendered eventMetadata for did, or nil when enrichment is off or there is no DID.
+// Metadata returns the rendered eventMetadata for did in a new slice, or nil when enrichment is off or there is
+// no DID.
 func (p *Pipeline) Metadata(ctx context.Context, did string) []byte {
-	if p.Enricher == nil || did == "" {
-		return nil
-	}
-	return p.Enricher.Metadata(ctx, did)
-}
-
-// MetadataAppender is an Enricher that can render eventMetadata into a caller's buffer, which spares the
-// per-event path an allocation. Enrichers that are not one get Metadata's result copied.
-type MetadataAppender interface {
-	AppendMetadata(ctx context.Context, dst []byte, did string) []byte
+	return p.AppendMetadata(ctx, nil, did)
 }
 
 // AppendMetadata appends the rendered eventMetadata for did to dst; dst unchanged (possibly nil) when enrichment
-// is off or there is no DID. Callers reusing a buffer across events get no allocation per event.
+// is off or there is no DID.
 func (p *Pipeline) AppendMetadata(ctx context.Context, dst []byte, did string) []byte {
 	if p.Enricher == nil || did == "" {
 		return dst
 	}
-	if a, ok := p.Enricher.(MetadataAppender); ok {
-		return a.AppendMetadata(ctx, dst, did)
-	}
-	return append(dst, p.Enricher.Metadata(ctx, did)...)
+	return p.Enricher.AppendMetadata(ctx, dst, did)
 }
 
 // Observe passes ev to the enricher's invalidation logic. Call it for every event, kept or not, before looking up

@@ -193,7 +193,9 @@ func (f collectionFunc) KeepCollection(nsid string) bool { return f(nsid) }
 
 type observer struct{ likes atomic.Int64 }
 
-func (o *observer) Metadata(context.Context, string) []byte { return []byte(`{"m":1}`) }
+func (o *observer) AppendMetadata(_ context.Context, dst []byte, _ string) []byte {
+	return append(dst, `{"m":1}`...)
+}
 
 func (o *observer) Observe(ev *format.Event) {
 	if ev.Collection() == "app.bsky.feed.like" {

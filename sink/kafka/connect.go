@@ -96,16 +96,54 @@ func (p *Producer) ensureTopics(ctx context.Context) error {
 		return fmt.Errorf("creating Kafka topics %s: %w", strings.Join(topics, ","), err)
 	}
 	var errs []error
+	var created []string
 	for _, r := range resps.Sorted() {
 		switch {
 		case r.Err == nil:
 			p.log.Info("created Kafka topic", "topic", r.Topic, "partitions", r.NumPartitions, "replication_factor", r.ReplicationFactor)
+			created = append(created, r.Topic)
 		case errors.Is(r.Err, kerr.TopicAlreadyExists):
 		default:
 			errs = append(errs, fmt.Errorf("creating Kafka topic %s: %w %s", r.Topic, r.Err, r.ErrMessage))
 		}
 	}
+	if len(errs) == 0 && len(created) > 0 {
+		p.waitForLeaders(ctx, adm, created)
+	}
 	return errors.Join(errs...)
+}
+
+// waitForLeaders waits until every partition of the new topics has a leader. A broker answers CreateTopics before
+// its metadata lists the leaders, and a record sent in between waits for kgo's metadata retry backoff: a stall of
+// up to seconds on the first records. Not finding them is not fatal (the records are retried), so it only warns.
+func (p *Producer) waitForLeaders(ctx context.Context, adm *kadm.Client, topics []string) {
+	bo := backoff.New(10*time.Millisecond, 200*time.Millisecond)
+	for {
+		details, err := adm.ListTopics(ctx, topics...)
+		if err == nil && allLed(details, topics) {
+			return
+		}
+		if !backoff.Sleep(ctx, bo.Next()) {
+			p.log.Warn("new Kafka topics have no partition leaders yet; the first records may wait", "topics", topics, "err", cmp.Or(err, ctx.Err()))
+			return
+		}
+	}
+}
+
+// allLed reports whether each topic is listed with all its partitions led.
+func allLed(details kadm.TopicDetails, topics []string) bool {
+	for _, t := range topics {
+		d, ok := details[t]
+		if !ok || d.Err != nil || len(d.Partitions) == 0 {
+			return false
+		}
+		for _, part := range d.Partitions {
+			if part.Err != nil || part.Leader < 0 {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (p *Producer) checkTopics(ctx context.Context, adm *kadm.Client, topics []string) error {

@@ -153,6 +153,7 @@ func (p *TxnProducer) connect(ctx context.Context) error {
 		switch {
 		case err == nil && resp.Err == nil:
 			p.log.Info("created Kafka cursor topic", "topic", p.tc.CursorTopic)
+			pr.waitForLeaders(ctx, adm, []string{p.tc.CursorTopic})
 		case errors.Is(cmp.Or(err, resp.Err), kerr.TopicAlreadyExists):
 		default:
 			return fmt.Errorf("creating Kafka cursor topic %s: %w %s", p.tc.CursorTopic, cmp.Or(err, resp.Err), resp.ErrMessage)

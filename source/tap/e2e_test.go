@@ -230,8 +230,9 @@ func TestEndToEnd(t *testing.T) {
 
 	src := e.runSource(t, false)
 	e.tap.AddRepos(alice.DID, bob.DID)
-	backfill := len(want)
-	recs := testenv.ReadAll(t, e.kafka.Brokers, e.topic, backfill, 60*time.Second)
+	// Tap delivers one DID's events one ack at a time, so the read must wait for all of them, the identity and
+	// account event of each DID included, not stop at a quiet second.
+	recs := testenv.ReadAll(t, e.kafka.Brokers, e.topic, len(want)+2*2, 60*time.Second)
 	checkRecords(t, recs, want)
 	if t.Failed() {
 		t.FailNow()

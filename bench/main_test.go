@@ -73,3 +73,29 @@ func TestRunEmbedded(t *testing.T) {
 		}
 	}
 }
+
+// TestRunPaced runs a short paced benchmark: the broker baseline is measured before and after, and the report
+// holds the latency target.
+func TestRunPaced(t *testing.T) {
+	dir := filepath.Join(testenv.SharedDir(t), "corpus", "relay-2026-07-04")
+	var out bytes.Buffer
+	res, err := Run(context.Background(), Config{CorpusDir: dir, Loops: 2, Rate: 1000, Embedded: true,
+		FloorDuration: 50 * time.Millisecond, Out: &out, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Baselines) != 2 {
+		t.Fatalf("%d baselines, want 2", len(res.Baselines))
+	}
+	for _, b := range res.Baselines {
+		// 300 frames at 1000/s: 0.3 s, so about 300 records.
+		if b.Records < 250 || b.Records > 300 || b.P99 <= 0 || b.P50 > b.P99 {
+			t.Errorf("baseline: %+v", b)
+		}
+	}
+	for _, want := range []string{"p99 latency", "broker baseline"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}

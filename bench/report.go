@@ -55,6 +55,14 @@ func Report(w io.Writer, cfg *Config, r *Result) {
 	fmt.Fprintf(w, "\nfloor (one goroutine: cbor-gen decode, go-car block map, atdata → JSON): %.0f ops/s before, %.0f after, mean %.0f; %.2f µs CPU/op\n",
 		r.FloorBefore.OpsPerSec(), r.FloorAfter.OpsPerSec(), floor, us(r.FloorCPUPerOp()))
 
+	if len(r.Baselines) > 0 {
+		fmt.Fprintf(w, "broker baseline (a bare franz-go producer: same rate, partitions, acks, compression and linger; no atkafka):")
+		for i, b := range r.Baselines {
+			fmt.Fprintf(w, " %s p50 %.1f ms, p99 %.1f ms;", [2]string{"before", "after"}[min(i, 1)], ms(b.P50), ms(b.P99))
+		}
+		fmt.Fprintln(w, " atkafka's p99 above that of the broker alone is atkafka's")
+	}
+
 	fmt.Fprintf(w, "\ntargets (issue 7):\n")
 	// Osprey is compared with the mean of the standard phases: running standard,osprey,standard brackets
 	// the drift of a shared machine.

@@ -14,10 +14,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -96,6 +98,8 @@ type Result struct {
 	Modes       []ModeResult
 	FloorBefore FloorResult
 	FloorAfter  FloorResult
+	// Baselines are the broker's latency without atkafka, before and after the end-to-end phases; paced runs only.
+	Baselines []BaselineResult
 }
 
 // FloorOpsPerSec is the mean of the floor measured before and after the end-to-end phases.
@@ -145,6 +149,23 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if res.FloorBefore, err = Floor(frames, cfg.FloorDuration); err != nil {
 		return nil, fmt.Errorf("floor: %w", err)
 	}
+	// A paced run measures the broker alone too, before and after, for atkafka's latency to be read against it.
+	baseline := func() error {
+		if cfg.Rate <= 0 {
+			return nil
+		}
+		d := time.Duration(float64(len(frames)*cfg.Loops) / cfg.Rate * float64(time.Second))
+		fmt.Fprintf(cfg.Out, "broker baseline: a bare franz-go producer at %.0f records/s for %s...\n", cfg.Rate, d.Round(time.Millisecond))
+		b, err := Baseline(ctx, cfg, brokers, slices.Collect(maps.Keys(docs)), cfg.Rate, d)
+		if err != nil {
+			return fmt.Errorf("broker baseline: %w", err)
+		}
+		res.Baselines = append(res.Baselines, b)
+		return nil
+	}
+	if err := baseline(); err != nil {
+		return nil, err
+	}
 	runtime.MemProfileRate = memRate
 	if cfg.CPUProfile != "" {
 		f, err := os.Create(cfg.CPUProfile)
@@ -175,6 +196,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 	runtime.MemProfileRate = 0
+	if err := baseline(); err != nil {
+		return nil, err
+	}
 	fmt.Fprintf(cfg.Out, "floor (after)...\n")
 	if res.FloorAfter, err = Floor(frames, cfg.FloorDuration); err != nil {
 		return nil, fmt.Errorf("floor: %w", err)

@@ -4,6 +4,10 @@
 #   testenv/kafka.sh start | stop | status | restart-broker | stop-broker | start-broker
 #
 # State (config, data, logs, certificates, kafka.env) lives in $ATKAFKA_TEST_STATE (default /tmp/atkafka-kafka-$UID).
+# The broker's data goes to a fresh folder in $ATKAFKA_KAFKA_DATA_PARENT: by default /dev/shm when it is a tmpfs with
+# 4 GiB free, else the state folder. The test VMs' shared virtual disk (ext4) stalls appends for up to a second
+# behind its journal commits, and a test or benchmark then measures that disk, not atkafka; a test broker's data
+# need not outlive the machine. Set ATKAFKA_KAFKA_DATA_PARENT=/tmp (say) to measure against a disk.
 # Jars are cached in ${XDG_CACHE_HOME:-$HOME/.cache}/atkafka/kafka-<version>/lib and fetched with mvn on first use.
 # `start` writes $ATKAFKA_TEST_STATE/kafka.env for tests to source:
 #   ATKAFKA_TEST_KAFKA       PLAINTEXT host:port
@@ -95,7 +99,7 @@ listeners=PLAINTEXT://127.0.0.1:$plain,SASL_PLAINTEXT://127.0.0.1:$sasl,SSL://12
 advertised.listeners=PLAINTEXT://127.0.0.1:$plain,SASL_PLAINTEXT://127.0.0.1:$sasl,SSL://127.0.0.1:$tls
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
-log.dirs=$state/data
+log.dirs=$data
 # One node: every internal topic must fit on it, or idempotent producers and groups never get a coordinator.
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=1
@@ -222,6 +226,25 @@ stop_broker() {
 	rm -f "$state/broker.jsa"
 }
 
+# data_parent picks where the broker's data folder goes; see the header.
+data_parent() {
+	if [[ -n "${ATKAFKA_KAFKA_DATA_PARENT:-}" ]]; then
+		echo "$ATKAFKA_KAFKA_DATA_PARENT"
+	elif [[ "$(stat -f -c %T /dev/shm 2>/dev/null)" == tmpfs && -w /dev/shm ]] &&
+		(($(df -P -k /dev/shm | awk 'NR == 2 { print $4 }') >= 4 * 1024 * 1024)); then
+		echo /dev/shm
+	else
+		echo "$state"
+	fi
+}
+
+# remove_data deletes the data folder a previous start made, which may be outside the state folder.
+remove_data() {
+	local old
+	old="$(cat "$state/data-dir" 2>/dev/null)" || return 0
+	[[ "$(basename "$old")" == atkafka-kafka-data.* ]] && rm -rf "$old"
+}
+
 cmd_start() {
 	require java "install a Java 17+ runtime (apt-get install openjdk-17-jre-headless)"
 	require ss "install iproute2"
@@ -230,13 +253,19 @@ cmd_start() {
 		return
 	fi
 	fetch_jars
+	remove_data
 	rm -rf "$state"
-	mkdir -p "$state/data"
+	mkdir -p "$state"
+	local parent
+	parent="$(data_parent)"
+	mkdir -p "$parent"
+	data="$(mktemp -d "$parent/atkafka-kafka-data.XXXXXX")"
+	echo "$data" >"$state/data-dir"
 	make_certs
 	write_config
 	format_storage
 	start_broker
-	echo "kafka.sh: Apache Kafka $version running; env in $state/kafka.env" >&2
+	echo "kafka.sh: Apache Kafka $version running, data in $data; env in $state/kafka.env" >&2
 	cat "$state/kafka.env"
 }
 
@@ -244,6 +273,7 @@ cmd_stop() {
 	stop_broker
 	# Only remove what looks like our state folder, whatever ATKAFKA_TEST_STATE says.
 	if [[ -f "$state/server.properties" || ! -e "$state" ]]; then
+		remove_data
 		rm -rf "$state"
 	else
 		echo "kafka.sh: $state does not look like a kafka.sh state folder; left in place" >&2

@@ -23,13 +23,19 @@ import (
 type KafkaEnv struct {
 	// Brokers is the PLAINTEXT listener, host:port.
 	Brokers string
-	// SASLBrokers is the SASL_PLAINTEXT listener, accepting mechanism PLAIN with SASLUser and SASLPassword.
+	// SASLBrokers is the SASL_PLAINTEXT listener, accepting mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 with
+	// SASLUser and SASLPassword.
 	SASLBrokers  string
 	SASLUser     string
 	SASLPassword string
 	// TLSBrokers is the SSL listener; its certificate is signed by the CA in TLSCAFile and names 127.0.0.1.
 	TLSBrokers string
 	TLSCAFile  string
+	// MTLSBrokers is an SSL listener that also requires a client certificate signed by the CA in TLSCAFile, such
+	// as the one in TLSClientCertFile and TLSClientKeyFile.
+	MTLSBrokers       string
+	TLSClientCertFile string
+	TLSClientKeyFile  string
 
 	script  string
 	state   string
@@ -52,7 +58,8 @@ func Kafka(t testing.TB) KafkaEnv {
 	t.Helper()
 	vars := map[string]string{}
 	for _, k := range []string{"ATKAFKA_TEST_KAFKA", "ATKAFKA_TEST_KAFKA_SASL", "ATKAFKA_TEST_KAFKA_TLS",
-		"ATKAFKA_TEST_KAFKA_TLS_CA", "ATKAFKA_TEST_KAFKA_SCRIPT", "ATKAFKA_TEST_STATE"} {
+		"ATKAFKA_TEST_KAFKA_TLS_CA", "ATKAFKA_TEST_KAFKA_MTLS", "ATKAFKA_TEST_KAFKA_TLS_CLIENT_CERT",
+		"ATKAFKA_TEST_KAFKA_TLS_CLIENT_KEY", "ATKAFKA_TEST_KAFKA_SCRIPT", "ATKAFKA_TEST_STATE"} {
 		if v := os.Getenv(k); v != "" {
 			vars[k] = v
 		}
@@ -88,15 +95,18 @@ func PrivateKafka(t testing.TB) KafkaEnv {
 
 func kafkaEnv(vars map[string]string, private bool) KafkaEnv {
 	return KafkaEnv{
-		Brokers:      vars["ATKAFKA_TEST_KAFKA"],
-		SASLBrokers:  vars["ATKAFKA_TEST_KAFKA_SASL"],
-		SASLUser:     kafkaSASLUser,
-		SASLPassword: kafkaSASLPassword,
-		TLSBrokers:   vars["ATKAFKA_TEST_KAFKA_TLS"],
-		TLSCAFile:    vars["ATKAFKA_TEST_KAFKA_TLS_CA"],
-		script:       cmp.Or(vars["ATKAFKA_TEST_KAFKA_SCRIPT"], filepath.Join(RepoRoot(), "testenv", "kafka.sh")),
-		state:        vars["ATKAFKA_TEST_STATE"],
-		private:      private,
+		Brokers:           vars["ATKAFKA_TEST_KAFKA"],
+		SASLBrokers:       vars["ATKAFKA_TEST_KAFKA_SASL"],
+		SASLUser:          kafkaSASLUser,
+		SASLPassword:      kafkaSASLPassword,
+		TLSBrokers:        vars["ATKAFKA_TEST_KAFKA_TLS"],
+		TLSCAFile:         vars["ATKAFKA_TEST_KAFKA_TLS_CA"],
+		MTLSBrokers:       vars["ATKAFKA_TEST_KAFKA_MTLS"],
+		TLSClientCertFile: vars["ATKAFKA_TEST_KAFKA_TLS_CLIENT_CERT"],
+		TLSClientKeyFile:  vars["ATKAFKA_TEST_KAFKA_TLS_CLIENT_KEY"],
+		script:            cmp.Or(vars["ATKAFKA_TEST_KAFKA_SCRIPT"], filepath.Join(RepoRoot(), "testenv", "kafka.sh")),
+		state:             vars["ATKAFKA_TEST_STATE"],
+		private:           private,
 	}
 }
 

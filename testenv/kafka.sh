@@ -11,8 +11,11 @@
 # Jars are cached in ${XDG_CACHE_HOME:-$HOME/.cache}/atkafka/kafka-<version>/lib and fetched with mvn on first use.
 # `start` writes $ATKAFKA_TEST_STATE/kafka.env for tests to source:
 #   ATKAFKA_TEST_KAFKA       PLAINTEXT host:port
-#   ATKAFKA_TEST_KAFKA_SASL  SASL_PLAINTEXT host:port, mechanism PLAIN, user atkafka, password atkafka-secret
+#   ATKAFKA_TEST_KAFKA_SASL  SASL_PLAINTEXT host:port, mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, user atkafka,
+#                            password atkafka-secret
 #   ATKAFKA_TEST_KAFKA_TLS   SSL host:port, server certificate signed by ATKAFKA_TEST_KAFKA_TLS_CA
+#   ATKAFKA_TEST_KAFKA_MTLS  SSL host:port that requires a client certificate signed by the same CA:
+#                            ATKAFKA_TEST_KAFKA_TLS_CLIENT_CERT and ATKAFKA_TEST_KAFKA_TLS_CLIENT_KEY
 #   ATKAFKA_TEST_KAFKA_SCRIPT, ATKAFKA_TEST_STATE
 set -euo pipefail
 
@@ -82,6 +85,9 @@ make_certs() {
 	# Kafka's PEM keystore wants the PKCS#8 key followed by the certificate chain in one file.
 	openssl pkcs8 -topk8 -nocrypt -in "$d/server.key" -out "$d/server.p8"
 	cat "$d/server.p8" "$d/server.crt" >"$d/server.pem"
+	openssl req -newkey rsa:2048 -nodes -subj "/CN=atkafka test client" -keyout "$d/client.key" -out "$d/client.csr" 2>/dev/null
+	openssl x509 -req -in "$d/client.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 30 \
+		-out "$d/client.crt" 2>/dev/null
 }
 
 write_config() {
@@ -89,15 +95,16 @@ write_config() {
 	plain="$(free_port)"
 	sasl="$(free_port)"
 	tls="$(free_port)"
+	mtls="$(free_port)"
 	controller="$(free_port)"
 	cat >"$state/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$plain,SASL_PLAINTEXT://127.0.0.1:$sasl,SSL://127.0.0.1:$tls,CONTROLLER://127.0.0.1:$controller
-advertised.listeners=PLAINTEXT://127.0.0.1:$plain,SASL_PLAINTEXT://127.0.0.1:$sasl,SSL://127.0.0.1:$tls
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$plain,SASL_PLAINTEXT://127.0.0.1:$sasl,SSL://127.0.0.1:$tls,MTLS://127.0.0.1:$mtls,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$plain,SASL_PLAINTEXT://127.0.0.1:$sasl,SSL://127.0.0.1:$tls,MTLS://127.0.0.1:$mtls
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,MTLS:SSL,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$data
 # One node: every internal topic must fit on it, or idempotent producers and groups never get a coordinator.
@@ -112,13 +119,17 @@ group.initial.rebalance.delay.ms=0
 # Tests exercise atkafka's own topic creation, so the broker must not hide a missing one.
 auto.create.topics.enable=false
 num.partitions=1
-sasl.enabled.mechanisms=PLAIN
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$sasl_user" password="$sasl_password" user_$sasl_user="$sasl_password";
+# The SCRAM credentials are written into the metadata log by format_storage.
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 ssl.keystore.type=PEM
 ssl.keystore.location=$state/tls/server.pem
 ssl.truststore.type=PEM
 ssl.truststore.location=$state/tls/ca.pem
 ssl.client.auth=none
+listener.name.mtls.ssl.client.auth=required
 EOF
 	cat >"$state/log4j2.properties" <<EOF
 rootLogger.level=INFO
@@ -134,6 +145,9 @@ ATKAFKA_TEST_KAFKA=127.0.0.1:$plain
 ATKAFKA_TEST_KAFKA_SASL=127.0.0.1:$sasl
 ATKAFKA_TEST_KAFKA_TLS=127.0.0.1:$tls
 ATKAFKA_TEST_KAFKA_TLS_CA=$state/tls/ca.pem
+ATKAFKA_TEST_KAFKA_MTLS=127.0.0.1:$mtls
+ATKAFKA_TEST_KAFKA_TLS_CLIENT_CERT=$state/tls/client.crt
+ATKAFKA_TEST_KAFKA_TLS_CLIENT_KEY=$state/tls/client.key
 ATKAFKA_TEST_KAFKA_SCRIPT=$script
 ATKAFKA_TEST_STATE=$state
 EOF
@@ -163,7 +177,9 @@ format_storage() {
 	# A cluster id is 16 random bytes in unpadded base64url, as `StorageTool random-uuid` makes, without a JVM start.
 	id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
 	java_cmd
-	"${jvm[@]}" kafka.tools.StorageTool format -t "$id" -c "$state/server.properties" >"$state/format.log" 2>&1 ||
+	"${jvm[@]}" kafka.tools.StorageTool format -t "$id" -c "$state/server.properties" \
+		--add-scram "SCRAM-SHA-256=[name=$sasl_user,password=$sasl_password]" \
+		--add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$sasl_password]" >"$state/format.log" 2>&1 ||
 		die "formatting the KRaft storage failed: $(tail -n 20 "$state/format.log")"
 }
 

@@ -68,36 +68,39 @@ func TestCompressionCodecs(t *testing.T) {
 	}
 }
 
-func TestSASLPlain(t *testing.T) {
+// TestSASL produces through the broker's SASL listener with each mechanism atkafka offers, and checks that a wrong
+// password fails start-up at once, saying so, without the password in the message.
+func TestSASL(t *testing.T) {
 	k := testenv.Kafka(t)
-	topic := testenv.NewTopic(t)
-	cfg := Config{Brokers: []string{k.SASLBrokers}, Topic: topic,
-		SASL: SASLConfig{Mechanism: "plain", Username: k.SASLUser, Password: k.SASLPassword}}
-	p := newProducer(t, cfg)
-	a := newAcks()
-	send(t, p, a.message(1, "", "authenticated"))
-	if errs := a.wait(t, 30*time.Second); len(errs) > 0 {
-		t.Fatalf("Done errors: %v", errs)
-	}
-	testenv.ReadAll(t, k.Brokers, topic, 1, 30*time.Second)
-}
+	for _, mech := range SASLMechanisms {
+		t.Run(mech, func(t *testing.T) {
+			t.Parallel()
+			topic := testenv.NewTopic(t)
+			p := newProducer(t, Config{Brokers: []string{k.SASLBrokers}, Topic: topic,
+				SASL: SASLConfig{Mechanism: strings.ToLower(mech), Username: k.SASLUser, Password: k.SASLPassword}})
+			a := newAcks()
+			send(t, p, a.message(1, "", "authenticated"))
+			if errs := a.wait(t, 30*time.Second); len(errs) > 0 {
+				t.Fatalf("Done errors: %v", errs)
+			}
+			testenv.ReadAll(t, k.Brokers, topic, 1, 30*time.Second)
 
-func TestSASLBadPassword(t *testing.T) {
-	k := testenv.Kafka(t)
-	const wrong = "not-the-password"
-	cfg := Config{Brokers: []string{k.SASLBrokers}, Topic: testenv.NewTopic(t), CreateTopic: true, Logger: testLogger(t),
-		SASL: SASLConfig{Mechanism: "PLAIN", Username: k.SASLUser, Password: wrong}}
-	start := time.Now()
-	_, err := New(context.Background(), cfg)
-	if err == nil {
-		t.Fatal("New succeeded with a wrong password")
-	}
-	t.Logf("error after %s: %v", time.Since(start), err)
-	if !strings.Contains(err.Error(), "authentication") || strings.Contains(err.Error(), wrong) {
-		t.Errorf("error %q should say authentication failed and not contain the password", err)
-	}
-	if d := time.Since(start); d > 15*time.Second {
-		t.Errorf("took %s to fail", d)
+			const wrong = "not-the-password"
+			cfg := Config{Brokers: []string{k.SASLBrokers}, Topic: topic, Logger: testLogger(t),
+				SASL: SASLConfig{Mechanism: mech, Username: k.SASLUser, Password: wrong}}
+			start := time.Now()
+			_, err := New(context.Background(), cfg)
+			if err == nil {
+				t.Fatal("New succeeded with a wrong password")
+			}
+			t.Logf("error after %s: %v", time.Since(start), err)
+			if !strings.Contains(err.Error(), "authentication") || strings.Contains(err.Error(), wrong) {
+				t.Errorf("error %q should say authentication failed and not contain the password", err)
+			}
+			if d := time.Since(start); d > 15*time.Second {
+				t.Errorf("took %s to fail", d)
+			}
+		})
 	}
 }
 
@@ -120,6 +123,37 @@ func TestTLS(t *testing.T) {
 			TLS: TLSConfig{Enabled: true}, ConnectTimeout: 5 * time.Second})
 		if err == nil || !strings.Contains(err.Error(), "TLS handshake") {
 			t.Fatalf("New with the system roots = %v, want a certificate error", err)
+		}
+	})
+}
+
+// TestMutualTLS produces through a listener that requires a client certificate, and checks that connecting to it
+// without one fails start-up at once, saying what is missing.
+func TestMutualTLS(t *testing.T) {
+	k := testenv.Kafka(t)
+	if k.MTLSBrokers == "" {
+		testenv.Unavailable(t, "the test broker has no mutual-TLS listener")
+	}
+	topic := testenv.NewTopic(t)
+	p := newProducer(t, Config{Brokers: []string{k.MTLSBrokers}, Topic: topic,
+		TLS: TLSConfig{Enabled: true, CAFile: k.TLSCAFile, CertFile: k.TLSClientCertFile, KeyFile: k.TLSClientKeyFile}})
+	a := newAcks()
+	send(t, p, a.message(1, "", "mutually authenticated"))
+	if errs := a.wait(t, 30*time.Second); len(errs) > 0 {
+		t.Fatalf("Done errors: %v", errs)
+	}
+	testenv.ReadAll(t, k.Brokers, topic, 1, 30*time.Second)
+
+	t.Run("no client certificate", func(t *testing.T) {
+		start := time.Now()
+		_, err := New(context.Background(), Config{Brokers: []string{k.MTLSBrokers}, Topic: topic, Logger: testLogger(t),
+			TLS: TLSConfig{Enabled: true, CAFile: k.TLSCAFile}})
+		t.Logf("error after %s: %v", time.Since(start), err)
+		if err == nil || !strings.Contains(err.Error(), "client certificate") {
+			t.Fatalf("New without a client certificate = %v, want an error that names the client certificate", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("took %s to fail", d)
 		}
 	})
 }

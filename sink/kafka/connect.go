@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -34,13 +35,12 @@ func (p *Producer) ping(ctx context.Context) error {
 
 // Ping retries until a broker answers cl or ctx ends: kgo's Ping returns the first dial error, and a broker that
 // is still starting (compose brings both up together) refuses connections for a while. Wrong credentials and
-// untrusted certificates are final, so they fail at once. It logs one warning when the first attempt fails.
+// failed TLS handshakes are final, so they fail at once. It logs one warning when the first attempt fails.
 func Ping(ctx context.Context, cl *kgo.Client, log *slog.Logger) error {
 	bo := backoff.New(100*time.Millisecond, 2*time.Second)
 	for {
 		err := cl.Ping(ctx)
-		var badCert *tls.CertificateVerificationError
-		if err == nil || isAuthError(err) || errors.As(err, &badCert) {
+		if err == nil || isAuthError(err) || isTLSError(err) {
 			return err
 		}
 		if bo.Attempt() == 0 {
@@ -52,17 +52,32 @@ func Ping(ctx context.Context, cl *kgo.Client, log *slog.Logger) error {
 	}
 }
 
-// connectError says which of the two usual start-up mistakes happened: wrong credentials or wrong address.
+// connectError says which of the usual start-up mistakes happened: wrong credentials, a refused TLS handshake
+// or a wrong address.
 func (p *Producer) connectError(err error) error {
 	brokers := strings.Join(p.cfg.Brokers, ",")
-	var badCert *tls.CertificateVerificationError
 	switch {
 	case isAuthError(err):
 		return fmt.Errorf("kafka SASL %s authentication as %q failed at %s: %w", p.cfg.SASL.Mechanism, p.cfg.SASL.Username, brokers, err)
-	case errors.As(err, &badCert):
+	case isRemoteTLSAlert(err) && p.cfg.TLS.CertFile == "":
+		return fmt.Errorf("kafka TLS handshake with %s failed: %w (the broker may require a client certificate, and none is configured)", brokers, err)
+	case isTLSError(err):
 		return fmt.Errorf("kafka TLS handshake with %s failed: %w", brokers, err)
 	}
 	return fmt.Errorf("no Kafka broker reachable at %s within %s: %w", brokers, p.cfg.ConnectTimeout, err)
+}
+
+// isTLSError reports a failed TLS handshake: a broker certificate we do not trust, or an alert from the broker
+// (which refuses, say, a missing or untrusted client certificate). Retrying does not mend either.
+func isTLSError(err error) bool {
+	var badCert *tls.CertificateVerificationError
+	return errors.As(err, &badCert) || isRemoteTLSAlert(err)
+}
+
+// isRemoteTLSAlert reports an alert the peer sent; crypto/tls returns those as a net.OpError "remote error".
+func isRemoteTLSAlert(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "remote error"
 }
 
 func isAuthError(err error) bool {

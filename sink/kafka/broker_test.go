@@ -68,6 +68,23 @@ func TestCompressionCodecs(t *testing.T) {
 	}
 }
 
+// roundTrip produces one record to a new topic through a producer made from cfg, and reads it back through the
+// plaintext listener. It returns the topic.
+func roundTrip(t *testing.T, k testenv.KafkaEnv, cfg Config) string {
+	t.Helper()
+	cfg.Topic = testenv.NewTopic(t)
+	p := newProducer(t, cfg)
+	a := newAcks()
+	send(t, p, a.message(1, "", "secured"))
+	if errs := a.wait(t, 30*time.Second); len(errs) > 0 {
+		t.Fatalf("Done errors: %v", errs)
+	}
+	if recs := testenv.ReadAll(t, k.Brokers, cfg.Topic, 1, 30*time.Second); string(recs[0].Value) != "secured" {
+		t.Fatalf("read back %q", recs[0].Value)
+	}
+	return cfg.Topic
+}
+
 // TestSASL produces through the broker's SASL listener with each mechanism atkafka offers, and checks that a wrong
 // password fails start-up at once, saying so, without the password in the message.
 func TestSASL(t *testing.T) {
@@ -75,15 +92,8 @@ func TestSASL(t *testing.T) {
 	for _, mech := range SASLMechanisms {
 		t.Run(mech, func(t *testing.T) {
 			t.Parallel()
-			topic := testenv.NewTopic(t)
-			p := newProducer(t, Config{Brokers: []string{k.SASLBrokers}, Topic: topic,
+			topic := roundTrip(t, k, Config{Brokers: []string{k.SASLBrokers},
 				SASL: SASLConfig{Mechanism: strings.ToLower(mech), Username: k.SASLUser, Password: k.SASLPassword}})
-			a := newAcks()
-			send(t, p, a.message(1, "", "authenticated"))
-			if errs := a.wait(t, 30*time.Second); len(errs) > 0 {
-				t.Fatalf("Done errors: %v", errs)
-			}
-			testenv.ReadAll(t, k.Brokers, topic, 1, 30*time.Second)
 
 			const wrong = "not-the-password"
 			cfg := Config{Brokers: []string{k.SASLBrokers}, Topic: topic, Logger: testLogger(t),
@@ -109,14 +119,7 @@ func TestTLS(t *testing.T) {
 	if k.TLSBrokers == "" {
 		testenv.Unavailable(t, "the test broker has no TLS listener")
 	}
-	topic := testenv.NewTopic(t)
-	p := newProducer(t, Config{Brokers: []string{k.TLSBrokers}, Topic: topic, TLS: TLSConfig{Enabled: true, CAFile: k.TLSCAFile}})
-	a := newAcks()
-	send(t, p, a.message(1, "", "encrypted"))
-	if errs := a.wait(t, 30*time.Second); len(errs) > 0 {
-		t.Fatalf("Done errors: %v", errs)
-	}
-	testenv.ReadAll(t, k.Brokers, topic, 1, 30*time.Second)
+	topic := roundTrip(t, k, Config{Brokers: []string{k.TLSBrokers}, TLS: TLSConfig{Enabled: true, CAFile: k.TLSCAFile}})
 
 	t.Run("untrusted certificate", func(t *testing.T) {
 		_, err := New(context.Background(), Config{Brokers: []string{k.TLSBrokers}, Topic: topic, Logger: testLogger(t),
@@ -134,15 +137,8 @@ func TestMutualTLS(t *testing.T) {
 	if k.MTLSBrokers == "" {
 		testenv.Unavailable(t, "the test broker has no mutual-TLS listener")
 	}
-	topic := testenv.NewTopic(t)
-	p := newProducer(t, Config{Brokers: []string{k.MTLSBrokers}, Topic: topic,
+	topic := roundTrip(t, k, Config{Brokers: []string{k.MTLSBrokers},
 		TLS: TLSConfig{Enabled: true, CAFile: k.TLSCAFile, CertFile: k.TLSClientCertFile, KeyFile: k.TLSClientKeyFile}})
-	a := newAcks()
-	send(t, p, a.message(1, "", "mutually authenticated"))
-	if errs := a.wait(t, 30*time.Second); len(errs) > 0 {
-		t.Fatalf("Done errors: %v", errs)
-	}
-	testenv.ReadAll(t, k.Brokers, topic, 1, 30*time.Second)
 
 	t.Run("no client certificate", func(t *testing.T) {
 		start := time.Now()

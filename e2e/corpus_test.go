@@ -25,8 +25,9 @@ const corpusRecords = 152
 // fakePLC serves the capture's DID documents the way plc.directory does, and counts the requests it answers.
 type fakePLC struct {
 	*httptest.Server
-	docs     map[string]json.RawMessage
-	requests atomic.Int64
+	docs        map[string]json.RawMessage
+	requests    atomic.Int64
+	docRequests atomic.Int64 // of requests, those for a document (not an audit log)
 }
 
 // newFakePLC serves /{did} from did_docs.json.zst and answers 404 for everything else, audit logs included (the
@@ -49,7 +50,11 @@ func newFakePLC(t testing.TB) *fakePLC {
 	}
 	plc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		plc.requests.Add(1)
-		doc, ok := plc.docs[strings.TrimPrefix(r.URL.Path, "/")]
+		path := strings.TrimPrefix(r.URL.Path, "/")
+		if !strings.Contains(path, "/") {
+			plc.docRequests.Add(1)
+		}
+		doc, ok := plc.docs[path]
 		if !ok {
 			http.NotFound(w, r)
 			return

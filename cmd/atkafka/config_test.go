@@ -181,19 +181,30 @@ func TestREADMEConfigTable(t *testing.T) {
 	}
 }
 
-// TestNewVerifier: off builds no verifier at all (a nil interface, so the relay skips verification), the
-// other modes build one on --plc-host.
-func TestNewVerifier(t *testing.T) {
+// TestNewStageVerifier: off builds no verifier at all (a nil interface, so the relay skips verification), the
+// other modes build one, with or without enrichment (whose document cache it then shares); only the relay verifies,
+// and a wrong PLC host fails the stage before anything connects.
+func TestNewStageVerifier(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
-	for mode, want := range map[string]bool{"": false, "off": false, "log": true, "strict": true} {
-		c := &config{Relay: relayConfig{VerifyCommits: mode}, Firehose: firehoseConfig{PLCHost: "https://plc.directory"}}
-		v, err := newVerifier(c, log)
-		if err != nil || (v != nil) != want {
-			t.Errorf("%q: verifier %v, %v", mode, v, err)
+	for _, enrich := range []bool{false, true} {
+		for mode, want := range map[string]bool{"": false, "off": false, "log": true, "strict": true} {
+			c := &config{Relay: relayConfig{VerifyCommits: mode}, Firehose: firehoseConfig{PLCHost: "https://plc.directory", Enrich: enrich}}
+			for command, want := range map[string]bool{"relay": want, "tap": false} {
+				st, err := newStage(c, log, command)
+				if err != nil {
+					t.Errorf("%s, %q, enrich %v: %v", command, mode, enrich, err)
+					continue
+				}
+				if (st.verifier != nil) != want {
+					t.Errorf("%s, %q, enrich %v: verifier %v", command, mode, enrich, st.verifier)
+				}
+				st.close()
+			}
 		}
-	}
-	if _, err := newVerifier(&config{Relay: relayConfig{VerifyCommits: "log"}, Firehose: firehoseConfig{PLCHost: "plc"}}, log); err == nil {
-		t.Error("a PLC host without scheme accepted")
+		c := &config{Relay: relayConfig{VerifyCommits: "log"}, Firehose: firehoseConfig{PLCHost: "plc", Enrich: enrich}}
+		if _, err := newStage(c, log, "relay"); err == nil {
+			t.Errorf("enrich %v: a PLC host without scheme accepted", enrich)
+		}
 	}
 }
 

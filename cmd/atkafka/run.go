@@ -31,39 +31,40 @@ import (
 type wiring struct{}
 
 func (wiring) relay(ctx context.Context, c *config) error {
-	return runSource(ctx, c, "relay", func(rt *runtime, p *transform.Pipeline) (source, error) {
-		v, err := newVerifier(c, rt.log)
-		if err != nil {
-			return nil, err
-		}
+	return runSource(ctx, c, "relay", func(rt *runtime, st *stage) (source, error) {
 		return relay.New(relay.Config{
 			Host: c.Relay.Host, DataDir: c.DataDir, StartCursor: c.Relay.Cursor, Workers: c.Relay.Workers,
 			MaxInFlight: c.Relay.MaxInFlight, ShutdownTimeout: c.ShutdownTimeout,
-			Sink: rt.producer, Pipeline: p, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log, Verifier: v,
+			Sink: rt.producer, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log, Verifier: st.verifier,
 			Cursor: rt.cursor(),
 		})
 	})
 }
 
 // newVerifier builds the --verify-commits verifier; nil (not a typed nil) when it is off, which costs nothing.
-func newVerifier(c *config, log *slog.Logger) (relay.Verifier, error) {
+// With an enricher, keys come from its document cache: one fetch per account, within one --plc-rate-limit.
+func newVerifier(c *config, log *slog.Logger, e *enrich.Enricher) (relay.Verifier, error) {
 	mode, err := verify.ParseMode(c.Relay.VerifyCommits)
 	if err != nil || mode == verify.ModeOff {
 		return nil, err
 	}
-	v, err := verify.New(verify.Config{Mode: mode, PLCHost: c.Firehose.PLCHost, Logger: log})
+	cfg := verify.Config{Mode: mode, PLCHost: c.Firehose.PLCHost, PLCRate: c.Firehose.PLCRate, Logger: log}
+	if e != nil {
+		cfg.Keys = e
+	}
+	v, err := verify.New(cfg)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("verifying commits (Sync 1.1)", "mode", mode, "plc_host", c.Firehose.PLCHost)
+	log.Info("verifying commits (Sync 1.1)", "mode", mode, "plc_host", c.Firehose.PLCHost, "shared_document_cache", e != nil)
 	return v, nil
 }
 
 func (wiring) tap(ctx context.Context, c *config) error {
-	return runSource(ctx, c, "tap", func(rt *runtime, p *transform.Pipeline) (source, error) {
+	return runSource(ctx, c, "tap", func(rt *runtime, st *stage) (source, error) {
 		return tap.New(tap.Config{
 			Host: c.Tap.Host, AdminPassword: c.Tap.AdminPassword, DisableAcks: c.Tap.DisableAcks, Workers: c.Tap.Workers,
-			DrainTimeout: c.ShutdownTimeout, Sink: rt.producer, Pipeline: p, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log,
+			DrainTimeout: c.ShutdownTimeout, Sink: rt.producer, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log,
 		})
 	})
 }
@@ -72,7 +73,7 @@ func (wiring) ozone(ctx context.Context, c *config) error {
 	if err := c.validateOzone(); err != nil {
 		return err
 	}
-	return runSource(ctx, c, "ozone", func(rt *runtime, _ *transform.Pipeline) (source, error) {
+	return runSource(ctx, c, "ozone", func(rt *runtime, _ *stage) (source, error) {
 		var store cursor.Store = cursor.NewFile(c.Ozone.CursorFile)
 		if s := rt.cursor(); s != nil {
 			store = s
@@ -101,20 +102,19 @@ type connectedSource interface {
 // matters for "nothing lost": the source stops reading and drains first, then the producer flushes, then the
 // metrics server stops, so /metrics and /healthz stay up while in-flight records are flushed; the enricher
 // closes last (its deferred close runs after rt.close).
-func runSource(ctx context.Context, c *config, name string, build func(*runtime, *transform.Pipeline) (source, error)) error {
+func runSource(ctx context.Context, c *config, name string, build func(*runtime, *stage) (source, error)) error {
 	if err := c.validateExactlyOnce(name); err != nil {
 		return err
 	}
 	log := newLogger(c)
 	slog.SetDefault(log)
-	var p *transform.Pipeline
+	var st *stage
 	if name != "ozone" {
-		var closePipeline func()
 		var err error
-		if p, closePipeline, err = newPipeline(c, log); err != nil {
+		if st, err = newStage(c, log, name); err != nil {
 			return err
 		}
-		defer closePipeline()
+		defer st.close()
 	}
 	rt, err := start(ctx, c, log, cursorKey(c, name))
 	if err != nil {
@@ -125,7 +125,7 @@ func runSource(ctx context.Context, c *config, name string, build func(*runtime,
 	// drain left of it, counted from the signal.
 	stop := context.AfterFunc(ctx, func() { rt.shutdownBegan.Store(time.Now().UnixNano()) })
 	defer stop()
-	src, err := build(rt, p)
+	src, err := build(rt, st)
 	if err != nil {
 		return err
 	}
@@ -157,9 +157,36 @@ func runSource(ctx context.Context, c *config, name string, build func(*runtime,
 	return src.Run(ctx)
 }
 
-// newPipeline builds the filters, the enricher (needed for eventMetadata and for service rules) and the
-// formatter shared by the firehose commands. closePipeline stops the enricher's background fetches.
-func newPipeline(c *config, log *slog.Logger) (p *transform.Pipeline, closePipeline func(), err error) {
+// stage is the transform of the firehose commands: the pipeline and, for the relay with --verify-commits, the
+// verifier.
+type stage struct {
+	pipeline *transform.Pipeline
+	verifier relay.Verifier
+	close    func() // stops the enricher's background fetches
+}
+
+// newStage builds the filters, the enricher (needed for eventMetadata and for service rules), the formatter and
+// the relay's verifier.
+func newStage(c *config, log *slog.Logger, command string) (*stage, error) {
+	p, e, err := newPipeline(c, log)
+	if err != nil {
+		return nil, err
+	}
+	st := &stage{pipeline: p, close: func() {}}
+	if e != nil {
+		st.close = e.Close
+	}
+	if command == "relay" {
+		if st.verifier, err = newVerifier(c, log, e); err != nil {
+			st.close()
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+// newPipeline builds the filters, the formatter and, when eventMetadata or service rules need it, the enricher.
+func newPipeline(c *config, log *slog.Logger) (*transform.Pipeline, *enrich.Enricher, error) {
 	fc := c.Firehose
 	f, err := filter.New(filter.Config{WatchedCollections: fc.WatchedCollections, IgnoredCollections: fc.IgnoredCollections,
 		WatchedServices: fc.WatchedServices, IgnoredServices: fc.IgnoredServices})
@@ -177,9 +204,9 @@ func newPipeline(c *config, log *slog.Logger) (p *transform.Pipeline, closePipel
 		}
 		formatOpts = append(formatOpts, format.Osprey(ids))
 	}
-	p = &transform.Pipeline{Collections: transform.Collections(f), Formatter: format.NewFormatter(formatOpts...)}
+	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: format.NewFormatter(formatOpts...)}
 	if !fc.Enrich && !f.HasServiceRules() {
-		return p, func() {}, nil
+		return p, nil, nil
 	}
 	e, err := enrich.New(enrich.Config{
 		PLCHost: fc.PLCHost, APIHost: fc.APIHost, LookupTimeout: fc.EnrichTimeout,
@@ -194,7 +221,7 @@ func newPipeline(c *config, log *slog.Logger) (p *transform.Pipeline, closePipel
 	if fc.Enrich {
 		p.Enricher = transform.Enrichment(e)
 	}
-	return p, e.Close, nil
+	return p, e, nil
 }
 
 func newLogger(c *config) *slog.Logger {

@@ -9,8 +9,10 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/atkafka/atkafka/transform/filter"
@@ -33,6 +35,13 @@ type docInfo struct {
 	// fields is `"didDocument":{...},"pdsHost":"...","handle":"...",` (absent fields left out, always ending
 	// in a comma), ready to be copied into every event.
 	fields []byte
+	// doc is the document alone, within fields.
+	doc []byte
+
+	// The atproto signing key, parsed from doc on first use (by --verify-commits only: see SigningKey).
+	keyOnce sync.Once
+	key     atcrypto.PublicKey
+	keyErr  error
 }
 
 // auditInfo is the account's creation time from the first entry of its PLC audit log.
@@ -194,6 +203,7 @@ func parseDoc(did string, body []byte) (*docInfo, error) {
 	if err := json.Compact(&buf, body); err != nil {
 		return nil, err
 	}
+	docStart, docEnd := len(`"didDocument":`), buf.Len()
 	if info.pdsHost != "" {
 		buf.WriteString(`,"pdsHost":`)
 		writeString(&buf, info.pdsHost)
@@ -204,6 +214,7 @@ func parseDoc(did string, body []byte) (*docInfo, error) {
 	}
 	buf.WriteByte(',')
 	info.fields = buf.Bytes()
+	info.doc = info.fields[docStart:docEnd]
 	return info, nil
 }
 

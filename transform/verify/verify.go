@@ -8,9 +8,10 @@
 //  2. ops: each op agrees with the commit's MST (the record CID a create or update names is the tree's value,
 //     a deleted path is gone), and, when the frame carries prevData, applying the inverted ops to the tree
 //     yields prevData: nothing was changed that the ops do not say;
-//  3. signature: the commit block is signed by the #atproto key of the account's DID document, fetched from
-//     the PLC directory and cached. A signature that does not verify with a cached key is retried once with a
-//     freshly fetched document, since the account may have rotated its key.
+//  3. signature: the commit block is signed by the #atproto key of the account's DID document, from [Keys]:
+//     enrichment's document cache when atkafka enriches, else a cache of the Verifier's own. A signature that
+//     does not verify with a cached key is retried once with a freshly fetched document, since the account may
+//     have rotated its key.
 //
 // The verdict is an [*Error] with a bounded [Reason]. Two reasons are not failures: [ReasonUnverifiable] (the
 // signature verified but the ops could not be inverted: no prevData, as in commits older than Sync 1.1) and
@@ -28,8 +29,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"strings"
 	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
@@ -131,11 +130,14 @@ const (
 type Config struct {
 	// Mode is what Commit and Sync do with failures. Default ModeOff, in which they do nothing.
 	Mode Mode
+	// Keys, when set, is where signing keys come from (enrich.Enricher shares enrichment's document cache and
+	// PLC rate limit), and the fields below down to ErrorTTL are unused. Otherwise the Verifier keeps its own
+	// cache of documents fetched from PLCHost.
+	Keys Keys
 	// PLCHost is the PLC directory keys are fetched from. Default DefaultPLCHost.
 	PLCHost string
-	// Directory, when set, resolves DIDs instead of a directory built on PLCHost (tests, or a shared
-	// resolver). It is wrapped in a cache either way.
-	Directory identity.Directory
+	// PLCRate limits requests to PLCHost per second (atkafka's --plc-rate-limit). Zero or negative: unlimited.
+	PLCRate float64
 	// CacheSize is how many DID documents are kept; CacheTTL how long one is reused; ErrorTTL how long a failed
 	// lookup is remembered before it is tried again. Defaults DefaultCacheSize, DefaultCacheTTL,
 	// DefaultErrorTTL.
@@ -152,7 +154,7 @@ type Config struct {
 // Verifier checks #commit and #sync frames. It is safe for concurrent use.
 type Verifier struct {
 	mode    Mode
-	dir     *identity.CacheDirectory
+	keys    Keys
 	timeout time.Duration
 	log     *slog.Logger
 }
@@ -163,28 +165,17 @@ func New(cfg Config) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	inner := cfg.Directory
-	if inner == nil {
-		host := strings.TrimRight(cmp.Or(cfg.PLCHost, DefaultPLCHost), "/")
-		if u, err := url.Parse(host); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("verify: PLC host %q is not an http(s) URL", host)
-		}
-		// Handles play no part in signatures: skipping their verification saves a DNS or HTTPS lookup per DID.
-		inner = &identity.BaseDirectory{PLCURL: host, SkipHandleVerification: true, UserAgent: "atkafka"}
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	ttl := cmp.Or(cfg.CacheTTL, DefaultCacheTTL)
-	return &Verifier{
-		mode: mode,
-		// Handles are never verified here, so every entry has an invalid handle: the cache would expire such
-		// entries after its invalid-handle TTL, which therefore has to be the document TTL.
-		dir:     identity.NewCacheDirectory(inner, cmp.Or(cfg.CacheSize, DefaultCacheSize), ttl, cmp.Or(cfg.ErrorTTL, DefaultErrorTTL), ttl),
-		timeout: cmp.Or(cfg.LookupTimeout, DefaultLookupTimeout),
-		log:     log,
-	}, nil
+	keys := cfg.Keys
+	if keys == nil {
+		if keys, err = newDirectoryKeys(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return &Verifier{mode: mode, keys: keys, timeout: cmp.Or(cfg.LookupTimeout, DefaultLookupTimeout), log: log}, nil
 }
 
 // Mode returns the Verifier's mode.
@@ -407,7 +398,7 @@ func (v *Verifier) checkSignature(ctx context.Context, did syntax.DID, c *repo.C
 		if reason == ReasonKeyUnavailable || !cached || attempt > 0 {
 			return reason, err
 		}
-		_ = v.dir.Purge(ctx, did.AtIdentifier()) // cannot fail for a DID
+		v.keys.InvalidateIdentity(did.String())
 	}
 }
 
@@ -415,17 +406,13 @@ func (v *Verifier) checkSignature(ctx context.Context, did syntax.DID, c *repo.C
 func (v *Verifier) key(ctx context.Context, did syntax.DID) (atcrypto.PublicKey, bool, Reason, error) {
 	ctx, cancel := context.WithTimeout(ctx, v.timeout)
 	defer cancel()
-	ident, cached, err := v.dir.LookupDIDWithCacheState(ctx, did)
-	if errors.Is(err, identity.ErrDIDNotFound) {
+	key, cached, err := v.keys.SigningKey(ctx, did.String())
+	switch {
+	case errors.Is(err, identity.ErrDIDNotFound) || errors.Is(err, identity.ErrKeyNotDeclared):
 		// Definitive, unlike an outage: a forged DID must not pass strict mode as "unavailable".
-		return nil, cached, ReasonNoKey, fmt.Errorf("DID document: %w", err)
-	}
-	if err != nil {
-		return nil, cached, ReasonKeyUnavailable, fmt.Errorf("DID document: %w", err)
-	}
-	key, err := ident.PublicKey()
-	if err != nil {
-		return nil, cached, ReasonNoKey, fmt.Errorf("DID document: %w", err)
+		return nil, cached, ReasonNoKey, err
+	case err != nil:
+		return nil, cached, ReasonKeyUnavailable, err
 	}
 	return key, cached, "", nil
 }

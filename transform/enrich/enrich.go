@@ -49,6 +49,13 @@ type Config struct {
 	// ProfileTTL: default 10m. Profile record changes invalidate early (InvalidateProfile); the TTL covers
 	// what the AppView derives from elsewhere (follower counts, labels).
 	ProfileTTL time.Duration
+	// ProfileSettle is how long after a profile record change (InvalidateProfile) the AppView's answers for that
+	// account are used but not cached; default 10s. The AppView indexes the change from the firehose as atkafka
+	// sees it, typically some hundreds of milliseconds later, so the profile fetched for the change's own event
+	// is usually the old one: cached, it would be served for ProfileTTL. Meanwhile each event of the account asks
+	// the AppView again (one request at a time, within APIRate), so the first event after the AppView indexed the
+	// change carries the new profile. An AppView lagging more than this can still leave an old profile cached.
+	ProfileSettle time.Duration
 	// NotFoundTTL is how long a definitive "not found" (HTTP 404) is cached, for every kind; default 5m.
 	// Shorter than the positive TTLs because a new account's document can appear just after its first event.
 	NotFoundTTL time.Duration
@@ -117,7 +124,8 @@ func New(cfg Config) (*Enricher, error) {
 		}
 	}
 	positive := map[string]time.Duration{"DocTTL": cfg.DocTTL, "AuditTTL": cfg.AuditTTL, "ProfileTTL": cfg.ProfileTTL,
-		"NotFoundTTL": cfg.NotFoundTTL, "FailureTTL": cfg.FailureTTL, "LookupTimeout": cfg.LookupTimeout, "FetchTimeout": cfg.FetchTimeout}
+		"ProfileSettle": cfg.ProfileSettle, "NotFoundTTL": cfg.NotFoundTTL, "FailureTTL": cfg.FailureTTL,
+		"LookupTimeout": cfg.LookupTimeout, "FetchTimeout": cfg.FetchTimeout}
 	for name, d := range positive {
 		if d < 0 {
 			return nil, fmt.Errorf("%s must not be negative", name)
@@ -132,6 +140,7 @@ func New(cfg Config) (*Enricher, error) {
 	def(&cfg.DocTTL, time.Hour)
 	def(&cfg.AuditTTL, 24*time.Hour)
 	def(&cfg.ProfileTTL, 10*time.Minute)
+	def(&cfg.ProfileSettle, 10*time.Second)
 	def(&cfg.NotFoundTTL, 5*time.Minute)
 	def(&cfg.FailureTTL, 5*time.Second)
 	def(&cfg.PLCRate, 50)
@@ -166,6 +175,7 @@ func New(cfg Config) (*Enricher, error) {
 	if apiHost != "" {
 		e.api = &endpoint{name: "api", client: cfg.HTTPClient, limiter: limiter(cfg.APIRate, cfg.APIBurst), log: cfg.Logger, breaker: true}
 		e.profiles = newStore("profile", cfg.ProfileCacheSize, cfg.ProfileTTL, cfg.NotFoundTTL, cfg.FailureTTL, cfg.FetchTimeout, base, e.profReqs, e.fetchProfile)
+		e.profiles.settleAfterInvalidate(cfg.ProfileCacheSize, cfg.ProfileSettle)
 	}
 	return e, nil
 }
@@ -333,7 +343,8 @@ func (e *Enricher) PDS(ctx context.Context, did string) filter.Resolution {
 // lookup fetches the new one. The creation time is kept: it cannot change.
 func (e *Enricher) InvalidateIdentity(did string) { e.docs.invalidate(did) }
 
-// InvalidateProfile forgets did's profile after its app.bsky.actor.profile record changed.
+// InvalidateProfile forgets did's profile after its app.bsky.actor.profile record changed, and keeps the answers
+// of the next Config.ProfileSettle out of the cache while the AppView catches up with the change.
 func (e *Enricher) InvalidateProfile(did string) {
 	if e.profiles != nil {
 		e.profiles.invalidate(did)

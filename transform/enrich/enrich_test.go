@@ -450,6 +450,40 @@ func TestInvalidation(t *testing.T) {
 	}
 }
 
+// TestProfileSettle is the AppView catching up with a profile change after atkafka saw it: the answer fetched for
+// the change's own event is still the old profile, and must not be what later events get once the AppView has
+// the new one. After ProfileSettle, answers are cached again.
+func TestProfileSettle(t *testing.T) {
+	plc := newFakePLC(t)
+	did := testDID("settler")
+	plc.set(plc.docs, did, docJSON(did, "settler.test", "https://pds.example"))
+	plc.set(plc.profiles, did, `{"displayName":"Old"}`)
+	e := newEnricher(t, Config{PLCHost: plc.URL, APIHost: plc.URL, ProfileSettle: 200 * time.Millisecond})
+	ctx := context.Background()
+	path := "/xrpc/app.bsky.actor.getProfile?actor=" + strings.ReplaceAll(did, ":", "%3A")
+	displayName := func() any { return render(e.Metadata(ctx, did))["profile"].(map[string]any)["displayName"] }
+	displayName()
+
+	e.InvalidateProfile(did)
+	if got := displayName(); got != "Old" { // the AppView has not indexed the change yet
+		t.Fatalf("displayName %v before the AppView changed", got)
+	}
+	plc.set(plc.profiles, did, `{"displayName":"New"}`)
+	if got := displayName(); got != "New" {
+		t.Fatalf("displayName %v after the AppView indexed the change: the old answer was cached", got)
+	}
+	if n := plc.count(path); n != 3 {
+		t.Errorf("%d profile requests, want 3: one per lookup while settling", n)
+	}
+
+	time.Sleep(250 * time.Millisecond)
+	displayName()
+	displayName()
+	if n := plc.count(path); n != 4 {
+		t.Errorf("%d profile requests, want 4: settled, the answer is cached again", n)
+	}
+}
+
 func TestInvalidateDuringFetch(t *testing.T) {
 	plc := newFakePLC(t)
 	did := testDID("racer")

@@ -62,7 +62,9 @@ type flight[V any] struct {
 	// each waiting out their own deadline on the same slow fetch: events of one DID are handled in order, so
 	// waiting again per event would stall that DID's stream once per event instead of once.
 	abandoned atomic.Bool
-	stale     bool // guarded by store.mu: invalidated while running, so its answer must not be cached
+	// stale (guarded by store.mu) keeps the answer out of the cache: the key was invalidated while the fetch ran,
+	// or is still settling (store.settling) from an invalidation just before it started.
+	stale bool
 }
 
 // store is a bounded, expiring cache in front of one kind of lookup, with one fetch in flight per key. Fetches
@@ -79,6 +81,11 @@ type store[V any] struct {
 	reqs         *requestCounters
 	failures     prometheus.Counter
 	size         prometheus.Gauge
+	// settling holds the keys invalidated less than a settle period ago (nil: none is kept). Their answers serve
+	// the lookups that asked but are not cached, for an upstream that learns of a change after atkafka does: the
+	// AppView indexes a profile change from the firehose too, so the fetch made when atkafka sees the change
+	// usually gets the old profile, which caching would then serve for the whole TTL.
+	settling *expirable.LRU[string, struct{}]
 
 	mu      sync.Mutex
 	flights map[string]*flight[V]
@@ -99,6 +106,12 @@ func newStore[V any](kind string, size int, ttl, negTTL, failTTL, fetchTimeout t
 		size:         metrics.CacheSize.WithLabelValues(kind),
 		flights:      map[string]*flight[V]{},
 	}
+}
+
+// settleAfterInvalidate makes answers fetched within settle of an invalidation of their key uncached. size
+// bounds how many keys are remembered as settling; beyond it the oldest settle early, and are cached as before.
+func (s *store[V]) settleAfterInvalidate(size int, settle time.Duration) {
+	s.settling = expirable.NewLRU[string, struct{}](size, nil, settle)
 }
 
 // cached returns the cached answer for key, if any is still valid, and counts the hit.
@@ -130,6 +143,9 @@ func (s *store[V]) start(key string) *flight[V] {
 		return &flight[V]{done: closed, ent: e}
 	}
 	fl := &flight[V]{done: make(chan struct{})}
+	if s.settling != nil {
+		_, fl.stale = s.settling.Peek(key) // Peek, unlike Contains, honours the expiry
+	}
 	s.flights[key] = fl
 	go s.run(key, fl)
 	return fl
@@ -180,10 +196,14 @@ func (s *store[V]) await(ctx context.Context, fl *flight[V]) *entry[V] {
 	}
 }
 
-// invalidate drops key's cached answer and detaches a running fetch, so the next lookup fetches afresh.
+// invalidate drops key's cached answer and detaches a running fetch, so the next lookup fetches afresh; with
+// settleAfterInvalidate, so do the lookups during the settle period.
 func (s *store[V]) invalidate(key string) {
 	s.mu.Lock()
 	s.lru.Remove(key)
+	if s.settling != nil {
+		s.settling.Add(key, struct{}{})
+	}
 	if fl := s.flights[key]; fl != nil {
 		fl.stale = true
 		delete(s.flights, key)

@@ -19,7 +19,8 @@ import (
 )
 
 // devEnvStartTimeout bounds how long the network may take to print its description. It needs about 3 s of CPU
-// (5 s with Ozone), but with several test packages starting networks at once on two cores a minute happens.
+// (5 s with Ozone, 3 s more with the AppView), but with several test packages starting networks at once on two
+// cores a minute happens.
 const devEnvStartTimeout = 3 * time.Minute
 
 // DevEnvOptions chooses the optional parts of the network; the PLC and one PDS always run.
@@ -30,6 +31,11 @@ type DevEnvOptions struct {
 	// Ozone starts Ozone, with a private PostgreSQL, as the PDSes' moderation service, and makes an account on
 	// the first PDS its moderator (DevEnv.Moderator).
 	Ozone bool
+	// AppView starts the reference AppView (@atproto/bsky, with the bsync service it needs) indexing the first
+	// PDS's firehose from its first event, for tests of what atkafka asks an AppView (--api-host). It has a
+	// PostgreSQL schema of its own, in the same private cluster as Ozone's when both run. It indexes
+	// asynchronously: a test polls it (app.bsky.actor.getProfile and the like) until a write shows.
+	AppView bool
 }
 
 // PDS is one PDS of the network.
@@ -76,11 +82,14 @@ type DevEnv struct {
 	// OzoneURL and OzoneDID describe Ozone (empty without DevEnvOptions.Ozone). The DID's #atproto_labeler
 	// endpoint is OzoneURL, so PDS proxying works.
 	OzoneURL, OzoneDID string
+	// AppViewURL and AppViewDID describe the AppView (empty without DevEnvOptions.AppView). The URL is what
+	// atkafka's --api-host takes.
+	AppViewURL, AppViewDID string
 	// Moderator is Ozone's moderator account (zero without Ozone).
 	Moderator Moderator
 	// AdminPassword is the PDSes' and Ozone's admin password (HTTP Basic, user "admin").
 	AdminPassword string
-	// PostgresURL is Ozone's database (empty without Ozone).
+	// PostgresURL is Ozone's and the AppView's database (empty without either).
 	PostgresURL string
 
 	t          testing.TB
@@ -96,6 +105,10 @@ type networkInfo struct {
 		URL string `json:"url"`
 		DID string `json:"did"`
 	} `json:"ozone"`
+	AppView *struct {
+		URL string `json:"url"`
+		DID string `json:"did"`
+	} `json:"appview"`
 	Moderator     *Moderator `json:"moderator"`
 	AdminPassword string     `json:"adminPassword"`
 	ControlURL    string     `json:"controlUrl"`
@@ -118,10 +131,16 @@ func StartDevEnv(t testing.TB, opts DevEnvOptions) *DevEnv {
 	if opts.SecondPDS {
 		args = append(args, "--second-pds")
 	}
-	if opts.Ozone {
-		// Started first so that it is stopped last, after Ozone let go of it.
+	if opts.Ozone || opts.AppView {
+		// Started first so that it is stopped last, after Ozone and the AppView let go of it.
 		env.PostgresURL = StartPostgres(t)
-		args = append(args, "--ozone", "--pg-url", env.PostgresURL)
+		args = append(args, "--pg-url", env.PostgresURL)
+	}
+	if opts.Ozone {
+		args = append(args, "--ozone")
+	}
+	if opts.AppView {
+		args = append(args, "--appview")
 	}
 
 	cmd := exec.Command(devEnvNode(dir), args...)
@@ -169,6 +188,9 @@ func StartDevEnv(t testing.TB, opts DevEnvOptions) *DevEnv {
 	if info.Ozone != nil {
 		env.OzoneURL, env.OzoneDID = info.Ozone.URL, info.Ozone.DID
 	}
+	if info.AppView != nil {
+		env.AppViewURL, env.AppViewDID = info.AppView.URL, info.AppView.DID
+	}
 	if info.Moderator != nil {
 		env.Moderator = *info.Moderator
 	}
@@ -209,7 +231,7 @@ func devEnvNode(dir string) string {
 
 // XRPCRequest is one XRPC call for DevEnv.XRPC.
 type XRPCRequest struct {
-	// Service is the base URL of the server to call (a PDS or Ozone).
+	// Service is the base URL of the server to call (a PDS, Ozone or the AppView).
 	Service string
 	// NSID names the method, e.g. com.atproto.repo.createRecord.
 	NSID string

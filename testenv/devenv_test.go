@@ -13,12 +13,13 @@ import (
 	"github.com/coder/websocket"
 )
 
-// TestDevEnvOzone proves the network with both PDSes and Ozone works the way the source tests use it: accounts on
-// distinct hosts, traffic, a takedown, Ozone events emitted and read back directly and through the moderator's
-// PDS, and the PLC and Ozone stopped and restarted with their data.
+// TestDevEnvOzone proves the network with both PDSes, Ozone and the AppView works the way the tests use it:
+// accounts on distinct hosts, traffic, a takedown, the AppView serving a profile with its latest handle (its
+// schema beside Ozone's in one PostgreSQL), Ozone events emitted and read back directly and through the
+// moderator's PDS, and the PLC and Ozone stopped and restarted with their data.
 func TestDevEnvOzone(t *testing.T) {
 	t.Parallel()
-	env := StartDevEnv(t, DevEnvOptions{SecondPDS: true, Ozone: true})
+	env := StartDevEnv(t, DevEnvOptions{SecondPDS: true, Ozone: true, AppView: true})
 	if len(env.PDS) != 2 || env.PDS[0].Host() == env.PDS[1].Host() {
 		t.Fatalf("want two PDSes on distinct hosts, got %+v", env.PDS)
 	}
@@ -39,6 +40,26 @@ func TestDevEnvOzone(t *testing.T) {
 	doc := getJSON(t, env.PLCURL+"/"+bob.DID)
 	if !strings.Contains(string(doc), env.PDS[1].PublicURL) {
 		t.Fatalf("bob's DID document does not name %s: %s", env.PDS[1].PublicURL, doc)
+	}
+
+	// The AppView indexes the first PDS asynchronously; .test handles resolve through the PDS, not DNS.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var prof struct {
+			Handle      string `json:"handle"`
+			DisplayName string `json:"displayName"`
+			Description string `json:"description"`
+		}
+		err := env.XRPC(XRPCRequest{Service: env.AppViewURL, NSID: "app.bsky.actor.getProfile",
+			Params: url.Values{"actor": {alice.DID}}}, &prof)
+		if err == nil && prof.Handle == alice.Handle && prof.DisplayName == "Alice" && prof.Description == "second" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the AppView (%s) serves alice as %+v (%v), want handle %s, Alice, second",
+				env.AppViewURL, prof, err, alice.Handle)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	carol := env.CreateAccount(env.PDS[0], "carol")

@@ -1,10 +1,13 @@
 // network.mjs starts the reference atproto network from @atproto/dev-env for atkafka's Go tests
-// (testenv/devenv.go): a PLC, one or two PDSes and optionally Ozone. When everything answers it prints ONE JSON
-// line on stdout describing the network, then serves a small control endpoint so tests can stop and restart the
-// PLC and Ozone mid-test. It exits on SIGTERM/SIGINT or when stdin closes, so a Go test that dies never leaves it
-// running.
+// (testenv/devenv.go): a PLC, one or two PDSes and optionally Ozone and the AppView (@atproto/bsky, indexing the
+// first PDS's firehose). When everything answers it prints ONE JSON line on stdout describing the network, then
+// serves a small control endpoint so tests can stop and restart the PLC and Ozone mid-test. It exits on
+// SIGTERM/SIGINT or when stdin closes, so a Go test that dies never leaves it running.
 //
-// Usage: node network.mjs [--second-pds] [--ozone --pg-url URL [--pg-schema NAME]] [--dir DIR]
+// Usage: node network.mjs [--second-pds] [--ozone] [--appview] [--pg-url URL] [--pg-schema NAME]
+//                         [--appview-schema NAME] [--dir DIR]
+// --ozone and --appview need --pg-url. Ozone's tables go in schema --pg-schema (default ozone), the AppView's in
+// --appview-schema (default bsky) and its bsync's in <appview-schema>_bsync; names are letters and underscores.
 //
 // Everything else it writes goes to stderr: stdout carries only the JSON line.
 import fs from 'node:fs/promises'
@@ -14,7 +17,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 // Only the parts we start: dev-env's index also loads the appview (@atproto/bsky), about a second of CPU per
-// network that no test needs. The deep paths bypass the package's export map, which is safe with the exact
+// network that only --appview needs. The deep paths bypass the package's export map, which is safe with the exact
 // version package.json pins.
 import { TestPds } from './node_modules/@atproto/dev-env/dist/pds.js'
 import { TestPlc } from './node_modules/@atproto/dev-env/dist/plc.js'
@@ -32,16 +35,27 @@ const { values: args } = parseArgs({
     ozone: { type: 'boolean', default: false },
     'pg-url': { type: 'string' },
     'pg-schema': { type: 'string', default: 'ozone' },
+    appview: { type: 'boolean', default: false },
+    'appview-schema': { type: 'string', default: 'bsky' },
     dir: { type: 'string' },
   },
 })
-if (args.ozone && !args['pg-url']) {
-  console.error('devenv: --ozone needs --pg-url')
+for (const flag of ['ozone', 'appview']) {
+  if (args[flag] && !args['pg-url']) {
+    console.error(`devenv: --${flag} needs --pg-url`)
+    process.exit(2)
+  }
+}
+if (args.ozone && args.appview && args['pg-schema'] === args['appview-schema']) {
+  console.error('devenv: Ozone and the AppView need distinct schemas (--pg-schema, --appview-schema)')
   process.exit(2)
 }
 
 const { TestOzone, createOzoneDid } = args.ozone ? await import('./node_modules/@atproto/dev-env/dist/ozone.js') : {}
 const { Secp256k1Keypair } = args.ozone ? await import('@atproto/crypto') : {}
+const { TestBsky } = args.appview ? await import('./node_modules/@atproto/dev-env/dist/bsky.js') : {}
+const { TestBsync } = args.appview ? await import('./node_modules/@atproto/dev-env/dist/bsync.js') : {}
+const { mockResolvers } = args.appview ? await import('./node_modules/@atproto/dev-env/dist/util.js') : {}
 
 // TestPds puts its SQLite files and blobs under os.tmpdir(); a private folder we remove on exit keeps runs from
 // filling /tmp.
@@ -49,7 +63,7 @@ const dir = args.dir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'atkafka-devenv
 await fs.mkdir(dir, { recursive: true })
 process.env.TMPDIR = dir
 
-const net_ = { plc: null, pds: [], ozone: null, ozoneConfig: null, control: null }
+const net_ = { plc: null, pds: [], ozone: null, ozoneConfig: null, bsync: null, bsky: null, control: null }
 let stopping = false
 
 process.on('SIGTERM', () => shutdown(0))
@@ -93,7 +107,8 @@ async function start() {
       signingKey: ozoneKey,
       dbPostgresUrl: args['pg-url'],
       dbPostgresSchema: args['pg-schema'],
-      // No appview in this network; a closed loopback port makes any appview call fail fast instead of hanging.
+      // Not wired to an AppView, not even --appview's (started later): a closed loopback port makes any appview
+      // call fail fast instead of hanging.
       appviewUrl: 'http://127.0.0.1:1',
       appviewDid: 'did:example:appview',
     }
@@ -115,6 +130,10 @@ async function start() {
     }
     net_.pds.push(pds)
   }
+
+  // Before any account exists, so that the AppView resolves every handle it indexes through its patched
+  // resolvers (startAppView), the Ozone moderator's included.
+  const appview = args.appview ? await startAppView() : null
 
   let moderator = null
   if (args.ozone) {
@@ -138,12 +157,44 @@ async function start() {
     plcUrl: net_.plc.url,
     pds: net_.pds.map((p) => ({ url: p.url, publicUrl: p.ctx.cfg.service.publicUrl, did: p.ctx.cfg.service.did })),
     ozone: args.ozone ? { url: ozoneUrl, did: ozoneDid } : null,
+    appview,
     moderator,
     adminPassword: ADMIN_PASSWORD,
     controlUrl: `http://127.0.0.1:${net_.control.address().port}`,
     dir,
     pid: process.pid,
   }
+}
+
+// startAppView starts the reference AppView indexing the first PDS's firehose from its first event. It needs a
+// bsync: it scans bsync's operation, mute and notification streams from start-up, and without one each scan
+// fails and retries every 100 ms for as long as the network runs. Both keep their tables in PostgreSQL schemas
+// of their own.
+async function startAppView() {
+  const pds = net_.pds[0]
+  const bsyncApiKey = 'bsync-api-key'
+  net_.bsync = await TestBsync.create({
+    port: await freePort(),
+    apiKeys: [bsyncApiKey],
+    dbUrl: args['pg-url'],
+    dbSchema: `${args['appview-schema']}_bsync`,
+  })
+  net_.bsky = await TestBsky.create({
+    port: await freePort(),
+    plcUrl: net_.plc.url,
+    repoProvider: pds.url.replace(/^http/, 'ws'),
+    dbPostgresUrl: args['pg-url'],
+    dbPostgresSchema: args['appview-schema'],
+    bsyncUrl: net_.bsync.url,
+    bsyncApiKey,
+  })
+  net_.bsync.ctx.dataplaneClients = [net_.bsky.ctx.dataplane]
+  // .test handles have no DNS: like dev-env's TestNetwork, the AppView asks the PDS who holds a handle of its
+  // domain, or every profile it serves would say handle.invalid. Only the AppView's resolvers are patched; the
+  // PDS keeps resolving as it does in networks without the AppView.
+  mockResolvers(net_.bsky.ctx.idResolver, pds)
+  mockResolvers(net_.bsky.dataplane.idResolver, pds)
+  return { url: net_.bsky.url, did: net_.bsky.ctx.cfg.serverDid }
 }
 
 // serveControl answers POST /plc/stop, /plc/start, /ozone/stop and /ozone/start. Restarts reuse the same port and
@@ -214,6 +265,8 @@ async function shutdown(code) {
   const closers = [
     net_.control && new Promise((r) => net_.control.close(r)),
     net_.ozone?.close(),
+    net_.bsky?.close(),
+    net_.bsync?.close(),
     ...net_.pds.map((p) => p.close()),
     net_.plc?.close(),
   ]

@@ -69,7 +69,10 @@ const profileCollection = "app.bsky.actor.profile"
 func (en enrichment) Observe(ev *format.Event) {
 	switch {
 	case ev.Identity != nil:
+		// The profile view carries the handle, and a new account's first #identity comes before the AppView has
+		// indexed it: both are covered by InvalidateProfile's settle period.
 		en.e.InvalidateIdentity(ev.DID)
+		en.e.InvalidateProfile(ev.DID)
 	case ev.Operation != nil && ev.Operation.Collection == profileCollection:
 		en.e.InvalidateProfile(ev.DID)
 	}

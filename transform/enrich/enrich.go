@@ -46,8 +46,8 @@ type Config struct {
 	AuditTTL time.Duration
 	// ProfileCacheSize bounds the profile cache; default 50000.
 	ProfileCacheSize int
-	// ProfileTTL: default 10m. Profile record changes invalidate early (InvalidateProfile); the TTL covers
-	// what the AppView derives from elsewhere (follower counts, labels).
+	// ProfileTTL: default 10m. Profile record and identity changes invalidate early (InvalidateProfile); the TTL
+	// covers what the AppView derives from elsewhere (follower counts, labels).
 	ProfileTTL time.Duration
 	// ProfileSettle is how long after a profile record change (InvalidateProfile) the AppView's answers for that
 	// account are used but not cached; default 10s. The AppView indexes the change from the firehose as atkafka
@@ -343,8 +343,9 @@ func (e *Enricher) PDS(ctx context.Context, did string) filter.Resolution {
 // lookup fetches the new one. The creation time is kept: it cannot change.
 func (e *Enricher) InvalidateIdentity(did string) { e.docs.invalidate(did) }
 
-// InvalidateProfile forgets did's profile after its app.bsky.actor.profile record changed, and keeps the answers
-// of the next Config.ProfileSettle out of the cache while the AppView catches up with the change.
+// InvalidateProfile forgets did's profile after a change the AppView will show (the account's
+// app.bsky.actor.profile record, or its identity: the view carries the handle), and keeps the answers of the next
+// Config.ProfileSettle out of the cache while the AppView catches up with the change.
 func (e *Enricher) InvalidateProfile(did string) {
 	if e.profiles != nil {
 		e.profiles.invalidate(did)

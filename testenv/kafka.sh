@@ -175,7 +175,11 @@ broker_cds() {
 format_storage() {
 	local id
 	# A cluster id is 16 random bytes in unpadded base64url, as `StorageTool random-uuid` makes, without a JVM start.
-	id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+	# One starting with "-" would be read as an option (1 start in 64 failed so), so draw again.
+	id=-
+	while [[ "$id" == -* ]]; do
+		id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+	done
 	java_cmd
 	"${jvm[@]}" kafka.tools.StorageTool format -t "$id" -c "$state/server.properties" \
 		--add-scram "SCRAM-SHA-256=[name=$sasl_user,password=$sasl_password]" \

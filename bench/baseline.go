@@ -11,8 +11,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/atkafka/atkafka/sink/kafka"
 )
 
 // BaselineResult is the broker's own latency at the paced rate, without atkafka.
@@ -24,17 +22,16 @@ type BaselineResult struct {
 // baselineValueSize is about the mean size of a standard-format record of the corpus.
 const baselineValueSize = 1400
 
-// Baseline produces with a bare franz-go client (idempotent, acks=all, zstd, cfg's linger, a new topic with cfg's
-// partitions), keyed by the corpus's DIDs, at rate records/s for the given time, and measures each record from
-// Produce to its acknowledgement. atkafka's p99 reads against it: a slow broker's or disk's stalls show here too,
-// and then they are not atkafka's.
+// Baseline produces with a bare franz-go client with the pipeline producer's options (idempotent, acks=all, the
+// same compression, linger and batch size; a new topic with cfg's partitions), keyed by the corpus's DIDs, at rate
+// records/s for the given time, and measures each record from Produce to its acknowledgement. atkafka's p99 reads
+// against it: a slow broker's or disk's stalls show here too, and then they are not atkafka's.
 func Baseline(ctx context.Context, cfg Config, brokers []string, dids []string, rate float64, d time.Duration) (BaselineResult, error) {
-	opts, err := kafka.Config{Brokers: brokers, Logger: cfg.Log}.ConnectOpts()
+	opts, err := cfg.sinkConfig(brokers).ProducerOpts()
 	if err != nil {
 		return BaselineResult{}, err
 	}
-	cl, err := kgo.NewClient(append(opts, kgo.ProducerBatchCompression(kgo.ZstdCompression()),
-		kgo.ProducerLinger(cfg.Linger), kgo.RequiredAcks(kgo.AllISRAcks()))...)
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return BaselineResult{}, err
 	}

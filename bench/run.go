@@ -246,6 +246,13 @@ func (cfg Config) withDefaults() Config {
 	return cfg
 }
 
+// sinkConfig is the producer's configuration, bar its topics: the pipeline's and the broker baseline's.
+func (cfg Config) sinkConfig(brokers []string) kafka.Config {
+	return kafka.Config{Brokers: brokers, Compression: cfg.Compression, Linger: cfg.Linger, MaxBatchBytes: 1 << 20,
+		Acks: "all", Partitions: cfg.Partitions, MaxInFlightRecords: cfg.MaxInFlightRecords,
+		MaxInFlightBytes: cfg.MaxInFlightBytes, Logger: cfg.Log}
+}
+
 // The defaults of atkafka's CLI (cmd/atkafka/flags.go), which the benchmark measures unless told otherwise.
 const (
 	DefaultMaxInFlightFrames  = 1024
@@ -308,10 +315,9 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 
 	topic := "atkafka-bench-" + mode + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	dlTopic := topic + ".deadletter"
-	prod, err := kafka.New(ctx, kafka.Config{Brokers: brokers, Topic: topic, ExtraTopics: []string{dlTopic},
-		Compression: cfg.Compression, Linger: cfg.Linger, MaxBatchBytes: 1 << 20, Acks: "all", CreateTopic: true,
-		Partitions: cfg.Partitions, MaxInFlightRecords: cfg.MaxInFlightRecords, MaxInFlightBytes: cfg.MaxInFlightBytes,
-		Logger: log})
+	kc := cfg.sinkConfig(brokers)
+	kc.Topic, kc.ExtraTopics, kc.CreateTopic = topic, []string{dlTopic}, true
+	prod, err := kafka.New(ctx, kc)
 	if err != nil {
 		return nil, err
 	}

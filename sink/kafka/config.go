@@ -187,8 +187,10 @@ func (cfg Config) ConnectOpts() ([]kgo.Opt, error) {
 	return opts, nil
 }
 
-// kgoOpts translates a validated Config into producer client options.
-func (cfg Config) kgoOpts() ([]kgo.Opt, error) {
+// ProducerOpts returns the Producer's client options: ConnectOpts, plus compression, linger, batch size and acks,
+// for a client that must produce exactly as atkafka does (the benchmark's bare-producer baseline).
+func (cfg Config) ProducerOpts() ([]kgo.Opt, error) {
+	cfg = cfg.withDefaults()
 	opts, err := cfg.ConnectOpts()
 	if err != nil {
 		return nil, err

@@ -56,7 +56,7 @@ func New(ctx context.Context, cfg Config) (*Producer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	opts, err := cfg.kgoOpts()
+	opts, err := cfg.ProducerOpts()
 	if err != nil {
 		return nil, err
 	}

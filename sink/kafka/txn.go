@@ -107,7 +107,7 @@ func NewTxn(ctx context.Context, cfg Config, tc TxnConfig) (*TxnProducer, error)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	opts, err := cfg.kgoOpts()
+	opts, err := cfg.ProducerOpts()
 	if err != nil {
 		return nil, err
 	}

@@ -323,12 +323,7 @@ func (e *Enricher) PDS(ctx context.Context, did string) filter.Resolution {
 	if did == "" {
 		return filter.Resolution{Outcome: filter.NoPDS}
 	}
-	doc, ok := e.docs.cached(did)
-	if !ok {
-		ctx, cancel := context.WithTimeout(ctx, e.timeout)
-		defer cancel()
-		doc = e.docs.await(ctx, e.docs.start(did))
-	}
+	doc, _ := e.docs.get(ctx, did, e.timeout)
 	switch {
 	case doc == nil || doc.res == resError || doc.res == resTimeout:
 		return filter.Resolution{Outcome: filter.Unknown}

@@ -16,10 +16,7 @@ import (
 // ctx bounds the wait for a fetch. An error wrapping identity.ErrDIDNotFound or identity.ErrKeyNotDeclared is
 // definitive (no such account, or no usable key in its document); any other is transient.
 func (e *Enricher) SigningKey(ctx context.Context, did string) (atcrypto.PublicKey, bool, error) {
-	doc, cached := e.docs.cached(did)
-	if !cached {
-		doc = e.docs.await(ctx, e.docs.start(did))
-	}
+	doc, cached := e.docs.get(ctx, did, 0)
 	switch {
 	case doc == nil:
 		return nil, false, fmt.Errorf("DID document of %s: lookup did not finish in time", did)

@@ -126,6 +126,21 @@ func (s *store[V]) cached(key string) (*entry[V], bool) {
 
 func (e *entry[V]) valid() bool { return e.res == resOK || time.Now().Before(e.expires) }
 
+// get returns key's answer, cached or else fetched, and whether it was cached. A fetch is awaited until ctx ends
+// or, when timeout is positive, for timeout at most (set up on a miss only: hits are the per-event path). A nil
+// answer means the wait ended first.
+func (s *store[V]) get(ctx context.Context, key string, timeout time.Duration) (*entry[V], bool) {
+	if e, ok := s.cached(key); ok {
+		return e, true
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	return s.await(ctx, s.start(key)), false
+}
+
 // closed is the done channel of flights that were over before they started.
 var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 

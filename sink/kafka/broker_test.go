@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/testenv"
 )
@@ -163,5 +166,39 @@ func TestUnreachable(t *testing.T) {
 	// A refused connection is retried until the timeout (a broker may still be starting), and not much longer.
 	if d := time.Since(start); d < 2*time.Second || d > 4*time.Second {
 		t.Errorf("took %s to fail, want about the 2s connect timeout", d)
+	}
+}
+
+// TestNewTopicsLed: when New returns after creating its topics, the broker already lists a leader for every
+// partition, so the first records do not wait for kgo's metadata retries.
+func TestNewTopicsLed(t *testing.T) {
+	k := testenv.Kafka(t)
+	topic := testenv.NewTopic(t)
+	p := newProducer(t, Config{Brokers: []string{k.Brokers}, Topic: topic, ExtraTopics: []string{topic + "-dead"}, Partitions: 16})
+	details, err := kadm.NewClient(p.cl).ListTopics(context.Background(), topic, topic+"-dead")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !allLed(details, []string{topic, topic + "-dead"}) {
+		t.Errorf("partitions without a leader after New: %+v", details)
+	}
+}
+
+func TestAllLed(t *testing.T) {
+	led := kadm.TopicDetail{Partitions: kadm.PartitionDetails{0: {Leader: 1}, 1: {Leader: 1}}}
+	leaderless := kadm.TopicDetail{Partitions: kadm.PartitionDetails{0: {Leader: 1}, 1: {Leader: -1}}}
+	for name, c := range map[string]struct {
+		details kadm.TopicDetails
+		want    bool
+	}{
+		"all led":           {kadm.TopicDetails{"a": led, "b": led}, true},
+		"one leaderless":    {kadm.TopicDetails{"a": led, "b": leaderless}, false},
+		"topic not listed":  {kadm.TopicDetails{"a": led}, false},
+		"no partitions yet": {kadm.TopicDetails{"a": led, "b": {}}, false},
+		"topic error":       {kadm.TopicDetails{"a": led, "b": {Err: kerr.UnknownTopicOrPartition}}, false},
+	} {
+		if got := allLed(c.details, []string{"a", "b"}); got != c.want {
+			t.Errorf("%s: allLed = %v, want %v", name, got, c.want)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,7 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -29,6 +30,21 @@ type ServeConfig struct {
 	Rate float64
 	// Embedded also starts an embedded broker (kfake) in this process.
 	Embedded bool
+	// DistinctDIDs gives every loop's frames account DIDs no other loop has (relaytest.DistinctDIDs).
+	DistinctDIDs bool
+	// PLCLatency and APILatency delay every answer of the fake PLC and the fake AppView.
+	PLCLatency, APILatency time.Duration
+}
+
+// ServeFlags defines on fs the flags of the load generator's serve subcommand, which StartHelper passes.
+func ServeFlags(fs *flag.FlagSet, cfg *ServeConfig) {
+	fs.StringVar(&cfg.CorpusDir, "corpus", "", "relay capture folder")
+	fs.IntVar(&cfg.Loops, "loops", 1, "times the capture is replayed")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "frames/s per connection (0: unpaced)")
+	fs.BoolVar(&cfg.Embedded, "embedded", false, "also run the embedded broker")
+	fs.BoolVar(&cfg.DistinctDIDs, "distinct-dids", false, "rewrite account DIDs per loop")
+	fs.DurationVar(&cfg.PLCLatency, "plc-latency", 0, "delay of every fake PLC answer")
+	fs.DurationVar(&cfg.APILatency, "api-latency", 0, "delay of every fake AppView answer")
 }
 
 // Endpoints is what the load-generator process serves, written as one JSON line on its stdout.
@@ -56,6 +72,9 @@ func Serve(ctx context.Context, cfg ServeConfig, stdin io.Reader, stdout io.Writ
 	if cfg.Rate > 0 {
 		opts = append(opts, relaytest.Pace(cfg.Rate))
 	}
+	if cfg.DistinctDIDs {
+		opts = append(opts, relaytest.DistinctDIDs())
+	}
 	srv := relaytest.NewServer(frames, opts...)
 	defer srv.Close()
 
@@ -63,7 +82,7 @@ func Serve(ctx context.Context, cfg ServeConfig, stdin io.Reader, stdout io.Writ
 	if err != nil {
 		return err
 	}
-	plc := &http.Server{Handler: FakePLC(docs)}
+	plc := &http.Server{Handler: FakePLC(docs, cfg.PLCLatency, cfg.APILatency)}
 	go plc.Serve(ln)
 	defer plc.Close()
 
@@ -104,26 +123,6 @@ func LoadDIDDocs(dir string) (map[string]json.RawMessage, error) {
 	return docs, nil
 }
 
-// FakePLC serves the given DID documents as plc.directory does (GET /<did>), and for each a one-entry audit log
-// (GET /<did>/log/audit) with a fixed creation time, since the corpus has no audit logs.
-func FakePLC(docs map[string]json.RawMessage) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		path := strings.TrimPrefix(r.URL.Path, "/")
-		did, audit := strings.CutSuffix(path, "/log/audit")
-		doc, ok := docs[did]
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		if audit {
-			fmt.Fprintf(w, `[{"did":%q,"operation":{"type":"plc_operation"},"cid":"bafyreib","nullified":false,"createdAt":"2023-04-01T12:00:00.000Z"}]`, did)
-			return
-		}
-		w.Write(doc)
-	})
-}
-
 // Helper is the load-generator process started by StartHelper.
 type Helper struct {
 	Endpoints
@@ -143,6 +142,10 @@ func StartHelper(cfg ServeConfig) (*Helper, error) {
 	if cfg.Embedded {
 		args = append(args, "--embedded")
 	}
+	if cfg.DistinctDIDs {
+		args = append(args, "--distinct-dids")
+	}
+	args = append(args, "--plc-latency", cfg.PLCLatency.String(), "--api-latency", cfg.APILatency.String())
 	cmd := exec.Command(exe, args...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()

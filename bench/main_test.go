@@ -20,10 +20,7 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "serve" {
 		fs := flag.NewFlagSet("serve", flag.ExitOnError)
 		var cfg ServeConfig
-		fs.StringVar(&cfg.CorpusDir, "corpus", "", "")
-		fs.IntVar(&cfg.Loops, "loops", 1, "")
-		fs.Float64Var(&cfg.Rate, "rate", 0, "")
-		fs.BoolVar(&cfg.Embedded, "embedded", false, "")
+		ServeFlags(fs, &cfg)
 		_ = fs.Parse(os.Args[2:])
 		if err := Serve(context.Background(), cfg, os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, err)

@@ -52,6 +52,12 @@ func Report(w io.Writer, cfg *Config, r *Result) {
 			us(m.HelperCPU/time.Duration(max(m.Records, 1))), m.GCs, m.OpsPerSec()/floor)
 	}
 	tw.Flush()
+	fmt.Fprintln(w)
+	for i := range r.Modes {
+		m := &r.Modes[i]
+		fmt.Fprintf(w, "%s: %.1f %% of records with eventMetadata.didDocument; %d lookups (p50 %.1f ms, p99 %.1f ms); %d accounts cached, %.0f B of heap each\n",
+			m.Mode, 100*float64(m.WithDoc)/float64(max(m.Records, 1)), m.Lookups, ms(m.LookupP50), ms(m.LookupP99), m.Accounts, m.HeapPerAccount)
+	}
 	fmt.Fprintf(w, "\nfloor (one goroutine: cbor-gen decode, go-car block map, atdata → JSON): %.0f ops/s before, %.0f after, mean %.0f; %.2f µs CPU/op\n",
 		r.FloorBefore.OpsPerSec(), r.FloorAfter.OpsPerSec(), floor, us(r.FloorCPUPerOp()))
 

@@ -8,6 +8,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -59,6 +60,12 @@ type Config struct {
 	// PLC mirror, which the local fake PLC stands for. (With the CLI's default of 100/s for plc.directory, the
 	// refetch after each #identity event caps this corpus at about 100 loops per second.)
 	PLCRate float64
+	// Serve shapes the load generator's replay: distinct DIDs per loop, PLC and AppView latency.
+	Serve ServeConfig
+	// Profiles enriches with profiles from the fake AppView; NoEnrich turns enrichment off (--enrich=false).
+	Profiles, NoEnrich bool
+	// EnrichTimeout is --enrich-timeout; zero: its default.
+	EnrichTimeout time.Duration
 	// NoKafka acknowledges every message at once instead of producing it (a diagnostic: the pipeline short of
 	// Kafka; the producer is still created, and warmed up, but idle).
 	NoKafka bool
@@ -85,6 +92,15 @@ type ModeResult struct {
 	P50, P99         time.Duration
 	P99Bucket        float64 // upper bound of the histogram bucket holding p99, seconds
 	GCs              uint32
+	// WithDoc counts the records whose eventMetadata carries a didDocument.
+	WithDoc int64
+	// Lookups counts the requests made to the PLC and the AppView; LookupP50 and LookupP99 their latency.
+	Lookups              int64
+	LookupP50, LookupP99 time.Duration
+	// Accounts is how many accounts the enricher caches at the end; HeapPerAccount the live heap's growth over
+	// the phase divided by it.
+	Accounts       int64
+	HeapPerAccount float64
 }
 
 // OpsPerSec is records produced per second.
@@ -126,7 +142,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := StartHelper(ServeConfig{CorpusDir: cfg.CorpusDir, Loops: cfg.Loops, Rate: cfg.Rate, Embedded: cfg.Embedded})
+	sc := cfg.Serve
+	sc.CorpusDir, sc.Loops, sc.Rate, sc.Embedded = cfg.CorpusDir, cfg.Loops, cfg.Rate, cfg.Embedded
+	h, err := StartHelper(sc)
 	if err != nil {
 		return nil, err
 	}
@@ -266,6 +284,8 @@ type countingSink struct {
 	records, bytes  atomic.Int64
 	dead            atomic.Int64
 	deadLetterTopic string
+	docs            []byte // how a record with a didDocument begins its eventMetadata
+	withDoc         atomic.Int64
 }
 
 func (c *countingSink) Send(ctx context.Context, msg *sink.Message) error {
@@ -278,6 +298,13 @@ func (c *countingSink) Send(ctx context.Context, msg *sink.Message) error {
 		}
 	}
 	c.records.Add(int64(len(msg.Records)))
+	var withDoc int64
+	for i := range msg.Records {
+		if bytes.Contains(msg.Records[i].Value, c.docs) {
+			withDoc++
+		}
+	}
+	c.withDoc.Add(withDoc)
 	c.bytes.Add(n)
 	return c.next.Send(ctx, msg)
 }
@@ -300,18 +327,23 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 	default:
 		return nil, fmt.Errorf("unknown mode %q (want standard or osprey)", mode)
 	}
-	// As cmd/atkafka wires it with --enrich (the default) and the CLI's cache settings.
-	e, err := enrich.New(enrich.Config{PLCHost: h.PLCURL, LookupTimeout: 2 * time.Second, DocCacheSize: 500000,
-		DocTTL: time.Hour, AuditCacheSize: 500000, AuditTTL: 24 * time.Hour, PLCRate: cfg.PLCRate, APIRate: 50, Logger: log})
-	if err != nil {
-		return nil, err
+	// As cmd/atkafka wires it with --enrich (the default) and the CLI's defaults.
+	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: format.NewFormatter(fopts...)}
+	var e *enrich.Enricher
+	if !cfg.NoEnrich {
+		ec := enrich.Config{PLCHost: h.PLCURL, LookupTimeout: cfg.EnrichTimeout, PLCRate: cfg.PLCRate, Logger: log}
+		if cfg.Profiles {
+			ec.APIHost = h.PLCURL
+		}
+		if e, err = enrich.New(ec); err != nil {
+			return nil, err
+		}
+		defer e.Close()
+		for did := range docs { // warm caches, as a long-running instance has them
+			e.Metadata(ctx, did)
+		}
+		p.Accounts, p.Enricher = transform.Accounts(f, log), e
 	}
-	defer e.Close()
-	for did := range docs { // warm caches, as a long-running instance has them
-		e.Metadata(ctx, did)
-	}
-	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: format.NewFormatter(fopts...),
-		Accounts: transform.Accounts(f, e, log), Enricher: transform.Enrichment(e)}
 
 	topic := "atkafka-bench-" + mode + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	dlTopic := topic + ".deadletter"
@@ -325,7 +357,7 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 		prod.Close(context.Background())
 		return nil, err
 	}
-	cs := &countingSink{next: prod, deadLetterTopic: dlTopic}
+	cs := &countingSink{next: prod, deadLetterTopic: dlTopic, docs: []byte(`"eventMetadata":{"didDocument":`)}
 	if cfg.NoKafka {
 		cs.next = sink.Func(func(_ context.Context, msg *sink.Message) error { go msg.Done(nil); return nil })
 	}
@@ -343,6 +375,8 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 	committed := metrics.CursorCommitted.WithLabelValues("relay")
 	committed.Set(0)
 	hist0 := histogram(metrics.ProduceLatency.WithLabelValues("relay"))
+	lookups0 := lookupHistograms()
+	accounts0 := gauge(metrics.CacheSize.WithLabelValues("doc"))
 	runtime.GC()
 	m := &ModeResult{Mode: mode, PeakRSSReset: ResetPeakRSS()}
 	var ms0 runtime.MemStats
@@ -370,6 +404,23 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 	var ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms1)
 	m.GCs = ms1.NumGC - ms0.NumGC
+	if e != nil {
+		// The enricher's caches are what stays live; the pipeline's buffers are the same before and after.
+		runtime.GC()
+		var ms2 runtime.MemStats
+		runtime.ReadMemStats(&ms2)
+		m.Accounts = int64(gauge(metrics.CacheSize.WithLabelValues("doc")) - accounts0)
+		if m.Accounts > 0 {
+			m.HeapPerAccount = float64(int64(ms2.HeapAlloc)-int64(ms0.HeapAlloc)) / float64(m.Accounts)
+		}
+	}
+	lookups1 := lookupHistograms()
+	if len(lookups0.counts) != len(lookups1.counts) { // no request was made before this phase
+		lookups0 = hist{bounds: lookups1.bounds, counts: make([]uint64, len(lookups1.counts))}
+	}
+	m.Lookups = int64(lookups1.counts[len(lookups1.counts)-1] - lookups0.counts[len(lookups0.counts)-1])
+	m.LookupP50, _ = quantile(lookups0, lookups1, 0.50)
+	m.LookupP99, _ = quantile(lookups0, lookups1, 0.99)
 	cancel()
 	runErr := <-done
 	closeErr := prod.Close(context.Background())
@@ -377,6 +428,7 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 		return nil, err
 	}
 	m.Frames, m.Records, m.OutByte, m.DeadLetters = int64(h.Frames), cs.records.Load(), cs.bytes.Load(), cs.dead.Load()
+	m.WithDoc = cs.withDoc.Load()
 	hist1 := histogram(metrics.ProduceLatency.WithLabelValues("relay"))
 	m.P50, _ = quantile(hist0, hist1, 0.50)
 	m.P99, m.P99Bucket = quantile(hist0, hist1, 0.99)
@@ -401,6 +453,33 @@ func warmUp(ctx context.Context, s sink.Sink, partitions int) error {
 	case <-time.After(time.Minute):
 		return errors.New("warm-up records not acknowledged within a minute")
 	}
+}
+
+// lookupHistograms sums the enrichment request latency histograms of every endpoint and status.
+func lookupHistograms() hist {
+	var sum hist
+	ch := make(chan prometheus.Metric, 64)
+	go func() { metrics.EnrichLookups.Collect(ch); close(ch) }()
+	for mt := range ch {
+		var d dto.Metric
+		_ = mt.Write(&d)
+		bs := d.GetHistogram().GetBucket()
+		if sum.bounds == nil {
+			for _, b := range bs {
+				sum.bounds = append(sum.bounds, b.GetUpperBound())
+			}
+			sum.bounds = append(sum.bounds, float64(1<<62))
+			sum.counts = make([]uint64, len(sum.bounds))
+		}
+		for i, b := range bs {
+			sum.counts[i] += b.GetCumulativeCount()
+		}
+		sum.counts[len(bs)] += d.GetHistogram().GetSampleCount()
+	}
+	if sum.bounds == nil {
+		sum = hist{bounds: []float64{float64(1 << 62)}, counts: []uint64{0}}
+	}
+	return sum
 }
 
 func gauge(g prometheus.Gauge) float64 {

@@ -64,7 +64,11 @@ var (
 	InFlightBytes   = gaugeVec("inflight_bytes", "Bytes of records handed to Kafka and not yet acknowledged.", "topic")
 	ProduceLatency  = histogramVec("produce_latency_seconds", "Time from receiving an input to Kafka acknowledging its last record.",
 		[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}, "source")
-	EnrichFailures   = counterVec("enrich_failures", "Events produced without some eventMetadata because a lookup failed or timed out, by kind.", "kind")
+	EnrichFailures = counterVec("enrich_failures", "Events produced without some eventMetadata because a lookup failed or timed out, by kind.", "kind")
+	EnrichMissing  = counterVec("enrich_missing_records", "Records produced without some eventMetadata, by kind (doc|audit|profile) and reason (deadline: the lookup did not answer within --enrich-timeout; budget: the rate limit or concurrency could not grant a request in time; error).", "kind", "reason")
+	EnrichLookups  = histogramVec("enrich_lookup_seconds", "Latency of enrichment requests to each endpoint (plc|api|did:web), by status.",
+		[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}, "endpoint", "status")
+	EnrichInFlight   = gaugeVec("enrich_lookups_in_flight", "Enrichment requests in flight to each endpoint.", "endpoint")
 	OzoneAuthRefresh = counterVec("ozone_auth_refreshes", "Ozone session refreshes and re-logins, by kind and status.", "kind", "status")
 	OzonePollLatency = histogramVec("ozone_poll_latency_seconds", "Latency of one queryEvents request.", prometheus.DefBuckets)
 	OzoneLastEvent   = gaugeVec("ozone_last_event", "Id (field=id) and creation time as Unix seconds (field=created_at) of the last Ozone event Kafka acknowledged.", "field")

@@ -1,19 +1,25 @@
-// Package transform turns source events into Kafka records: it applies the filters, adds eventMetadata and
-// renders the configured format. The relay and Tap sources share one Pipeline, so a rule written here holds for
-// both.
+// Package transform turns source events into Kafka records: it schedules the lookups each event needs, applies
+// the filters, adds eventMetadata and renders the configured format. The relay and Tap sources share one
+// Pipeline, so a rule written here holds for both.
+//
+// The steps run in one order for every source: Prepare as soon as an event is read (its invalidations, then its
+// lookups, in per-DID order), then, once it is ready, the filters (KeepAccount, KeepCollection) and rendering
+// (AppendMetadata, AppendValue) on the source's workers, which never wait on the network.
 package transform
 
 import (
-	"context"
+	"sync"
+	"time"
 
 	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/transform/enrich"
 	"github.com/atkafka/atkafka/transform/format"
 )
 
-// AccountFilter decides from an account's DID whether its events are kept (the service rules, which need the
-// account's PDS). It must not block for longer than its own lookup deadline.
+// AccountFilter decides from an account's DID and metadata whether its events are kept (the service rules,
+// which need the account's PDS).
 type AccountFilter interface {
-	KeepAccount(ctx context.Context, did string) bool
+	KeepAccount(did string, m *enrich.Metadata) bool
 }
 
 // CollectionFilter decides whether operations on a collection are kept. It needs no network.
@@ -21,28 +27,44 @@ type CollectionFilter interface {
 	KeepCollection(nsid string) bool
 }
 
-// Enricher supplies eventMetadata and learns from events that invalidate what it cached.
+// Enricher looks up what events need to know of their accounts (*enrich.Enricher).
 type Enricher interface {
-	// AppendMetadata appends the rendered eventMetadata object for did to dst. It never fails: what could not be
-	// looked up in time is left out. Appending lets the relay's workers reuse one buffer across events.
-	AppendMetadata(ctx context.Context, dst []byte, did string) []byte
-	// Observe sees every event before it is rendered, so that an #identity event or a profile record change can
-	// invalidate cached data.
-	Observe(ev *format.Event)
+	// Resolve fills m without waiting; when it returns false, done is called once m is as complete as it gets
+	// before deadline.
+	Resolve(did string, deadline time.Time, m *enrich.Metadata, done func()) bool
+	InvalidateIdentity(did string)
+	InvalidateProfile(did string)
+	// LookupTimeout is how long an event may wait for its metadata after it was read.
+	LookupTimeout() time.Duration
 }
 
 // Pipeline holds the configured filters, enricher and formatter. Nil filters keep everything; a nil Enricher
-// leaves eventMetadata out.
+// looks nothing up.
 type Pipeline struct {
 	Accounts    AccountFilter
 	Collections CollectionFilter
-	Enricher    Enricher
-	Formatter   *format.Formatter
+	// Enricher serves eventMetadata and the lookups of the service filter and the verifier.
+	Enricher Enricher
+	// OmitMetadata leaves eventMetadata out of the records while Enricher still serves the filter and the
+	// verifier (--enrich=false with service rules or --verify-commits).
+	OmitMetadata bool
+	Formatter    *format.Formatter
+
+	schedOnce sync.Once
+	sched     *scheduler
+}
+
+// Deadline is when an event read at received stops waiting for its metadata.
+func (p *Pipeline) Deadline(received time.Time) time.Time {
+	if p.Enricher == nil {
+		return received
+	}
+	return received.Add(p.Enricher.LookupTimeout())
 }
 
 // KeepAccount applies the account (service) rules and counts what it drops.
-func (p *Pipeline) KeepAccount(ctx context.Context, did string) bool {
-	if p.Accounts == nil || did == "" || p.Accounts.KeepAccount(ctx, did) {
+func (p *Pipeline) KeepAccount(did string, m *enrich.Metadata) bool {
+	if p.Accounts == nil || did == "" || p.Accounts.KeepAccount(did, m) {
 		return true
 	}
 	metrics.FilteredEvents.WithLabelValues("service").Inc()
@@ -58,27 +80,20 @@ func (p *Pipeline) KeepCollection(nsid string) bool {
 	return false
 }
 
-// Metadata returns the rendered eventMetadata for did in a new slice, or nil when enrichment is off or there is
-// no DID.
-func (p *Pipeline) Metadata(ctx context.Context, did string) []byte {
-	return p.AppendMetadata(ctx, nil, did)
-}
+// Metadata reports whether records carry eventMetadata.
+func (p *Pipeline) Metadata() bool { return p.Enricher != nil && !p.OmitMetadata }
 
-// AppendMetadata appends the rendered eventMetadata for did to dst; dst unchanged (possibly nil) when enrichment
-// is off or there is no DID.
-func (p *Pipeline) AppendMetadata(ctx context.Context, dst []byte, did string) []byte {
-	if p.Enricher == nil || did == "" {
+// AppendMetadata appends the rendered eventMetadata of a prepared event to dst; dst unchanged (possibly nil)
+// when records carry none or there is no DID. records is how many records will carry it: those produced
+// without some piece of it are counted (metrics.EnrichMissing), by kind and reason.
+func (p *Pipeline) AppendMetadata(dst []byte, ev *Pending, records int) []byte {
+	if !p.Metadata() || ev.DID == "" {
 		return dst
 	}
-	return p.Enricher.AppendMetadata(ctx, dst, did)
-}
-
-// Observe passes ev to the enricher's invalidation logic. Call it for every event, kept or not, before looking up
-// metadata for later events of the same DID.
-func (p *Pipeline) Observe(ev *format.Event) {
-	if p.Enricher != nil {
-		p.Enricher.Observe(ev)
-	}
+	ev.Meta.Missing(func(kind, reason string) {
+		metrics.EnrichMissing.WithLabelValues(kind, reason).Add(float64(records))
+	})
+	return ev.Meta.AppendJSON(dst)
 }
 
 // AppendValue counts ev as handled and appends its record value to dst.

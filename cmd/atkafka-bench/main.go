@@ -56,6 +56,12 @@ func run(ctx context.Context, args []string) error {
 	fs.Int64Var(&cfg.MaxInFlightBytes, "max-inflight-bytes", bench.DefaultMaxInFlightBytes, "as atkafka's flag")
 	fs.StringVar(&cfg.Compression, "compression", "zstd", "as atkafka's flag")
 	fs.Float64Var(&cfg.PLCRate, "plc-rate-limit", -1, "as atkafka's flag; default unlimited, as for a local PLC mirror (atkafka's default, 100, suits plc.directory)")
+	fs.BoolVar(&cfg.Serve.DistinctDIDs, "distinct-dids", false, "each loop rewrites the account DID of every frame to one not seen before (the fake PLC answers for it): a cold start on the network")
+	fs.DurationVar(&cfg.Serve.PLCLatency, "plc-latency", 0, "delay every fake PLC answer by this much")
+	fs.DurationVar(&cfg.Serve.APILatency, "api-latency", 0, "delay every fake AppView answer by this much")
+	fs.BoolVar(&cfg.Profiles, "profiles", false, "enrich with profiles from the fake AppView (atkafka's --api-host)")
+	fs.BoolVar(&cfg.NoEnrich, "no-enrich", false, "as atkafka's --enrich=false")
+	fs.DurationVar(&cfg.EnrichTimeout, "enrich-timeout", 0, "as atkafka's flag (0: its default)")
 	fs.BoolVar(&cfg.NoKafka, "no-kafka", false, "diagnostic: acknowledge every message at once instead of producing it")
 	partitions := fs.Int("topic-partitions", 64, "as atkafka's flag: partitions of the topic the benchmark creates")
 	fs.DurationVar(&cfg.Linger, "linger", 0, "as atkafka's flag (0: atkafka's default, 5ms)")
@@ -79,10 +85,7 @@ func run(ctx context.Context, args []string) error {
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("atkafka-bench serve", flag.ExitOnError)
 	var cfg bench.ServeConfig
-	fs.StringVar(&cfg.CorpusDir, "corpus", defaultCorpus, "relay capture folder")
-	fs.IntVar(&cfg.Loops, "loops", 400, "times the capture is replayed")
-	fs.Float64Var(&cfg.Rate, "rate", 0, "frames/s per connection (0: unpaced)")
-	fs.BoolVar(&cfg.Embedded, "embedded", false, "also run the embedded broker")
+	bench.ServeFlags(fs, &cfg)
 	_ = fs.Parse(args)
 	return bench.Serve(ctx, cfg, os.Stdin, os.Stdout)
 }

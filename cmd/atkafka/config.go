@@ -15,6 +15,8 @@ import (
 
 // config is everything the flags say, checked, before any part is built.
 type config struct {
+	// Notices are warnings about the configuration (deprecated flags), logged at start-up.
+	Notices         []string
 	Brokers         []string
 	Topic           string
 	DeadLetterTopic string
@@ -71,18 +73,17 @@ type firehoseConfig struct {
 	WatchedServices    []string
 	IgnoredServices    []string
 
-	Enrich           bool
-	PLCHost          string
-	APIHost          string
-	EnrichTimeout    time.Duration
-	DIDCacheSize     int
-	DIDCacheTTL      time.Duration
-	AuditCacheSize   int
-	AuditCacheTTL    time.Duration
-	ProfileCacheSize int
-	ProfileCacheTTL  time.Duration
-	PLCRate          float64
-	APIRate          float64
+	Enrich            bool
+	PLCHost           string
+	APIHost           string
+	EnrichTimeout     time.Duration
+	DIDCacheSize      int
+	DIDCacheTTL       time.Duration
+	EnrichConcurrency int
+	ProfileCacheSize  int
+	ProfileCacheTTL   time.Duration
+	PLCRate           float64
+	APIRate           float64
 }
 
 type relayConfig struct {
@@ -97,6 +98,7 @@ type tapConfig struct {
 	Host          string
 	DisableAcks   bool
 	Workers       int
+	MaxInFlight   int
 	AdminPassword string
 }
 
@@ -204,8 +206,7 @@ func parseConfig(cmd *cli.Command) (*config, error) {
 			EnrichTimeout:      cmd.Duration("enrich-timeout"),
 			DIDCacheSize:       int(cmd.Int("did-cache-size")),
 			DIDCacheTTL:        cmd.Duration("did-cache-ttl"),
-			AuditCacheSize:     int(cmd.Int("audit-cache-size")),
-			AuditCacheTTL:      cmd.Duration("audit-cache-ttl"),
+			EnrichConcurrency:  int(cmd.Int("enrich-concurrency")),
 			ProfileCacheSize:   int(cmd.Int("profile-cache-size")),
 			ProfileCacheTTL:    cmd.Duration("profile-cache-ttl"),
 			PLCRate:            cmd.Float("plc-rate-limit"),
@@ -222,6 +223,7 @@ func parseConfig(cmd *cli.Command) (*config, error) {
 			Host:          cmd.String("tap-host"),
 			DisableAcks:   cmd.Bool("disable-acks"),
 			Workers:       int(cmd.Int("tap-workers")),
+			MaxInFlight:   int(cmd.Int("tap-max-inflight")),
 			AdminPassword: cmd.String("tap-admin-password"),
 		},
 		Ozone: ozoneConfig{
@@ -258,6 +260,10 @@ func parseConfig(cmd *cli.Command) (*config, error) {
 	}
 	if c.Ozone.CursorFile != "" && !filepath.IsAbs(c.Ozone.CursorFile) {
 		c.Ozone.CursorFile = filepath.Join(c.DataDir, c.Ozone.CursorFile)
+	}
+	if cmd.IsSet("audit-cache-size") || cmd.IsSet("audit-cache-ttl") {
+		c.Notices = append(c.Notices, "--audit-cache-size and --audit-cache-ttl are ignored: one PLC request per account "+
+			"fills the DID cache with the creation date too; size it with --did-cache-size")
 	}
 	// Any TLS file means the operator wants TLS; requiring --kafka-tls as well would only add a way to get it wrong.
 	k := &c.Kafka

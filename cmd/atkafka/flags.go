@@ -4,6 +4,9 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v3"
+
+	"github.com/atkafka/atkafka/source/tap"
+	"github.com/atkafka/atkafka/transform/enrich"
 )
 
 // env returns the ATKAFKA_ variable for a flag, plus any legacy names existing deployments set.
@@ -115,20 +118,27 @@ func firehoseFlags() []cli.Flag {
 
 		&cli.BoolFlag{Name: "enrich", Category: catEnrich, Sources: env("ENRICH"), Value: true,
 			Usage: "add eventMetadata (DID document, PDS host, handle, account age, profile) to every event with a DID (--enrich=false to turn off)"},
-		&cli.StringFlag{Name: "plc-host", Category: catEnrich, Sources: env("PLC_HOST"), Value: "https://plc.directory",
-			Usage: "PLC directory used for DID documents and audit logs"},
+		&cli.StringFlag{Name: "plc-host", Category: catEnrich, Sources: env("PLC_HOST"), Value: enrich.DefaultPLCHost,
+			Usage: "PLC directory serving /{did}/log/audit (one request per account); a full-network deployment should point this at a PLC mirror"},
 		&cli.StringFlag{Name: "api-host", Category: catEnrich, Sources: env("API_HOST"),
 			Usage: "AppView for eventMetadata.profile, e.g. https://public.api.bsky.app (empty: no profiles)"},
-		&cli.DurationFlag{Name: "enrich-timeout", Category: catEnrich, Sources: env("ENRICH_TIMEOUT"), Value: 2 * time.Second,
-			Usage: "longest an event waits for its metadata; what is not there by then is left out"},
-		&cli.IntFlag{Name: "did-cache-size", Category: catEnrich, Sources: env("DID_CACHE_SIZE"), Value: 500000, Usage: "DID documents kept in memory"},
-		&cli.DurationFlag{Name: "did-cache-ttl", Category: catEnrich, Sources: env("DID_CACHE_TTL"), Value: time.Hour, Usage: "how long a DID document is reused"},
-		&cli.IntFlag{Name: "audit-cache-size", Category: catEnrich, Sources: env("AUDIT_CACHE_SIZE"), Value: 500000, Usage: "PLC creation dates kept in memory"},
-		&cli.DurationFlag{Name: "audit-cache-ttl", Category: catEnrich, Sources: env("AUDIT_CACHE_TTL"), Value: 24 * time.Hour, Usage: "how long a PLC creation date is reused"},
-		&cli.IntFlag{Name: "profile-cache-size", Category: catEnrich, Sources: env("PROFILE_CACHE_SIZE"), Value: 200000, Usage: "profiles kept in memory"},
-		&cli.DurationFlag{Name: "profile-cache-ttl", Category: catEnrich, Sources: env("PROFILE_CACHE_TTL"), Value: 10 * time.Minute, Usage: "how long a profile is reused"},
-		&cli.FloatFlag{Name: "plc-rate-limit", Category: catEnrich, Sources: env("PLC_RATE_LIMIT"), Value: 100, Usage: "PLC requests per second at most"},
-		&cli.FloatFlag{Name: "api-rate-limit", Category: catEnrich, Sources: env("API_RATE_LIMIT"), Value: 50, Usage: "AppView requests per second at most"},
+		&cli.DurationFlag{Name: "enrich-timeout", Category: catEnrich, Sources: env("ENRICH_TIMEOUT"), Value: enrich.DefaultLookupTimeout,
+			Usage: "longest an event waits for its metadata after it was read; what is not there by then is left out (other accounts' events never wait for it)"},
+		&cli.IntFlag{Name: "enrich-concurrency", Category: catEnrich, Sources: env("ENRICH_CONCURRENCY"), Value: enrich.DefaultConcurrency,
+			Usage: "enrichment requests in flight at once to each of the PLC and the AppView (negative: unbounded)"},
+		&cli.IntFlag{Name: "did-cache-size", Category: catEnrich, Sources: env("DID_CACHE_SIZE"), Value: enrich.DefaultCacheSize,
+			Usage: "accounts (DID document and creation date) kept in memory, about 0.5 KB each"},
+		&cli.DurationFlag{Name: "did-cache-ttl", Category: catEnrich, Sources: env("DID_CACHE_TTL"), Value: enrich.DefaultDocTTL, Usage: "how long a DID document is reused"},
+		&cli.IntFlag{Name: "audit-cache-size", Category: catEnrich, Sources: env("AUDIT_CACHE_SIZE"), Hidden: true,
+			Usage: "deprecated and ignored: creation dates live in the DID cache (--did-cache-size)"},
+		&cli.DurationFlag{Name: "audit-cache-ttl", Category: catEnrich, Sources: env("AUDIT_CACHE_TTL"), Hidden: true,
+			Usage: "deprecated and ignored: creation dates live in the DID cache (--did-cache-ttl)"},
+		&cli.IntFlag{Name: "profile-cache-size", Category: catEnrich, Sources: env("PROFILE_CACHE_SIZE"), Value: enrich.DefaultProfileCacheSize, Usage: "profiles kept in memory"},
+		&cli.DurationFlag{Name: "profile-cache-ttl", Category: catEnrich, Sources: env("PROFILE_CACHE_TTL"), Value: enrich.DefaultProfileTTL, Usage: "how long a profile is reused"},
+		&cli.FloatFlag{Name: "plc-rate-limit", Category: catEnrich, Sources: env("PLC_RATE_LIMIT"), Value: enrich.DefaultPLCRate,
+			Usage: "PLC requests per second at most (negative: unlimited, for a private mirror); lookups that cannot be granted before an event's deadline are not made"},
+		&cli.FloatFlag{Name: "api-rate-limit", Category: catEnrich, Sources: env("API_RATE_LIMIT"), Value: enrich.DefaultAPIRate,
+			Usage: "AppView requests per second at most (each asks for up to 25 profiles)"},
 	}
 }
 
@@ -151,7 +161,9 @@ func tapFlags() []cli.Flag {
 		&cli.StringFlag{Name: "tap-host", Sources: env("TAP_HOST"), Value: "ws://localhost:2480", Usage: "Tap to consume; /channel is added"},
 		&cli.BoolFlag{Name: "disable-acks", Sources: env("DISABLE_ACKS"),
 			Usage: "do not acknowledge events to Tap (only when Tap runs with --disable-acks; events may be lost on a crash)"},
-		&cli.IntFlag{Name: "tap-workers", Sources: env("TAP_WORKERS"), Value: 10, Usage: "parallel workers turning Tap events into records"},
+		&cli.IntFlag{Name: "tap-workers", Sources: env("TAP_WORKERS"), Value: tap.DefaultWorkers, Usage: "parallel workers turning Tap events into records"},
+		&cli.IntFlag{Name: "tap-max-inflight", Sources: env("TAP_MAX_INFLIGHT"), Value: tap.DefaultMaxInFlight,
+			Usage: "Tap events read but not yet handed to Kafka (most waiting for their account's metadata) before reading pauses"},
 		&cli.StringFlag{Name: "tap-admin-password", Sources: env("TAP_ADMIN_PASSWORD"), HideDefault: true,
 			Usage: "Tap's --admin-password, sent as HTTP Basic auth (user admin)"},
 	}

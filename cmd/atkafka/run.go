@@ -64,6 +64,7 @@ func (wiring) tap(ctx context.Context, c *config) error {
 	return runSource(ctx, c, "tap", func(rt *runtime, st *stage) (source, error) {
 		return tap.New(tap.Config{
 			Host: c.Tap.Host, AdminPassword: c.Tap.AdminPassword, DisableAcks: c.Tap.DisableAcks, Workers: c.Tap.Workers,
+			MaxInFlight:  c.Tap.MaxInFlight,
 			DrainTimeout: c.ShutdownTimeout, Sink: rt.producer, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log,
 		})
 	})
@@ -108,6 +109,9 @@ func runSource(ctx context.Context, c *config, name string, build func(*runtime,
 	}
 	log := newLogger(c)
 	slog.SetDefault(log)
+	for _, n := range c.Notices {
+		log.Warn(n)
+	}
 	var st *stage
 	if name != "ozone" {
 		var err error
@@ -168,7 +172,8 @@ type stage struct {
 // newStage builds the filters, the enricher (needed for eventMetadata and for service rules), the formatter and
 // the relay's verifier.
 func newStage(c *config, log *slog.Logger, command string) (*stage, error) {
-	p, e, err := newPipeline(c, log)
+	verifying := command == "relay" && c.Relay.VerifyCommits != "" && c.Relay.VerifyCommits != "off"
+	p, e, err := newPipeline(c, log, verifying)
 	if err != nil {
 		return nil, err
 	}
@@ -185,8 +190,9 @@ func newStage(c *config, log *slog.Logger, command string) (*stage, error) {
 	return st, nil
 }
 
-// newPipeline builds the filters, the formatter and, when eventMetadata or service rules need it, the enricher.
-func newPipeline(c *config, log *slog.Logger) (*transform.Pipeline, *enrich.Enricher, error) {
+// newPipeline builds the filters, the formatter and, when eventMetadata, service rules or the verifier need
+// it, the enricher: its scheduling keeps a slow account's lookups from holding up other accounts' events.
+func newPipeline(c *config, log *slog.Logger, verifying bool) (*transform.Pipeline, *enrich.Enricher, error) {
 	fc := c.Firehose
 	f, err := filter.New(filter.Config{WatchedCollections: fc.WatchedCollections, IgnoredCollections: fc.IgnoredCollections,
 		WatchedServices: fc.WatchedServices, IgnoredServices: fc.IgnoredServices})
@@ -205,22 +211,24 @@ func newPipeline(c *config, log *slog.Logger) (*transform.Pipeline, *enrich.Enri
 		formatOpts = append(formatOpts, format.Osprey(ids))
 	}
 	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: format.NewFormatter(formatOpts...)}
-	if !fc.Enrich && !f.HasServiceRules() {
+	if !fc.Enrich && !f.HasServiceRules() && !verifying {
 		return p, nil, nil
 	}
+	apiHost := fc.APIHost
+	if !fc.Enrich {
+		apiHost = "" // the filter and the verifier need documents only
+	}
 	e, err := enrich.New(enrich.Config{
-		PLCHost: fc.PLCHost, APIHost: fc.APIHost, LookupTimeout: fc.EnrichTimeout,
-		DocCacheSize: fc.DIDCacheSize, DocTTL: fc.DIDCacheTTL, AuditCacheSize: fc.AuditCacheSize, AuditTTL: fc.AuditCacheTTL,
-		ProfileCacheSize: fc.ProfileCacheSize, ProfileTTL: fc.ProfileCacheTTL, PLCRate: fc.PLCRate, APIRate: fc.APIRate,
-		Logger: log,
+		PLCHost: fc.PLCHost, APIHost: apiHost, LookupTimeout: fc.EnrichTimeout, Concurrency: fc.EnrichConcurrency,
+		DocCacheSize: fc.DIDCacheSize, DocTTL: fc.DIDCacheTTL, ProfileCacheSize: fc.ProfileCacheSize,
+		ProfileTTL: fc.ProfileCacheTTL, PLCRate: fc.PLCRate, APIRate: fc.APIRate, Logger: log,
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	p.Accounts = transform.Accounts(f, e, log)
-	if fc.Enrich {
-		p.Enricher = transform.Enrichment(e)
-	}
+	p.Accounts = transform.Accounts(f, log)
+	p.Enricher = e
+	p.OmitMetadata = !fc.Enrich
 	return p, e, nil
 }
 

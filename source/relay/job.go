@@ -5,6 +5,7 @@ import (
 
 	"github.com/atkafka/atkafka/ack"
 	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/frame"
 )
 
@@ -30,6 +31,8 @@ type job struct {
 	bad *problem
 	// truncated is how many bytes the reader had to drop from raw (frames over the size limit).
 	truncated int
+	// pend carries the frame through the pipeline's lookups; its Meta is the frame's metadata once ready.
+	pend transform.Pending
 
 	msg     sink.Message
 	records []sink.Record
@@ -72,6 +75,7 @@ func newPool(src *Source, n int) *pool {
 	for range n {
 		j := &job{src: src}
 		j.done = j.finish
+		j.pend.Ready = j.ready
 		j.reset()
 		p.free <- j
 	}

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/atkafka/atkafka/backoff"
 	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/dagcbor"
 	"github.com/atkafka/atkafka/transform/frame"
 )
@@ -334,8 +336,10 @@ func (s *Source) logSeqAnomaly(msg string, last, seq int64) {
 	}
 }
 
-// dispatch records j's position and queues it on the worker owning its DID. Queues hold every job, so this
-// never blocks.
+// dispatch records j's position, starts the lookups its frame needs and, once they are done (or its deadline
+// passed), queues it on the worker owning its DID (j.ready). Frames of one DID stay in read order; a frame
+// waiting for its account's metadata holds back no other DID's frames. Queues hold every job, so this never
+// blocks.
 func (s *Source) dispatch(j *job, pos int64) {
 	j.ticket = s.wm.Add(pos)
 	// For a transactional sink: the ticket orders the messages, and pos is the cursor once this frame and every
@@ -344,7 +348,32 @@ func (s *Source) dispatch(j *job, pos int64) {
 	if pos > 0 {
 		j.msg.Cursor = strconv.FormatInt(pos, 10)
 	}
-	s.queues[shard(j.did, len(s.queues))] <- j
+	pe := &j.pend
+	pe.DID, pe.Invalidate = "", 0
+	if j.bad == nil && j.did != nil {
+		pe.DID = string(j.did)
+		pe.Deadline = s.cfg.Pipeline.Deadline(j.received)
+		pe.Invalidate = invalidation(&j.frame)
+	}
+	s.cfg.Pipeline.Prepare(pe)
+}
+
+// ready queues a prepared job on its worker.
+func (j *job) ready() { j.src.queues[shard(j.did, len(j.src.queues))] <- j }
+
+// invalidation says what a frame changes of its account's cached metadata.
+func invalidation(f *frame.Frame) transform.Invalidation {
+	switch f.Kind {
+	case frame.KindIdentity:
+		return transform.IdentityChanged
+	case frame.KindCommit:
+		for i := range f.Commit.Ops {
+			if coll, _, _ := bytes.Cut(f.Commit.Ops[i].Path, []byte{'/'}); string(coll) == transform.ProfileCollection {
+				return transform.ProfileChanged
+			}
+		}
+	}
+	return 0
 }
 
 // shard maps a DID to a worker (FNV-1a): the same DID always lands on the same worker, which keeps its order.

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
 	"github.com/atkafka/atkafka/transform"
+	"github.com/atkafka/atkafka/transform/enrich"
 	"github.com/atkafka/atkafka/transform/format"
 )
 
@@ -145,7 +145,7 @@ func TestRefusedDeadLetterStops(t *testing.T) {
 }
 
 // TestFilters: filtered accounts and collections produce no records, but their frames still move the cursor,
-// and the enricher observes filtered ops.
+// and the enricher hears of the #identity frame.
 func TestFilters(t *testing.T) {
 	frames := relaytest.CorpusFrames(t)
 	srv := relaytest.NewServer(frames)
@@ -168,15 +168,15 @@ func TestFilters(t *testing.T) {
 		if e.Operation != nil && e.Operation.Collection == "app.bsky.feed.like" {
 			likes++
 		}
-		if !strings.Contains(string(rec.Value), `"eventMetadata":{"m":1}`) {
+		if !strings.Contains(string(rec.Value), `"eventMetadata":{"accountAge":-1}`) {
 			t.Errorf("no eventMetadata in %s", rec.Value)
 		}
 	}
 	if likes != 0 {
 		t.Errorf("%d likes produced", likes)
 	}
-	if enricher.likes.Load() == 0 {
-		t.Error("filtered likes were not observed")
+	if enricher.identities.Load() != 1 {
+		t.Errorf("%d #identity invalidations, want 1", enricher.identities.Load())
 	}
 	if mem.msgs != len(frames) {
 		t.Errorf("%d messages for %d frames: filtered frames must still be sent", mem.msgs, len(frames))
@@ -185,23 +185,20 @@ func TestFilters(t *testing.T) {
 
 type accountFunc func(string) bool
 
-func (f accountFunc) KeepAccount(_ context.Context, did string) bool { return f(did) }
+func (f accountFunc) KeepAccount(did string, _ *enrich.Metadata) bool { return f(did) }
 
 type collectionFunc func(string) bool
 
 func (f collectionFunc) KeepCollection(nsid string) bool { return f(nsid) }
 
-type observer struct{ likes atomic.Int64 }
+// observer is an enricher that knows nothing (every event is ready at once, without metadata) and counts the
+// identity changes it is told of.
+type observer struct{ identities atomic.Int64 }
 
-func (o *observer) AppendMetadata(_ context.Context, dst []byte, _ string) []byte {
-	return append(dst, `{"m":1}`...)
-}
-
-func (o *observer) Observe(ev *format.Event) {
-	if ev.Collection() == "app.bsky.feed.like" {
-		o.likes.Add(1)
-	}
-}
+func (o *observer) Resolve(string, time.Time, *enrich.Metadata, func()) bool { return true }
+func (o *observer) InvalidateIdentity(string)                                { o.identities.Add(1) }
+func (o *observer) InvalidateProfile(string)                                 {}
+func (o *observer) LookupTimeout() time.Duration                             { return time.Second }
 
 func headerValue(hs []sink.Header, key string) string {
 	for _, h := range hs {

@@ -109,12 +109,11 @@ func (w *worker) build(ctx context.Context, j *job) {
 		w.s.deadLetter(j, bad, j.raw)
 		return
 	}
-	w.p.Observe(&ev)
-	if !w.p.KeepAccount(ctx, ev.DID) {
+	if !w.p.KeepAccount(ev.DID, &j.pend.Meta) {
 		return
 	}
 	w.observeLag(ev.Timestamp)
-	ev.Metadata = w.metadata(ctx, ev.DID)
+	ev.Metadata = w.metadata(j, 1)
 	seq := j.appendSeq()
 	w.emit(j, &ev, seq, rev, nil)
 }
@@ -134,12 +133,11 @@ func (w *worker) sync(sy *frame.Sync) (format.Event, *problem) {
 // good records plus one dead letter with the raw frame.
 func (w *worker) commit(ctx context.Context, j *job) {
 	c := &j.frame.Commit
-	// One allocation for both strings every event of the commit shares.
-	didTime := string(c.Repo) + string(c.Time)
-	did, ts := didTime[:len(c.Repo)], didTime[len(c.Repo):]
-	if !w.p.KeepAccount(ctx, did) {
+	did := j.pend.DID // made when the frame was read
+	if !w.p.KeepAccount(did, &j.pend.Meta) {
 		return // before touching the CAR: filtered accounts cost no decoding
 	}
+	ts := string(c.Time)
 	if !w.verified(ctx, j) {
 		return
 	}
@@ -165,20 +163,22 @@ func (w *worker) commit(ctx context.Context, j *job) {
 	}
 	w.keptOps = w.kept.Ops
 	bad := w.render(c)
+	kept := 0
 	for i := range w.ops {
 		w.events = append(w.events, format.Event{DID: did, Timestamp: ts, Operation: &w.ops[i]})
-		w.p.Observe(&w.events[i])
+		if w.keep[i] {
+			kept++
+		}
 	}
 	var meta []byte
-	haveMeta := false
+	if kept > 0 {
+		meta = w.metadata(j, kept) // once per commit
+		w.observeLag(ts)
+	}
 	seq := j.appendSeq()
 	for i := range w.events {
 		if !w.keep[i] {
 			continue
-		}
-		if !haveMeta {
-			meta, haveMeta = w.metadata(ctx, did), true // once per commit, after Observe saw every op
-			w.observeLag(ts)
 		}
 		w.events[i].Metadata = meta
 		w.emit(j, &w.events[i], seq, c.Rev, &w.opHeaders[i])
@@ -262,10 +262,10 @@ func (w *worker) addOp(o format.Operation, keep bool, collection []byte, action 
 	w.opHeaders = append(w.opHeaders, [2][]byte{collection, actionValues[action]})
 }
 
-// metadata renders did's eventMetadata into the worker's buffer, nil when there is none (enrichment off, no
-// DID). It is valid until the next call: emit copies it into each record's value.
-func (w *worker) metadata(ctx context.Context, did string) []byte {
-	w.meta = w.p.AppendMetadata(ctx, w.meta[:0], did)
+// metadata renders the frame's eventMetadata, for its records, into the worker's buffer, nil when there is
+// none (enrichment off, no DID). It is valid until the next call: emit copies it into each record's value.
+func (w *worker) metadata(j *job, records int) []byte {
+	w.meta = w.p.AppendMetadata(w.meta[:0], &j.pend, records)
 	if len(w.meta) == 0 {
 		return nil
 	}

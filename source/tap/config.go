@@ -18,6 +18,9 @@ const (
 	DefaultHost         = "ws://localhost:2480"
 	DefaultWorkers      = 10
 	DefaultDrainTimeout = 10 * time.Second
+	// DefaultMaxInFlight bounds the events read and not yet handed to the sink, most of them waiting for their
+	// account's metadata: enough for a cold backfill's lookups to overlap against a PLC 50 ms away.
+	DefaultMaxInFlight = 1024
 )
 
 // adminUser is the HTTP Basic user Tap's --admin-password protects every route with.
@@ -36,6 +39,9 @@ type Config struct {
 	// Workers is the number of goroutines filtering, enriching and rendering events; default 10. A DID's events
 	// always go to the same worker.
 	Workers int
+	// MaxInFlight bounds the events read from Tap and not yet handed to the sink (waiting for their metadata or a
+	// worker); reading stops while it is reached. Default DefaultMaxInFlight.
+	MaxInFlight int
 	// DrainTimeout bounds how long Run, once its context ends, waits for Kafka to acknowledge the events already
 	// handed to the sink so that their acks can still be sent; default 10s. Events not acked by then are sent
 	// again by Tap.
@@ -54,6 +60,7 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	c.Host = cmp.Or(c.Host, DefaultHost)
 	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
+	c.MaxInFlight = cmp.Or(c.MaxInFlight, DefaultMaxInFlight)
 	c.DrainTimeout = cmp.Or(c.DrainTimeout, DefaultDrainTimeout)
 	c.Logger = cmp.Or(c.Logger, slog.Default())
 	return c
@@ -69,6 +76,9 @@ func (c Config) validate() error {
 	}
 	if c.DeadLetterTopic == "" {
 		errs = append(errs, errors.New("tap: Config.DeadLetterTopic is required: undecodable events are written there before they are acked"))
+	}
+	if c.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("tap: Config.MaxInFlight must be positive, got %d", c.MaxInFlight))
 	}
 	if c.Workers < 0 {
 		errs = append(errs, fmt.Errorf("tap: Config.Workers must be positive, got %d", c.Workers))

@@ -11,6 +11,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/format"
 )
 
@@ -57,6 +58,19 @@ type job struct {
 	reason string
 	err    error
 	raw    []byte
+	// pend carries the event through the pipeline's lookups; ss.queue(j) runs once it is ready.
+	pend transform.Pending
+}
+
+// invalidation says what the event changes of its account's cached metadata.
+func (ev *wireEvent) invalidation() transform.Invalidation {
+	switch {
+	case ev.Identity != nil:
+		return transform.IdentityChanged
+	case ev.Record != nil && ev.Record.Collection == transform.ProfileCollection:
+		return transform.ProfileChanged
+	}
+	return 0
 }
 
 // decode turns one Tap message into a job. It never fails: what cannot be decoded becomes a dead-letter job.

@@ -13,10 +13,6 @@ import (
 	"github.com/atkafka/atkafka/metrics"
 )
 
-// workerQueue is how many events wait for each worker. It only smooths bursts: once the queues are full the
-// reader stops reading and Tap's writes wait, which is the backpressure we want. Acks do not go through it.
-const workerQueue = 256
-
 var (
 	cursorCurrent   = metrics.CursorCurrent.WithLabelValues("tap")
 	cursorCommitted = metrics.CursorCommitted.WithLabelValues("tap")
@@ -30,6 +26,9 @@ type session struct {
 	acks   *ackQueue
 	seed   maphash.Seed
 	queues []chan *job
+	// slots bounds the events read and not yet handled by a worker (Config.MaxInFlight): once all are taken the
+	// reader stops reading and Tap's writes wait, which is the backpressure we want. Acks do not take one.
+	slots chan struct{}
 	// stopping is closed when the reader must stop handing events to workers.
 	stopping chan struct{}
 	// inflight counts the messages handed to the sink whose Done has not run yet.
@@ -45,10 +44,12 @@ func newSession(src *Source, conn *websocket.Conn) *session {
 		acks:     newAckQueue(),
 		seed:     maphash.MakeSeed(),
 		queues:   make([]chan *job, src.cfg.Workers),
+		slots:    make(chan struct{}, src.cfg.MaxInFlight),
 		stopping: make(chan struct{}),
 	}
 	for i := range ss.queues {
-		ss.queues[i] = make(chan *job, workerQueue)
+		// A queue can hold every event in flight, so that a job made ready never waits for its worker.
+		ss.queues[i] = make(chan *job, src.cfg.MaxInFlight)
 	}
 	return ss
 }
@@ -166,18 +167,26 @@ func (ss *session) read(ctx context.Context) error {
 	}
 }
 
-// dispatch hands j to its DID's worker, waiting while that worker's queue is full, unless the session stops.
+// dispatch takes a slot for j, waiting while none is free, and starts the lookups it needs; once they are done
+// (or its deadline passed) j goes to its DID's worker. Events of one DID keep their order, and one waiting for
+// its account's metadata holds back no other DID's. Nothing is dispatched once the session stops.
 func (ss *session) dispatch(j *job) {
 	select {
 	case <-ss.stopping: // checked first: select picks at random among ready cases
 		return
 	default:
 	}
-	q := ss.queues[maphash.String(ss.seed, j.did)%uint64(len(ss.queues))]
 	select {
-	case q <- j:
+	case ss.slots <- struct{}{}:
 	case <-ss.stopping:
+		return
 	}
+	p := ss.src.cfg.Pipeline
+	j.pend.Ready = func() { ss.queues[maphash.String(ss.seed, j.did)%uint64(len(ss.queues))] <- j }
+	if j.ev != nil {
+		j.pend.DID, j.pend.Deadline, j.pend.Invalidate = j.did, p.Deadline(j.received), j.ev.invalidation()
+	}
+	p.Prepare(&j.pend)
 }
 
 // work handles one worker's jobs in order until ctx ends; what is still queued then is left for Tap to resend.
@@ -191,6 +200,7 @@ func (ss *session) work(ctx context.Context, q <-chan *job) {
 				return
 			}
 			ss.handle(ctx, j)
+			<-ss.slots
 		}
 	}
 }

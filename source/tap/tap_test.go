@@ -20,6 +20,7 @@ import (
 
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/transform/enrich"
 )
 
 const (
@@ -143,7 +144,7 @@ func (f collectionFunc) KeepCollection(nsid string) bool { return f(nsid) }
 
 type accountFunc func(string) bool
 
-func (f accountFunc) KeepAccount(_ context.Context, did string) bool { return f(did) }
+func (f accountFunc) KeepAccount(did string, _ *enrich.Metadata) bool { return f(did) }
 
 func TestFilteredEventsAckedAtOnce(t *testing.T) {
 	tap := newFakeTap(t, "")
@@ -307,7 +308,7 @@ func TestAcksNeverWaitBehindSlowWork(t *testing.T) {
 	startSource(t, Config{Host: tap.host(), Sink: snk, Workers: 1})
 	conn := tap.accept(t)
 
-	const total = 3 * workerQueue
+	const total = 3 * DefaultMaxInFlight
 	for i := 1; i <= total; i++ {
 		conn.send(t, recordJSON(uint64(i), false, fmt.Sprintf("did:plc:%024d", i), "app.bsky.feed.post", "3kabc", "create", `{}`))
 	}

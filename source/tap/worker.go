@@ -36,12 +36,11 @@ func (ss *session) handleRecord(ctx context.Context, j *job) {
 	}
 	ev := recordEvent(r, j.received)
 	p := ss.src.cfg.Pipeline
-	p.Observe(ev)
-	if !p.KeepCollection(r.Collection) || !p.KeepAccount(ctx, r.DID) {
+	if !p.KeepCollection(r.Collection) || !p.KeepAccount(r.DID, &j.pend.Meta) {
 		ss.filtered(ctx, j)
 		return
 	}
-	ev.Metadata = p.Metadata(ctx, r.DID)
+	ev.Metadata = p.AppendMetadata(nil, &j.pend, 1)
 	ss.send(ctx, j, []sink.Record{ss.record(ev, recordHeaders(r))}, nil)
 }
 
@@ -49,14 +48,11 @@ func (ss *session) handleIdentity(ctx context.Context, j *job) {
 	id := j.ev.Identity
 	evs := identityEvents(id, j.received)
 	p := ss.src.cfg.Pipeline
-	for _, ev := range evs {
-		p.Observe(ev)
-	}
-	if !p.KeepAccount(ctx, id.DID) {
+	if !p.KeepAccount(id.DID, &j.pend.Meta) {
 		ss.filtered(ctx, j)
 		return
 	}
-	meta := p.Metadata(ctx, id.DID)
+	meta := p.AppendMetadata(nil, &j.pend, len(evs))
 	headers := identityHeaders(id)
 	records := make([]sink.Record, len(evs))
 	for i, ev := range evs {

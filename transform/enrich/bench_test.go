@@ -10,7 +10,7 @@ func warmEnricher(b *testing.B) (*Enricher, string) {
 	plc := newFakePLC(b)
 	did := "did:plc:2a7ygipkrbh544aqhcav53oy"
 	plc.set(plc.docs, did, `{"@context":["https://www.w3.org/ns/did/v1","https://w3id.org/security/multikey/v1","https://w3id.org/security/suites/secp256k1-2019/v1"],"id":"did:plc:2a7ygipkrbh544aqhcav53oy","alsoKnownAs":["at://t045t.zmb.cm"],"verificationMethod":[{"id":"did:plc:2a7ygipkrbh544aqhcav53oy#atproto","type":"Multikey","controller":"did:plc:2a7ygipkrbh544aqhcav53oy","publicKeyMultibase":"zQ3shrc8v5X6ZiANcZxA6JerfT2T4SskeCGxpmtDfMuHF9KRj"}],"service":[{"id":"#atproto_pds","type":"AtprotoPersonalDataServer","serviceEndpoint":"https://elfcup.us-east.host.bsky.network"}]}`)
-	plc.set(plc.audits, did, auditJSON(did, "2023-04-12T04:53:57.057Z"))
+	plc.set(plc.created, did, "2023-04-12T04:53:57.057Z")
 	plc.set(plc.profiles, did, `{"did":"did:plc:2a7ygipkrbh544aqhcav53oy","handle":"t045t.zmb.cm","displayName":"T","followersCount":10,"followsCount":20,"postsCount":30,"createdAt":"2023-04-12T04:53:57.057Z"}`)
 	e := newEnricher(b, Config{PLCHost: plc.URL, APIHost: plc.URL})
 	if m := e.Metadata(context.Background(), did); m.Handle() == "" || m.AccountAge() < 0 {

@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/testenv"
 	"github.com/atkafka/atkafka/transform/filter"
 )
 
@@ -25,7 +27,7 @@ type fakePLC struct {
 	*httptest.Server
 	mu       sync.Mutex
 	docs     map[string]string // did → document JSON
-	audits   map[string]string // did → audit log JSON
+	created  map[string]string // did → creation time of its audit log (default defaultCreated)
 	profiles map[string]string // did → profile JSON
 	fail     map[string]int    // path → number of 500s to answer before succeeding
 	delay    map[string]time.Duration
@@ -34,7 +36,7 @@ type fakePLC struct {
 }
 
 func newFakePLC(t testing.TB) *fakePLC {
-	f := &fakePLC{docs: map[string]string{}, audits: map[string]string{}, profiles: map[string]string{},
+	f := &fakePLC{docs: map[string]string{}, created: map[string]string{}, profiles: map[string]string{},
 		fail: map[string]int{}, delay: map[string]time.Duration{}, hits: map[string]int{}}
 	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.Close)
@@ -58,14 +60,20 @@ func (f *fakePLC) serve(w http.ResponseWriter, r *http.Request) {
 	var ok bool
 	switch {
 	case strings.HasSuffix(path, "/log/audit"):
-		body, ok = f.audits[strings.TrimSuffix(strings.TrimPrefix(path, "/"), "/log/audit")]
-	case strings.HasPrefix(path, "/xrpc/app.bsky.actor.getProfile"):
-		body, ok = f.profiles[r.URL.Query().Get("actor")]
-		if !ok {
-			w.WriteHeader(http.StatusBadRequest) // what the AppView answers for an unknown actor
-			f.mu.Unlock()
-			return
+		did := strings.TrimSuffix(strings.TrimPrefix(path, "/"), "/log/audit")
+		var doc string
+		if doc, ok = f.docs[did]; ok {
+			body = string(testenv.PLCAuditLog(did, []byte(doc), cmp.Or(f.created[did], defaultCreated)))
 		}
+	case strings.HasPrefix(path, "/xrpc/app.bsky.actor.getProfiles"):
+		// Unknown actors are left out of the answer, as the AppView does.
+		var views []string
+		for _, actor := range r.URL.Query()["actors"] {
+			if v, found := f.profiles[actor]; found {
+				views = append(views, v)
+			}
+		}
+		body, ok = `{"profiles":[`+strings.Join(views, ",")+`]}`, true
 	case strings.HasPrefix(path, "/web/"):
 		body, ok = f.docs["did:web:"+strings.TrimPrefix(path, "/web/")]
 	default:
@@ -129,13 +137,21 @@ func docJSON(did, handle, pds string) string {
 		svc = `[{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": "` + pds + `"}]`
 	}
 	// Indented like plc.directory's output, to show that events carry it compacted.
-	return "{\n  \"@context\": [\"https://www.w3.org/ns/did/v1\"],\n  \"id\": \"" + did + "\",\n  \"alsoKnownAs\": " + aka +
-		",\n  \"verificationMethod\": [],\n  \"service\": " + svc + "\n}"
+	return "{\n  \"@context\": [\"https://www.w3.org/ns/did/v1\", \"https://w3id.org/security/multikey/v1\", " +
+		"\"https://w3id.org/security/suites/secp256k1-2019/v1\"],\n  \"id\": \"" + did + "\",\n  \"alsoKnownAs\": " + aka +
+		",\n  \"verificationMethod\": [{\"id\": \"" + did + "#atproto\", \"type\": \"Multikey\", \"controller\": \"" + did +
+		"\", \"publicKeyMultibase\": \"zQ3shrc8v5X6ZiANcZxA6JerfT2T4SskeCGxpmtDfMuHF9KRj\"}],\n  \"service\": " + svc + "\n}"
 }
 
-func auditJSON(did, createdAt string) string {
-	return `[{"did":"` + did + `","operation":{"type":"plc_operation"},"cid":"bafy","nullified":false,"createdAt":"` + createdAt + `"},` +
-		`{"did":"` + did + `","operation":{"type":"plc_operation"},"cid":"bafz","nullified":false,"createdAt":"2030-01-01T00:00:00.000Z"}]`
+// defaultCreated is the creation time of a fake account whose test does not set one.
+const defaultCreated = "2023-04-01T00:00:00.000Z"
+
+// auditPath is where the PLC serves did's audit log: the one request an account costs.
+func auditPath(did string) string { return "/" + did + "/log/audit" }
+
+// profilesPath is the getProfiles request of one account.
+func profilesPath(did string) string {
+	return "/xrpc/app.bsky.actor.getProfiles?actors=" + strings.ReplaceAll(did, ":", "%3A")
 }
 
 func newEnricher(t testing.TB, cfg Config) *Enricher {
@@ -169,7 +185,7 @@ func TestMetadataFields(t *testing.T) {
 	doc := docJSON(did, "Alice.Test", "https://pds.example:8443")
 	plc.set(plc.docs, did, doc)
 	created := time.Now().Add(-90 * time.Minute).UTC().Format("2006-01-02T15:04:05.000Z")
-	plc.set(plc.audits, did, auditJSON(did, created))
+	plc.set(plc.created, did, created)
 	plc.set(plc.profiles, did, "{\n \"did\": \""+did+"\", \"displayName\": \"Alice <3\"\n}")
 
 	e := newEnricher(t, Config{PLCHost: plc.URL + "/", APIHost: plc.URL})
@@ -181,7 +197,7 @@ func TestMetadataFields(t *testing.T) {
 	if gotDoc, _ := json.Marshal(got["didDocument"]); string(gotDoc) != mustMarshal(wantDoc) {
 		t.Errorf("didDocument = %s", gotDoc)
 	}
-	if !strings.Contains(string(m.AppendJSON(nil)), `"didDocument":{"@context":["https://www.w3.org/ns/did/v1"],"id":`) {
+	if !strings.Contains(string(m.AppendJSON(nil)), `"didDocument":{"@context":["https://www.w3.org/ns/did/v1",`) {
 		t.Errorf("didDocument not compacted: %s", m.AppendJSON(nil))
 	}
 	if got["pdsHost"] != "https://pds.example:8443" || m.PDSHost() != "https://pds.example:8443" {
@@ -209,11 +225,11 @@ func TestMetadataFields(t *testing.T) {
 	if want := []string{"accountAge", "didCreatedAt", "didDocument", "handle", "pdsHost", "profile"}; !slices.Equal(keys, want) {
 		t.Errorf("keys = %v, want %v", keys, want)
 	}
-	if r := e.PDS(context.Background(), did); r != (filter.Resolution{Outcome: filter.Resolved, Host: "pds.example", Port: 8443}) {
+	if r := e.Metadata(context.Background(), did).PDS(); r != (filter.Resolution{Outcome: filter.Resolved, Host: "pds.example", Port: 8443}) {
 		t.Errorf("PDS = %+v", r)
 	}
 	// The trailing slash of PLCHost did not make "//did:plc:..." paths.
-	if plc.count("/"+did) != 1 || plc.count("/"+did+"/log/audit") != 1 {
+	if plc.count(auditPath(did)) != 1 || plc.count("/"+did+"/log/audit") != 1 {
 		t.Errorf("requests: %v", plc.hits)
 	}
 }
@@ -232,8 +248,7 @@ func TestMetadataWithoutProfileHost(t *testing.T) {
 	if _, ok := got["profile"]; ok {
 		t.Error("profile present without an API host")
 	}
-	// The audit log 404s here: createdAt is absent, accountAge is -1 and present.
-	if _, ok := got["didCreatedAt"]; ok || got["accountAge"] != float64(-1) {
+	if got["didCreatedAt"] != defaultCreated {
 		t.Errorf("got %v", got)
 	}
 }
@@ -252,11 +267,11 @@ func TestNotFound(t *testing.T) {
 		if b := string(m.AppendJSON(nil)); b != `{"accountAge":-1}` {
 			t.Errorf("unknown DID renders %s", b)
 		}
-		if r := e.PDS(context.Background(), did); r.Outcome != filter.NoPDS {
+		if r := e.Metadata(context.Background(), did).PDS(); r.Outcome != filter.NoPDS {
 			t.Errorf("PDS of an unknown DID = %+v, want NoPDS", r)
 		}
 	}
-	if n := plc.count("/" + did); n != 1 {
+	if n := plc.count(auditPath(did)); n != 1 {
 		t.Errorf("404 fetched %d times, want 1 (negative cache)", n)
 	}
 	if d := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc")) - failures; d != 0 {
@@ -270,13 +285,13 @@ func TestNotFound(t *testing.T) {
 	if m.Handle() != "nopds.test" || m.PDSHost() != "" {
 		t.Errorf("document without PDS: handle %q pds %q", m.Handle(), m.PDSHost())
 	}
-	if r := e.PDS(context.Background(), noPDS); r.Outcome != filter.NoPDS {
+	if r := e.Metadata(context.Background(), noPDS).PDS(); r.Outcome != filter.NoPDS {
 		t.Errorf("PDS of a document without #atproto_pds = %+v, want NoPDS", r)
 	}
 	// Invalid and non-atproto DIDs never reach the network.
 	before := plc.total()
 	for _, bad := range []string{"", "did:plc:", "did:key:z6Mk", "not a did", "did:web:10.0.0.1", "did:web:localhost"} {
-		if r := e.PDS(context.Background(), bad); r.Outcome != filter.NoPDS {
+		if r := e.Metadata(context.Background(), bad).PDS(); r.Outcome != filter.NoPDS {
 			t.Errorf("PDS(%q) = %+v", bad, r)
 		}
 		e.Metadata(context.Background(), bad)
@@ -291,7 +306,7 @@ func TestRetryThenOK(t *testing.T) {
 	did := testDID("flaky")
 	plc.set(plc.docs, did, docJSON(did, "flaky.test", "https://pds.example"))
 	plc.mu.Lock()
-	plc.fail["/"+did] = 2
+	plc.fail[auditPath(did)] = 2
 	plc.mu.Unlock()
 	errs := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "error", "false"))
 	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 3 * time.Second})
@@ -299,7 +314,7 @@ func TestRetryThenOK(t *testing.T) {
 	if m.Handle() != "flaky.test" {
 		t.Errorf("handle after two 500s = %q", m.Handle())
 	}
-	if n := plc.count("/" + did); n != 3 {
+	if n := plc.count(auditPath(did)); n != 3 {
 		t.Errorf("%d document requests, want 3", n)
 	}
 	if d := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "error", "false")) - errs; d != 2 {
@@ -312,11 +327,11 @@ func TestPersistentFailureIsRemembered(t *testing.T) {
 	did := testDID("broken")
 	plc.set(plc.docs, did, docJSON(did, "broken.test", "https://pds.example"))
 	plc.mu.Lock()
-	plc.fail["/"+did] = 1000
+	plc.fail[auditPath(did)] = 1000
 	plc.mu.Unlock()
 	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 3 * time.Second, FailureTTL: time.Hour})
 	failures := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc"))
-	if r := e.PDS(context.Background(), did); r.Outcome != filter.Unknown {
+	if r := e.Metadata(context.Background(), did).PDS(); r.Outcome != filter.Unknown {
 		t.Errorf("PDS after 5xx = %+v, want Unknown", r)
 	}
 	start := time.Now()
@@ -328,11 +343,11 @@ func TestPersistentFailureIsRemembered(t *testing.T) {
 	if time.Since(start) > 250*time.Millisecond { // retrying each would cost 10 × ~300ms
 		t.Errorf("remembered failures took %v", time.Since(start))
 	}
-	if n := plc.count("/" + did); n != maxAttempts {
+	if n := plc.count(auditPath(did)); n != maxAttempts {
 		t.Errorf("%d requests, want %d (one flight, then remembered)", n, maxAttempts)
 	}
-	if d := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc")) - failures; d != 10 {
-		t.Errorf("enrich_failures{doc} grew by %v, want 10 (one per event without a document)", d)
+	if d := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc")) - failures; d != 11 {
+		t.Errorf("enrich_failures{doc} grew by %v, want 11 (one per event without a document)", d)
 	}
 }
 
@@ -342,7 +357,7 @@ func TestSlowLookupHitsDeadlineAndBlocksNoOne(t *testing.T) {
 	plc.set(plc.docs, slow, docJSON(slow, "slow.test", "https://pds.example"))
 	plc.set(plc.docs, fast, docJSON(fast, "fast.test", "https://pds.example"))
 	plc.mu.Lock()
-	plc.delay["/"+slow] = 400 * time.Millisecond
+	plc.delay[auditPath(slow)] = 400 * time.Millisecond
 	plc.mu.Unlock()
 	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 100 * time.Millisecond})
 	failures := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc"))
@@ -369,20 +384,18 @@ func TestSlowLookupHitsDeadlineAndBlocksNoOne(t *testing.T) {
 	if d := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc")) - failures; d != 1 {
 		t.Errorf("enrich_failures{doc} grew by %v, want 1", d)
 	}
-	// The next event of the slow DID does not wait again on the same abandoned fetch…
-	start = time.Now()
-	if r := e.PDS(context.Background(), slow); r.Outcome != filter.Unknown {
+	// The next event of the slow DID waits out its own deadline on the same fetch, without a second request.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if r := e.Metadata(ctx, slow).PDS(); r.Outcome != filter.Unknown {
 		t.Errorf("PDS while the fetch is still running = %+v, want Unknown", r)
-	}
-	if d := time.Since(start); d > 50*time.Millisecond {
-		t.Errorf("second lookup waited %v on an abandoned fetch", d)
 	}
 	// …and once the fetch completes in the background, its answer is cached.
 	time.Sleep(450 * time.Millisecond)
 	if m := e.Metadata(context.Background(), slow); m.Handle() != "slow.test" {
 		t.Errorf("after the slow answer arrived: handle %q", m.Handle())
 	}
-	if n := plc.count("/" + slow); n != 1 {
+	if n := plc.count(auditPath(slow)); n != 1 {
 		t.Errorf("%d requests for the slow DID, want 1", n)
 	}
 }
@@ -391,10 +404,10 @@ func TestConcurrentMissesShareOneRequest(t *testing.T) {
 	plc := newFakePLC(t)
 	did := testDID("popular")
 	plc.set(plc.docs, did, docJSON(did, "popular.test", "https://pds.example"))
-	plc.set(plc.audits, did, auditJSON(did, "2023-04-01T00:00:00.000Z"))
+	plc.set(plc.created, did, "2023-04-01T00:00:00.000Z")
 	plc.set(plc.profiles, did, `{"did":"`+did+`"}`)
 	plc.mu.Lock()
-	plc.delay["/"+did] = 50 * time.Millisecond
+	plc.delay[auditPath(did)] = 50 * time.Millisecond
 	plc.mu.Unlock()
 	e := newEnricher(t, Config{PLCHost: plc.URL, APIHost: plc.URL, LookupTimeout: 2 * time.Second})
 	var wg sync.WaitGroup
@@ -402,7 +415,7 @@ func TestConcurrentMissesShareOneRequest(t *testing.T) {
 	for range 100 {
 		wg.Go(func() {
 			m := e.Metadata(context.Background(), did)
-			r := e.PDS(context.Background(), did)
+			r := e.Metadata(context.Background(), did).PDS()
 			if m.Handle() == "popular.test" && m.AccountAge() > 0 && r.Host == "pds.example" {
 				good.Add(1)
 			}
@@ -412,8 +425,8 @@ func TestConcurrentMissesShareOneRequest(t *testing.T) {
 	if good.Load() != 100 {
 		t.Errorf("%d of 100 callers got full metadata", good.Load())
 	}
-	if d, a, p := plc.count("/"+did), plc.count("/"+did+"/log/audit"), plc.count("/xrpc/app.bsky.actor.getProfile?actor="+strings.ReplaceAll(did, ":", "%3A")); d != 1 || a != 1 || p != 1 {
-		t.Errorf("requests: doc %d audit %d profile %d, want 1 each (%v)", d, a, p, plc.hits)
+	if a, p := plc.count(auditPath(did)), plc.count(profilesPath(did)); a != 1 || p != 1 {
+		t.Errorf("requests: audit log %d, profiles %d, want 1 each (%v)", a, p, plc.hits)
 	}
 }
 
@@ -421,21 +434,21 @@ func TestInvalidation(t *testing.T) {
 	plc := newFakePLC(t)
 	did := testDID("mover")
 	plc.set(plc.docs, did, docJSON(did, "old.test", "https://old.example"))
-	plc.set(plc.audits, did, auditJSON(did, "2023-04-01T00:00:00.000Z"))
-	plc.set(plc.profiles, did, `{"displayName":"Old"}`)
+	plc.set(plc.created, did, "2023-04-01T00:00:00.000Z")
+	plc.set(plc.profiles, did, `{"did":"`+did+`","displayName":"Old"}`)
 	e := newEnricher(t, Config{PLCHost: plc.URL, APIHost: plc.URL})
 	ctx := context.Background()
 	e.Metadata(ctx, did)
 
 	plc.set(plc.docs, did, docJSON(did, "new.test", "https://new.example"))
-	plc.set(plc.profiles, did, `{"displayName":"New"}`)
+	plc.set(plc.profiles, did, `{"did":"`+did+`","displayName":"New"}`)
 	if m := e.Metadata(ctx, did); m.Handle() != "old.test" {
 		t.Errorf("cached handle = %q", m.Handle())
 	}
 
 	e.InvalidateIdentity(did)
 	m := e.Metadata(ctx, did)
-	if m.Handle() != "new.test" || m.PDSHost() != "https://new.example" || e.PDS(ctx, did).Host != "new.example" {
+	if m.Handle() != "new.test" || m.PDSHost() != "https://new.example" || e.Metadata(ctx, did).PDS().Host != "new.example" {
 		t.Errorf("after InvalidateIdentity: handle %q pds %q", m.Handle(), m.PDSHost())
 	}
 	if p := render(m)["profile"].(map[string]any); p["displayName"] != "Old" {
@@ -445,8 +458,8 @@ func TestInvalidation(t *testing.T) {
 	if p := render(e.Metadata(ctx, did))["profile"].(map[string]any); p["displayName"] != "New" {
 		t.Errorf("after InvalidateProfile: %v", p)
 	}
-	if n := plc.count("/" + did + "/log/audit"); n != 1 {
-		t.Errorf("audit log fetched %d times; creation time never changes", n)
+	if n := plc.count(auditPath(did)); n != 2 {
+		t.Errorf("audit log fetched %d times, want 2: once, then once after the #identity", n)
 	}
 }
 
@@ -457,10 +470,10 @@ func TestProfileSettle(t *testing.T) {
 	plc := newFakePLC(t)
 	did := testDID("settler")
 	plc.set(plc.docs, did, docJSON(did, "settler.test", "https://pds.example"))
-	plc.set(plc.profiles, did, `{"displayName":"Old"}`)
+	plc.set(plc.profiles, did, `{"did":"`+did+`","displayName":"Old"}`)
 	e := newEnricher(t, Config{PLCHost: plc.URL, APIHost: plc.URL, ProfileSettle: 200 * time.Millisecond})
 	ctx := context.Background()
-	path := "/xrpc/app.bsky.actor.getProfile?actor=" + strings.ReplaceAll(did, ":", "%3A")
+	path := profilesPath(did)
 	displayName := func() any { return render(e.Metadata(ctx, did))["profile"].(map[string]any)["displayName"] }
 	displayName()
 
@@ -468,7 +481,7 @@ func TestProfileSettle(t *testing.T) {
 	if got := displayName(); got != "Old" { // the AppView has not indexed the change yet
 		t.Fatalf("displayName %v before the AppView changed", got)
 	}
-	plc.set(plc.profiles, did, `{"displayName":"New"}`)
+	plc.set(plc.profiles, did, `{"did":"`+did+`","displayName":"New"}`)
 	if got := displayName(); got != "New" {
 		t.Fatalf("displayName %v after the AppView indexed the change: the old answer was cached", got)
 	}
@@ -489,7 +502,7 @@ func TestInvalidateDuringFetch(t *testing.T) {
 	did := testDID("racer")
 	plc.set(plc.docs, did, docJSON(did, "old.test", "https://pds.example"))
 	plc.mu.Lock()
-	plc.delay["/"+did] = 100 * time.Millisecond
+	plc.delay[auditPath(did)] = 100 * time.Millisecond
 	plc.mu.Unlock()
 	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 10 * time.Millisecond})
 	e.Metadata(context.Background(), did) // starts a fetch that will answer "old.test"
@@ -509,22 +522,22 @@ func TestTTLExpiry(t *testing.T) {
 	plc.set(plc.docs, did, docJSON(did, "ttl.test", "https://pds.example"))
 	e := newEnricher(t, Config{PLCHost: plc.URL, DocTTL: 100 * time.Millisecond, NotFoundTTL: 50 * time.Millisecond})
 	ctx := context.Background()
-	e.PDS(ctx, did)
-	e.PDS(ctx, gone)
-	e.PDS(ctx, did)
-	e.PDS(ctx, gone)
-	if plc.count("/"+did) != 1 || plc.count("/"+gone) != 1 {
+	e.Metadata(ctx, did).PDS()
+	e.Metadata(ctx, gone).PDS()
+	e.Metadata(ctx, did).PDS()
+	e.Metadata(ctx, gone).PDS()
+	if plc.count(auditPath(did)) != 1 || plc.count(auditPath(gone)) != 1 {
 		t.Fatalf("cache did not answer: %v", plc.hits)
 	}
 	time.Sleep(70 * time.Millisecond) // the negative entry expired, the positive one not yet
-	e.PDS(ctx, did)
-	e.PDS(ctx, gone)
-	if plc.count("/"+did) != 1 || plc.count("/"+gone) != 2 {
+	e.Metadata(ctx, did).PDS()
+	e.Metadata(ctx, gone).PDS()
+	if plc.count(auditPath(did)) != 1 || plc.count(auditPath(gone)) != 2 {
 		t.Errorf("after 70ms: %v", plc.hits)
 	}
 	time.Sleep(60 * time.Millisecond)
-	e.PDS(ctx, did)
-	if plc.count("/"+did) != 2 {
+	e.Metadata(ctx, did).PDS()
+	if plc.count(auditPath(did)) != 2 {
 		t.Errorf("after DocTTL: %v", plc.hits)
 	}
 	if n := testutil.ToFloat64(metrics.CacheSize.WithLabelValues("doc")); n < 1 {
@@ -539,7 +552,7 @@ func TestRateLimit(t *testing.T) {
 	for i := range dids {
 		dids[i] = testDID(fmt.Sprintf("rate%c", 'a'+i))
 		plc.set(plc.docs, dids[i], docJSON(dids[i], "r.test", "https://pds.example"))
-		plc.set(plc.audits, dids[i], auditJSON(dids[i], "2023-04-01T00:00:00.000Z"))
+		plc.set(plc.created, dids[i], "2023-04-01T00:00:00.000Z")
 	}
 	e := newEnricher(t, Config{PLCHost: plc.URL, PLCRate: perSecond, PLCBurst: 1, LookupTimeout: 5 * time.Second})
 	var wg sync.WaitGroup
@@ -554,8 +567,8 @@ func TestRateLimit(t *testing.T) {
 	plc.mu.Lock()
 	times := slices.Clone(plc.times)
 	plc.mu.Unlock()
-	if len(times) != 2*n {
-		t.Fatalf("%d requests, want %d", len(times), 2*n)
+	if len(times) != n {
+		t.Fatalf("%d requests, want %d (one per account)", len(times), n)
 	}
 	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
 	// With a burst of 1, request i cannot come before (i / rate) after the first; allow scheduling slack.
@@ -578,7 +591,7 @@ func TestCircuitBreaker(t *testing.T) {
 	}
 	start := time.Now()
 	for i := range 20 {
-		if r := e.PDS(context.Background(), testDID(fmt.Sprintf("new%c", 'a'+i))); r.Outcome != filter.Unknown {
+		if r := e.Metadata(context.Background(), testDID(fmt.Sprintf("new%c", 'a'+i))).PDS(); r.Outcome != filter.Unknown {
 			t.Errorf("PDS with the PLC down = %+v", r)
 		}
 	}
@@ -604,10 +617,11 @@ func TestDIDWeb(t *testing.T) {
 
 func TestDocumentForAnotherDID(t *testing.T) {
 	plc := newFakePLC(t)
-	did, other := testDID("asked"), testDID("other")
+	did, other := "did:web:asked.example.com", "did:web:other.example.com"
 	plc.set(plc.docs, did, docJSON(other, "other.test", "https://pds.example"))
 	e := newEnricher(t, Config{PLCHost: plc.URL})
-	if r := e.PDS(context.Background(), did); r.Outcome != filter.NoPDS {
+	e.webURL = func(host string) string { return plc.URL + "/web/" + host }
+	if r := e.Metadata(context.Background(), did).PDS(); r.Outcome != filter.NoPDS {
 		t.Errorf("document with the wrong id: PDS %+v", r)
 	}
 }
@@ -631,7 +645,7 @@ func TestConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	if e.plcHost != "https://plc.example" || e.timeout != time.Second || e.profiles != nil {
+	if e.plcHost != "https://plc.example" || e.timeout != DefaultLookupTimeout || e.profiles != nil {
 		t.Errorf("defaults: host %q timeout %v", e.plcHost, e.timeout)
 	}
 	d, _ := New(Config{})

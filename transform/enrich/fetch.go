@@ -9,9 +9,13 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
+
+	"github.com/atkafka/atkafka/metrics"
 )
 
 const (
@@ -24,28 +28,56 @@ const (
 	breakerCooldown  = 2 * time.Second
 )
 
-var errBreakerOpen = errors.New("endpoint presumed down after repeated failures")
+var (
+	errBreakerOpen = errors.New("endpoint presumed down after repeated failures")
+	errBudget      = errors.New("no request could be sent in time to answer before the event's deadline")
+)
 
-// endpoint is one upstream (the PLC, the AppView, did:web hosts) with its own rate limit and circuit breaker.
-// Every HTTP request of the package goes through endpoint.get, so retry, limits and counting exist once.
+// endpoint is one upstream (the PLC, the AppView, did:web hosts) with its own rate limit, concurrency bound and
+// circuit breaker. Every HTTP request of the package goes through endpoint.get, so retry, limits and counting
+// exist once.
 type endpoint struct {
 	name    string
 	client  *http.Client
 	limiter *rate.Limiter
+	// slots bounds the requests in flight; nil: unbounded.
+	slots   chan struct{}
 	log     *slog.Logger
 	breaker bool // off for did:web: one broken host says nothing about the others
+	// latency is a moving average of answered requests' latency (nanoseconds): what a request sent now is
+	// expected to take, so that admit sends none that cannot answer before its event's deadline.
+	latency  atomic.Int64
+	inFlight prometheus.Gauge
+	observe  [numResults]prometheus.Observer
 
 	mu        sync.Mutex
 	failures  int
 	openUntil time.Time
 }
 
+func newEndpoint(name string, client *http.Client, limiter *rate.Limiter, concurrency int, log *slog.Logger, breaker bool) *endpoint {
+	ep := &endpoint{name: name, client: client, limiter: limiter, log: log, breaker: breaker,
+		inFlight: metrics.EnrichInFlight.WithLabelValues(name)}
+	if concurrency > 0 {
+		ep.slots = make(chan struct{}, concurrency)
+	}
+	for r := range numResults {
+		ep.observe[r] = metrics.EnrichLookups.WithLabelValues(name, resultLabels[r])
+	}
+	return ep
+}
+
 // get fetches url, retrying transient failures with backoff inside ctx's deadline. Each HTTP request made is
 // counted in reqs. 400, 404 and 410 are definitive absences (the AppView answers 400 for an unknown actor).
-func (ep *endpoint) get(ctx context.Context, reqs *requestCounters, url string) ([]byte, result) {
+// The first attempt is only made if it can answer before deadline (the asking event's); retries serve the
+// cache, within ctx.
+func (ep *endpoint) get(ctx context.Context, reqs *requestCounters, url string, deadline time.Time) ([]byte, result) {
 	backoff := firstBackoff
 	for n := 1; ; n++ {
-		a := ep.attempt(ctx, url)
+		if n > 1 {
+			deadline, _ = ctx.Deadline()
+		}
+		a := ep.attempt(ctx, url, deadline)
 		if a.sent {
 			reqs.inc(a.res, false)
 		}
@@ -74,23 +106,105 @@ type attemptResult struct {
 	sent  bool // a request reached the wire (so it is counted)
 	retry bool // transient: another attempt may succeed
 	err   error
+	start time.Time
 }
 
-func (ep *endpoint) attempt(ctx context.Context, url string) attemptResult {
+func (ep *endpoint) attempt(ctx context.Context, url string, deadline time.Time) attemptResult {
 	if ep.breaker && !ep.allow() {
 		return attemptResult{res: resError, err: errBreakerOpen}
 	}
-	if err := ep.limiter.Wait(ctx); err != nil {
-		// No token before the deadline: nothing was sent, and waiting again cannot beat the same deadline.
-		return attemptResult{res: resTimeout, err: fmt.Errorf("rate limit: %w", err)}
+	release, err := ep.admit(ctx, deadline)
+	if err != nil {
+		// Nothing was sent, and waiting again cannot beat the same deadline.
+		return attemptResult{res: resBudget, err: err}
 	}
+	defer release()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return attemptResult{res: resNotFound, err: err}
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "atkafka")
+	a := ep.do(ctx, req)
+	if a.sent {
+		ep.observe[a.res].Observe(time.Since(a.start).Seconds())
+		if a.res == resOK || a.res == resNotFound {
+			ep.learn(time.Since(a.start))
+		}
+	}
+	return a
+}
+
+// admit waits for a rate-limit token and a concurrency slot, unless they cannot be had early enough for the
+// request to answer before deadline: then it sends nothing and returns errBudget at once, so that an event never
+// waits on a lookup that cannot help it, and the budget goes to lookups that can. The token of a request that
+// is not sent is given back.
+func (ep *endpoint) admit(ctx context.Context, deadline time.Time) (release func(), err error) {
+	now := time.Now()
+	room := deadline.Sub(now) - time.Duration(ep.latency.Load())
+	r := ep.limiter.ReserveN(now, 1)
+	if !r.OK() {
+		return nil, errBudget
+	}
+	if wait := r.DelayFrom(now); wait > room {
+		r.CancelAt(now)
+		return nil, fmt.Errorf("rate limit: %w", errBudget)
+	} else if wait > 0 && !sleep(ctx, wait) {
+		r.Cancel()
+		return nil, ctx.Err()
+	}
+	if ep.slots != nil {
+		select {
+		case ep.slots <- struct{}{}:
+		default:
+			t := time.NewTimer(max(0, time.Until(deadline)-time.Duration(ep.latency.Load())))
+			select {
+			case ep.slots <- struct{}{}:
+				t.Stop()
+			case <-t.C:
+				return nil, fmt.Errorf("concurrency: %w", errBudget)
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			}
+		}
+	}
+	ep.inFlight.Inc()
+	return func() {
+		ep.inFlight.Dec()
+		if ep.slots != nil {
+			<-ep.slots
+		}
+	}, nil
+}
+
+// learn folds one answer's latency into the moving average (weight 1/8).
+func (ep *endpoint) learn(d time.Duration) {
+	old := ep.latency.Load()
+	ep.latency.Store(old + (int64(d)-old)/8)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// do sends req and classifies the answer.
+func (ep *endpoint) do(ctx context.Context, req *http.Request) attemptResult {
+	start := time.Now()
 	resp, err := ep.client.Do(req)
+	a := ep.classify(ctx, resp, err)
+	a.start = start
+	return a
+}
+
+func (ep *endpoint) classify(ctx context.Context, resp *http.Response, err error) attemptResult {
 	if err != nil {
 		return ep.transient(ctx, err)
 	}

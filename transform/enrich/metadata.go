@@ -9,45 +9,59 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
+	"github.com/bluesky-social/indigo/atproto/identity"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/atkafka/atkafka/transform/filter"
 )
 
-// Metadata is one event's eventMetadata. It points into cached entries and is immutable, so it is cheap to
-// make per event and safe to share.
+// Metadata is one event's eventMetadata: pointers into cached entries, filled by Enricher.Resolve. Once
+// resolved it is immutable, so the events of one frame share it.
 type Metadata struct {
-	doc     *docInfo
-	audit   *auditInfo
-	profile []byte
-	age     int64
+	did      string
+	acct     *account
+	profile  []byte
+	age      int64
+	ageKnown bool // so that the zero Metadata renders accountAge -1
+	// missing says, per kind, why that piece is absent: 0 when present or definitively absent (no such
+	// account), else the result that left it out (resError, resTimeout, resBudget) or missDeadline.
+	missing [numKinds]uint8
 }
 
-// docInfo is what a DID document contributes, parsed and rendered once per fetch rather than once per event.
-type docInfo struct {
-	pdsHost string
-	handle  string
-	pds     filter.Resolution
-	// fields is `"didDocument":{...},"pdsHost":"...","handle":"...",` (absent fields left out, always ending
-	// in a comma), ready to be copied into every event.
-	fields []byte
-	// doc is the document alone, within fields.
-	doc []byte
+// The kinds of metadata, which index Metadata.missing and label the failure metrics.
+const (
+	kindDoc = iota
+	kindAudit
+	kindProfile
+	numKinds
+)
 
-	// The atproto signing key, parsed from doc on first use (by --verify-commits only: see SigningKey).
-	keyOnce sync.Once
-	key     atcrypto.PublicKey
-	keyErr  error
+var kindLabels = [numKinds]string{"doc", "audit", "profile"}
+
+// missDeadline marks a piece whose lookup had not answered by the event's deadline.
+const missDeadline = uint8(numResults) + 1
+
+// account is what atkafka keeps of one DID, compactly: a full-network instance caches hundreds of thousands.
+// The document is rendered per event from plc (did:plc) or kept compacted in web (did:web, rare).
+type account struct {
+	plc       *plcDoc
+	web       []byte
+	handle    string
+	pdsHost   string
+	pds       filter.Resolution
+	created   string // the first audit entry's createdAt, as the PLC wrote it; "" for did:web
+	createdAt int64  // the same, Unix nanoseconds
+	// key is the atproto signing key, parsed on first use (by --verify-commits only).
+	key atomic.Pointer[signingKey]
 }
 
-// auditInfo is the account's creation time from the first entry of its PLC audit log.
-type auditInfo struct {
-	createdAt time.Time
-	fields    []byte // `"didCreatedAt":"...",` with the time exactly as the PLC wrote it
+type signingKey struct {
+	key atcrypto.PublicKey
+	err error
 }
 
 // AppendJSON appends the metadata as a JSON object:
@@ -60,13 +74,33 @@ func (m *Metadata) AppendJSON(dst []byte) []byte {
 	dst = append(dst, '{')
 	age := int64(-1)
 	if m != nil {
-		if m.doc != nil {
-			dst = append(dst, m.doc.fields...)
+		if a := m.acct; a != nil {
+			dst = append(dst, `"didDocument":`...)
+			if a.plc != nil {
+				dst = a.plc.appendDocument(dst, m.did)
+			} else {
+				dst = append(dst, a.web...)
+			}
+			dst = append(dst, ',')
+			if a.pdsHost != "" {
+				dst = append(dst, `"pdsHost":`...)
+				dst = appendEscaped(dst, a.pdsHost)
+				dst = append(dst, ',')
+			}
+			if a.handle != "" {
+				dst = append(dst, `"handle":`...)
+				dst = appendEscaped(dst, a.handle)
+				dst = append(dst, ',')
+			}
+			if a.created != "" {
+				dst = append(dst, `"didCreatedAt":`...)
+				dst = appendEscaped(dst, a.created)
+				dst = append(dst, ',')
+			}
 		}
-		if m.audit != nil {
-			dst = append(dst, m.audit.fields...)
+		if m.ageKnown {
+			age = m.age
 		}
-		age = m.age
 	}
 	dst = append(dst, `"accountAge":`...)
 	dst = strconv.AppendInt(dst, age, 10)
@@ -80,23 +114,37 @@ func (m *Metadata) AppendJSON(dst []byte) []byte {
 // Handle returns the handle the DID document claims (not verified against the handle's DNS or well-known
 // record: that would cost a lookup per account), or "" if unknown.
 func (m *Metadata) Handle() string {
-	if m == nil || m.doc == nil {
+	if m == nil || m.acct == nil {
 		return ""
 	}
-	return m.doc.handle
+	return m.acct.handle
 }
 
 // PDSHost returns the #atproto_pds service endpoint as written in the DID document, or "" if unknown.
 func (m *Metadata) PDSHost() string {
-	if m == nil || m.doc == nil {
+	if m == nil || m.acct == nil {
 		return ""
 	}
-	return m.doc.pdsHost
+	return m.acct.pdsHost
+}
+
+// PDS resolves the account's PDS for the service filter: filter.Unknown when the document could not be looked
+// up (the filter fails open), NoPDS when there is no such account or its document names no PDS.
+func (m *Metadata) PDS() filter.Resolution {
+	switch {
+	case m == nil || m.did == "":
+		return filter.Resolution{Outcome: filter.NoPDS}
+	case m.acct != nil:
+		return m.acct.pds
+	case m.missing[kindDoc] != 0:
+		return filter.Resolution{Outcome: filter.Unknown}
+	}
+	return filter.Resolution{Outcome: filter.NoPDS}
 }
 
 // AccountAge returns whole seconds since the DID was created, or -1 if unknown.
 func (m *Metadata) AccountAge() int64 {
-	if m == nil {
+	if m == nil || !m.ageKnown {
 		return -1
 	}
 	return m.age
@@ -104,34 +152,69 @@ func (m *Metadata) AccountAge() int64 {
 
 // CreatedAt returns when the DID was created (first PLC audit log entry), or the zero time if unknown.
 func (m *Metadata) CreatedAt() time.Time {
-	if m == nil || m.audit == nil {
+	if m == nil || m.acct == nil || m.acct.created == "" {
 		return time.Time{}
 	}
-	return m.audit.createdAt
+	return time.Unix(0, m.acct.createdAt).UTC()
 }
 
-// fetchDoc fetches and parses did's document: did:plc from the PLC, did:web from the host's well-known URL.
-// Anything that is not a usable document of this DID (bad syntax, other DID methods, wrong id) is a definitive
+// fetchAccount fetches what atkafka keeps of did: for did:plc one request, its PLC audit log, from which both
+// the document and the creation time are derived; for did:web the host's well-known document. Anything that is
+// not a usable document of this DID (bad syntax, other DID methods, wrong id, a tombstone) is a definitive
 // absence: asking again would get the same answer.
-func (e *Enricher) fetchDoc(ctx context.Context, did string) (*docInfo, result) {
+func (e *Enricher) fetchAccount(ctx context.Context, did string, deadline time.Time) (*account, result) {
 	webHost, ok := atprotoDID(did)
 	if !ok {
 		return nil, resNotFound
 	}
-	ep, u := e.plc, e.plcHost+"/"+did
 	if webHost != "" {
-		ep, u = e.web, e.webURL(webHost)
+		body, res := e.web.get(ctx, e.docReqs, e.webURL(webHost), deadline)
+		if res != resOK {
+			return nil, res
+		}
+		a, err := webAccount(did, body)
+		if err != nil {
+			e.log.Debug("enrich: unusable DID document", "did", did, "err", err)
+			return nil, resNotFound
+		}
+		return a, resOK
 	}
-	body, res := ep.get(ctx, e.docReqs, u)
+	body, res := e.plc.get(ctx, e.docReqs, e.plcHost+"/"+did+"/log/audit", deadline)
 	if res != resOK {
 		return nil, res
 	}
-	info, err := parseDoc(did, body)
+	doc, created, err := parseAuditLog(did, body)
 	if err != nil {
-		e.log.Debug("enrich: unusable DID document", "did", did, "err", err)
+		if !errors.Is(err, errTombstoned) {
+			e.log.Debug("enrich: unusable PLC audit log", "did", did, "err", err)
+		}
 		return nil, resNotFound
 	}
-	return info, resOK
+	t, err := time.Parse(time.RFC3339Nano, created)
+	if err != nil {
+		e.log.Debug("enrich: unusable PLC audit log", "did", did, "err", fmt.Errorf("createdAt: %w", err))
+		return nil, resNotFound
+	}
+	a := &account{plc: doc, created: created, createdAt: t.UnixNano()}
+	a.setIdentity(doc.handle(), doc.pdsEndpoint())
+	return a, resOK
+}
+
+// setIdentity keeps the handle and PDS the way indigo's identity package reads them (first at:// alsoKnownAs
+// that is a valid handle, lowercased; the atproto_pds service), so that atkafka and other atproto tools agree.
+// ToLower and url.Parse return substrings of their input where they can: an account costs no copies of them.
+func (a *account) setIdentity(handle, pds string) {
+	if h, err := syntax.ParseHandle(handle); err == nil {
+		a.handle = h.Normalize().String()
+	}
+	a.pds = filter.Resolution{Outcome: filter.NoPDS}
+	if pds == "" {
+		return
+	}
+	if _, err := url.Parse(pds); err == nil {
+		a.pdsHost = pds
+		a.pds = filter.ResolvedEndpoint(pds)
+	}
 }
 
 // atprotoDID reports whether did is a DID atproto uses (did:plc, or hostname-level did:web), returning the
@@ -154,7 +237,7 @@ func atprotoDID(did string) (webHost string, ok bool) {
 	}
 }
 
-// didDocument holds the few fields of a DID document atkafka reads.
+// didDocument holds the few fields of a did:web document atkafka reads.
 type didDocument struct {
 	ID          string   `json:"id"`
 	AlsoKnownAs []string `json:"alsoKnownAs"`
@@ -164,10 +247,8 @@ type didDocument struct {
 	} `json:"service"`
 }
 
-// parseDoc extracts the PDS endpoint and handle the way indigo's identity package does (first service whose
-// id fragment is atproto_pds; first at:// alsoKnownAs that is a valid handle, lowercased) so that atkafka and
-// other atproto tools agree, and renders the document's JSON fields once.
-func parseDoc(did string, body []byte) (*docInfo, error) {
+// webAccount reads a did:web document, kept compacted as served.
+func webAccount(did string, body []byte) (*account, error) {
 	var doc didDocument
 	if err := json.Unmarshal(body, &doc); err != nil {
 		return nil, err
@@ -175,110 +256,55 @@ func parseDoc(did string, body []byte) (*docInfo, error) {
 	if doc.ID != did {
 		return nil, fmt.Errorf("document is for %q", doc.ID)
 	}
-	info := &docInfo{pds: filter.Resolution{Outcome: filter.NoPDS}}
+	var pds, handle string
 	for _, s := range doc.Service {
-		_, frag, ok := strings.Cut(s.ID, "#")
-		if !ok || frag != "atproto_pds" {
-			continue
+		if _, frag, ok := strings.Cut(s.ID, "#"); ok && frag == "atproto_pds" {
+			_ = json.Unmarshal(s.ServiceEndpoint, &pds)
+			break
 		}
-		var endpoint string
-		if json.Unmarshal(s.ServiceEndpoint, &endpoint) == nil {
-			if _, err := url.Parse(endpoint); err == nil {
-				info.pdsHost = endpoint
-				info.pds = filter.ResolvedEndpoint(endpoint)
-			}
-		}
-		break
 	}
 	for _, aka := range doc.AlsoKnownAs {
 		if h, ok := strings.CutPrefix(aka, "at://"); ok {
-			if hdl, err := syntax.ParseHandle(h); err == nil {
-				info.handle = hdl.Normalize().String()
+			if _, err := syntax.ParseHandle(h); err == nil {
+				handle = h
 				break
 			}
 		}
 	}
 	var buf bytes.Buffer
-	buf.WriteString(`"didDocument":`)
 	if err := json.Compact(&buf, body); err != nil {
 		return nil, err
 	}
-	docStart, docEnd := len(`"didDocument":`), buf.Len()
-	if info.pdsHost != "" {
-		buf.WriteString(`,"pdsHost":`)
-		writeString(&buf, info.pdsHost)
-	}
-	if info.handle != "" {
-		buf.WriteString(`,"handle":`)
-		writeString(&buf, info.handle)
-	}
-	buf.WriteByte(',')
-	info.fields = buf.Bytes()
-	info.doc = info.fields[docStart:docEnd]
-	return info, nil
+	a := &account{web: buf.Bytes()}
+	a.setIdentity(handle, pds)
+	return a, nil
 }
 
-func writeString(buf *bytes.Buffer, s string) {
-	b, _ := json.Marshal(s) // a string always marshals
-	buf.Write(b)
-}
-
-// fetchAudit reads the creation time from the first entry of a plc DID's audit log. Only the first element
-// is decoded: audit logs of busy accounts are long, and the rest is not needed.
-func (e *Enricher) fetchAudit(ctx context.Context, did string) (*auditInfo, result) {
-	if _, ok := atprotoDID(did); !ok {
-		return nil, resNotFound
+// signingKey returns the account's atproto signing key, parsed once; most accounts are only ever rendered.
+func (a *account) signingKey() (atcrypto.PublicKey, error) {
+	if k := a.key.Load(); k != nil {
+		return k.key, k.err
 	}
-	body, res := e.plc.get(ctx, e.auditReq, e.plcHost+"/"+did+"/log/audit")
-	if res != resOK {
-		return nil, res
+	k := &signingKey{}
+	if a.plc != nil {
+		if mb := a.plc.signingKey(); mb == "" {
+			k.err = identity.ErrKeyNotDeclared
+		} else {
+			k.key, k.err = atcrypto.ParsePublicMultibase(mb)
+		}
+	} else {
+		var doc identity.DIDDocument
+		if err := json.Unmarshal(a.web, &doc); err != nil {
+			k.err = err
+		} else {
+			ident := identity.ParseIdentity(&doc)
+			k.key, k.err = ident.PublicKey()
+		}
 	}
-	createdAt, raw, err := firstCreatedAt(body)
-	if err != nil {
-		e.log.Debug("enrich: unusable PLC audit log", "did", did, "err", err)
-		return nil, resNotFound
+	if k.err != nil && !errors.Is(k.err, identity.ErrKeyNotDeclared) {
+		// A declared key that does not parse is as unusable as none.
+		k.err = fmt.Errorf("%w: %w", identity.ErrKeyNotDeclared, k.err)
 	}
-	var buf bytes.Buffer
-	buf.WriteString(`"didCreatedAt":`)
-	writeString(&buf, raw)
-	buf.WriteByte(',')
-	return &auditInfo{createdAt: createdAt, fields: buf.Bytes()}, resOK
-}
-
-func firstCreatedAt(body []byte) (time.Time, string, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
-		return time.Time{}, "", errors.New("not a JSON array")
-	}
-	if !dec.More() {
-		return time.Time{}, "", errors.New("empty audit log")
-	}
-	var first struct {
-		CreatedAt string `json:"createdAt"`
-	}
-	if err := dec.Decode(&first); err != nil {
-		return time.Time{}, "", err
-	}
-	t, err := time.Parse(time.RFC3339Nano, first.CreatedAt)
-	if err != nil {
-		return time.Time{}, "", fmt.Errorf("createdAt: %w", err)
-	}
-	return t, first.CreatedAt, nil
-}
-
-// fetchProfile fetches the AppView's profile view of did, compacted once so events carry it verbatim.
-func (e *Enricher) fetchProfile(ctx context.Context, did string) ([]byte, result) {
-	if _, ok := atprotoDID(did); !ok {
-		return nil, resNotFound
-	}
-	body, res := e.api.get(ctx, e.profReqs, e.apiHost+"/xrpc/app.bsky.actor.getProfile?actor="+url.QueryEscape(did))
-	if res != resOK {
-		return nil, res
-	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, body); err != nil || buf.Len() == 0 || buf.Bytes()[0] != '{' {
-		e.log.Debug("enrich: unusable profile", "did", did, "err", err)
-		return nil, resNotFound
-	}
-	return buf.Bytes(), resOK
+	a.key.Store(k)
+	return k.key, k.err
 }

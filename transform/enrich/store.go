@@ -3,7 +3,6 @@ package enrich
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
@@ -20,10 +19,13 @@ const (
 	resNotFound        // definitive absence (404): cached for NotFoundTTL
 	resError           // transient failure: remembered for FailureTTL so a hot DID does not retry per event
 	resTimeout         // the deadline passed first: treated like resError
+	// resBudget: the rate limit or the concurrency bound could not grant a request before the event's deadline,
+	// so none was sent. Not cached: the next event of the account asks again, and may find room.
+	resBudget
 	numResults
 )
 
-var resultLabels = [numResults]string{"ok", "not_found", "error", "timeout"}
+var resultLabels = [numResults]string{"ok", "not_found", "error", "timeout", "budget"}
 
 // requestCounters holds the pre-resolved children of a request CounterVec for one kind, so counting a cache hit
 // on the per-event path is one atomic add instead of a label lookup.
@@ -58,10 +60,6 @@ type entry[V any] struct {
 type flight[V any] struct {
 	done chan struct{}
 	ent  *entry[V] // set before done is closed
-	// abandoned is set when a waiter's deadline passed first. Later waiters then return at once instead of
-	// each waiting out their own deadline on the same slow fetch: events of one DID are handled in order, so
-	// waiting again per event would stall that DID's stream once per event instead of once.
-	abandoned atomic.Bool
 	// stale (guarded by store.mu) keeps the answer out of the cache: the key was invalidated while the fetch ran,
 	// or is still settling (store.settling) from an invalidation just before it started.
 	stale bool
@@ -77,10 +75,12 @@ type store[V any] struct {
 	failTTL      time.Duration
 	fetchTimeout time.Duration
 	base         context.Context
-	fetch        func(ctx context.Context, key string) (V, result)
-	reqs         *requestCounters
-	failures     prometheus.Counter
-	size         prometheus.Gauge
+	// fetch looks key up. deadline is when the event that asked stops waiting: a request that cannot be sent in
+	// time to answer before it is not sent (resBudget). ctx outlives it, so a slow answer still fills the cache.
+	fetch    func(ctx context.Context, key string, deadline time.Time) (V, result)
+	reqs     *requestCounters
+	failures prometheus.Counter
+	size     prometheus.Gauge
 	// settling holds the keys invalidated less than a settle period ago (nil: none is kept). Their answers serve
 	// the lookups that asked but are not cached, for an upstream that learns of a change after atkafka does: the
 	// AppView indexes a profile change from the firehose too, so the fetch made when atkafka sees the change
@@ -92,7 +92,7 @@ type store[V any] struct {
 }
 
 func newStore[V any](kind string, size int, ttl, negTTL, failTTL, fetchTimeout time.Duration, base context.Context,
-	reqs *requestCounters, fetch func(context.Context, string) (V, result)) *store[V] {
+	reqs *requestCounters, fetch func(context.Context, string, time.Time) (V, result)) *store[V] {
 	return &store[V]{
 		kind:         kind,
 		lru:          expirable.NewLRU[string, *entry[V]](size, nil, ttl),
@@ -138,14 +138,19 @@ func (s *store[V]) get(ctx context.Context, key string, timeout time.Duration) (
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	return s.await(ctx, s.start(key)), false
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(s.fetchTimeout)
+	}
+	return s.await(ctx, s.start(key, deadline)), false
 }
 
 // closed is the done channel of flights that were over before they started.
 var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-// start returns the flight fetching key, starting one unless one is already running.
-func (s *store[V]) start(key string) *flight[V] {
+// start returns the flight fetching key, starting one for an event that waits until deadline unless one is
+// already running.
+func (s *store[V]) start(key string, deadline time.Time) *flight[V] {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if fl := s.flights[key]; fl != nil {
@@ -162,13 +167,13 @@ func (s *store[V]) start(key string) *flight[V] {
 		_, fl.stale = s.settling.Peek(key) // Peek, unlike Contains, honours the expiry
 	}
 	s.flights[key] = fl
-	go s.run(key, fl)
+	go s.run(key, deadline, fl)
 	return fl
 }
 
-func (s *store[V]) run(key string, fl *flight[V]) {
+func (s *store[V]) run(key string, deadline time.Time, fl *flight[V]) {
 	ctx, cancel := context.WithTimeout(s.base, s.fetchTimeout)
-	v, res := s.fetch(ctx, key)
+	v, res := s.fetch(ctx, key, deadline)
 	cancel()
 	ent := &entry[V]{val: v, res: res}
 	switch res {
@@ -180,7 +185,7 @@ func (s *store[V]) run(key string, fl *flight[V]) {
 	s.mu.Lock()
 	// Adding under s.mu orders this against invalidate: an answer fetched before an invalidation never
 	// lands in the cache after it.
-	if !fl.stale && s.base.Err() == nil {
+	if !fl.stale && res != resBudget && s.base.Err() == nil {
 		s.lru.Add(key, ent)
 	}
 	if s.flights[key] == fl {
@@ -194,19 +199,10 @@ func (s *store[V]) run(key string, fl *flight[V]) {
 
 // await waits for fl until ctx is done. A nil answer means the caller's deadline passed first.
 func (s *store[V]) await(ctx context.Context, fl *flight[V]) *entry[V] {
-	if fl.abandoned.Load() {
-		select {
-		case <-fl.done:
-			return fl.ent
-		default:
-			return nil
-		}
-	}
 	select {
 	case <-fl.done:
 		return fl.ent
 	case <-ctx.Done():
-		fl.abandoned.Store(true)
 		return nil
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/atkafka/atkafka/testenv"
 	"io"
 	"log/slog"
 	"net/http"
@@ -271,12 +272,18 @@ func newPLC(t testing.TB, docs map[string]json.RawMessage) *fakePLC {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
 		}
-		doc, ok := p.docs[strings.TrimPrefix(r.URL.Path, "/")]
-		if !ok {
+		// The verifier's own directory reads documents; enrichment's cache reads audit logs (one request per
+		// account for both).
+		did, audit := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, "/"), "/log/audit")
+		doc, ok := p.docs[did]
+		switch {
+		case !ok:
 			http.NotFound(w, r)
-			return
+		case audit:
+			w.Write(testenv.PLCAuditLog(did, doc, "2023-04-01T00:00:00.000Z"))
+		default:
+			w.Write(doc)
 		}
-		w.Write(doc)
 	}))
 	t.Cleanup(p.Close)
 	return p

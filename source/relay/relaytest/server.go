@@ -49,6 +49,31 @@ func Pace(perSecond float64) Option { return func(s *Server) { s.rate = perSecon
 // frames.
 func DisconnectAfter(n int) Option { return func(s *Server) { s.disconnectAfter = n } }
 
+// DistinctDIDs rewrites the account DID of every did:plc frame (its repo or did field) to one that no other loop
+// uses (LoopDID), so that every loop brings accounts never seen before, as a cold start on the network does.
+// Only the envelope is rewritten: the signed commit inside still names the original DID.
+func DistinctDIDs() Option { return func(s *Server) { s.distinct = true } }
+
+// LoopDID is the DID that DistinctDIDs gives did in loop k: its first six identifier characters encode k, the
+// other eighteen stay, so OriginalKey(LoopDID(did, k)) == OriginalKey(did).
+func LoopDID(did string, k int) string {
+	b := []byte(did)
+	const alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+	for i := 13; i >= 8; i-- {
+		b[i] = alphabet[k%32]
+		k /= 32
+	}
+	return string(b)
+}
+
+// OriginalKey is what a did:plc keeps through LoopDID: the part that identifies the captured account.
+func OriginalKey(did string) string {
+	if len(did) != 32 {
+		return did
+	}
+	return did[14:]
+}
+
 // Inject sends msg right before the frame at stream position at (counting over all loops from 0), whenever a
 // connection passes that position.
 func Inject(at int, msg []byte) Option {
@@ -63,6 +88,7 @@ type Server struct {
 	rate            float64
 	disconnectAfter int
 	inject          map[int][][]byte
+	distinct        bool
 
 	http    *httptest.Server
 	ctx     context.Context
@@ -250,10 +276,29 @@ func (s *Server) write(ctx context.Context, conn *websocket.Conn, msg []byte, n 
 func (s *Server) message(buf []byte, i int) []byte {
 	fi := &s.frames[i%len(s.frames)]
 	seq, _ := s.seqAt(i)
+	start := len(buf)
 	if fi.seq == 0 || seq == fi.seq {
-		return append(buf, fi.msg...)
+		buf = append(buf, fi.msg...)
+	} else {
+		buf = splice(buf, fi.msg, fi.start, fi.end, seq)
 	}
-	return splice(buf, fi.msg, fi.start, fi.end, seq)
+	if s.distinct {
+		rewriteDID(buf[start:], i/len(s.frames))
+	}
+	return buf
+}
+
+// rewriteDID replaces, in place, the did:plc of msg's repo or did field by its LoopDID for loop k.
+func rewriteDID(msg []byte, k int) {
+	for _, key := range []string{"repo", "did"} {
+		start, end, err := FieldSpan(msg, key)
+		// A 32-byte did:plc is a text string of 32 bytes: its CBOR head is 0x78 0x20.
+		if err != nil || end-start != 34 || msg[start] != 0x78 || !bytes.HasPrefix(msg[start+2:end], []byte("did:plc:")) {
+			continue
+		}
+		copy(msg[start+2:end], LoopDID(string(msg[start+2:end]), k))
+		return
+	}
 }
 
 // Messages returns the whole stream as the server sends it from the start: handy for computing what a

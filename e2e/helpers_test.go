@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,6 +67,9 @@ type runConfig struct {
 	Topic string
 	// DataDir holds the cursor file; empty means a new temporary folder. Pass the same folder to resume.
 	DataDir string
+	// Embedded runs without --bootstrap-servers (nor ATKAFKA_BOOTSTRAP_SERVERS), as after a restart that lost
+	// the variable: atkafka serves its embedded broker, on a port the kernel picks. Brokers is ignored.
+	Embedded bool
 }
 
 // atkafka is a running (or exited) atkafka process.
@@ -92,7 +96,7 @@ func startAtkafka(t testing.TB, cfg runConfig) *atkafka {
 	t.Helper()
 	p := &atkafka{t: t, Topic: cfg.Topic, DataDir: cfg.DataDir, Brokers: cfg.Brokers,
 		addrSet: make(chan struct{}), exited: make(chan struct{})}
-	if p.Brokers == "" {
+	if p.Brokers == "" && !cfg.Embedded {
 		p.Brokers = testenv.Kafka(t).Brokers
 	}
 	if p.Topic == "" {
@@ -101,13 +105,20 @@ func startAtkafka(t testing.TB, cfg runConfig) *atkafka {
 	if p.DataDir == "" {
 		p.DataDir = t.TempDir()
 	}
-	args := append(append([]string(nil), cfg.Args...),
-		"--bootstrap-servers", p.Brokers, "--output-topic", p.Topic, "--data-dir", p.DataDir,
+	args := append(append([]string(nil), cfg.Args...), "--output-topic", p.Topic, "--data-dir", p.DataDir,
 		"--metrics-listen-address", "127.0.0.1:0", "--log-format", "json", "--topic-partitions", "4")
+	env := os.Environ()
+	if cfg.Embedded {
+		p.Brokers = ""
+		args = append(args, "--embedded-broker-address", "127.0.0.1:0")
+		env = slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "ATKAFKA_BOOTSTRAP_SERVERS=") })
+	} else {
+		args = append(args, "--bootstrap-servers", p.Brokers)
+	}
 	p.cmd = exec.Command(binary, args...)
 	// A .env in the working directory would be read: run in the data folder, which has none.
 	p.cmd.Dir = p.DataDir
-	p.cmd.Env = append(os.Environ(), cfg.Env...)
+	p.cmd.Env = append(env, cfg.Env...)
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{}
 	dieWithParent(p.cmd.SysProcAttr)
 	stderr, err := p.cmd.StderrPipe()
@@ -283,12 +294,20 @@ func (p *atkafka) Stop() {
 	}
 }
 
-// Cursor returns the seq in the relay cursor file (relay-cursor-<host>.txt), ok false while there is none.
+// Cursor returns the seq in the relay cursor file (relay-cursor-<host>.kafka-<cluster id>.txt), ok false while
+// there is none.
 func (p *atkafka) Cursor() (seq int64, ok bool) {
+	p.t.Helper()
+	seq, _, ok = p.cursorFile()
+	return seq, ok
+}
+
+// cursorFile returns the seq in the relay cursor file and the Kafka cluster id it names.
+func (p *atkafka) cursorFile() (seq int64, cluster string, ok bool) {
 	p.t.Helper()
 	files, _ := filepath.Glob(filepath.Join(p.DataDir, "relay-cursor-*.txt"))
 	if len(files) == 0 {
-		return 0, false
+		return 0, "", false
 	}
 	if len(files) > 1 {
 		p.t.Fatalf("several cursor files in %s: %v", p.DataDir, files)
@@ -297,11 +316,18 @@ func (p *atkafka) Cursor() (seq int64, ok bool) {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	seq, err = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
+	var c struct {
+		Cluster string `json:"kafka_cluster_id"`
+		Cursor  string `json:"cursor"`
+	}
+	err = json.Unmarshal(b, &c)
+	if err == nil {
+		seq, err = strconv.ParseInt(c.Cursor, 10, 64)
+	}
+	if err != nil || !strings.HasSuffix(files[0], ".kafka-"+c.Cluster+".txt") {
 		p.t.Fatalf("cursor file %s holds %q", files[0], b)
 	}
-	return seq, true
+	return seq, c.Cluster, true
 }
 
 // Records reads the whole output topic: at least atLeast records, then whatever else comes within a second.

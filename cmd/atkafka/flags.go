@@ -180,7 +180,7 @@ func ozoneFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "poll-interval", Sources: env("OZONE_POLL_INTERVAL"), Value: time.Second,
 			Usage: "wait between polls once all events are read"},
 		&cli.StringFlag{Name: "cursor-file", Sources: env("OZONE_CURSOR_FILE"), Value: "ozone-cursor.txt", TakesFile: true,
-			Usage: "cursor file; a relative path is inside --data-dir"},
+			Usage: "cursor file, one per Kafka cluster: .kafka-<cluster id> is added before its extension; a relative path is inside --data-dir"},
 	}
 }
 

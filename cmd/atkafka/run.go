@@ -32,11 +32,19 @@ type wiring struct{}
 
 func (wiring) relay(ctx context.Context, c *config) error {
 	return runSource(ctx, c, "relay", func(rt *runtime, st *stage) (source, error) {
+		path, err := relay.CursorFile(c.DataDir, c.Relay.Host)
+		if err != nil {
+			return nil, err
+		}
+		store, err := rt.cursor(path, "at the relay's tip")
+		if err != nil {
+			return nil, err
+		}
 		return relay.New(relay.Config{
 			Host: c.Relay.Host, DataDir: c.DataDir, StartCursor: c.Relay.Cursor, Workers: c.Relay.Workers,
 			MaxInFlight: c.Relay.MaxInFlight, ShutdownTimeout: c.ShutdownTimeout,
 			Sink: rt.producer, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log, Verifier: st.verifier,
-			Cursor: rt.cursor(),
+			Cursor: store,
 		})
 	})
 }
@@ -75,9 +83,9 @@ func (wiring) ozone(ctx context.Context, c *config) error {
 		return err
 	}
 	return runSource(ctx, c, "ozone", func(rt *runtime, _ *stage) (source, error) {
-		var store cursor.Store = cursor.NewFile(c.Ozone.CursorFile)
-		if s := rt.cursor(); s != nil {
-			store = s
+		store, err := rt.cursor(c.Ozone.CursorFile, "at Ozone's oldest event")
+		if err != nil {
+			return nil, err
 		}
 		return ozone.New(ozone.Config{
 			PDSHost: c.Ozone.PDSHost, Identifier: c.Ozone.Identifier, Password: c.Ozone.Password, LabelerDID: c.Ozone.LabelerDID,
@@ -251,6 +259,8 @@ type runtime struct {
 	stopServer context.CancelFunc
 	serverDone chan struct{}
 	producer   producer
+	// cluster is the Kafka cluster the producer connected to, which the cursor files are bound to.
+	cluster cursor.Cluster
 	// txn is the producer in --exactly-once mode, nil otherwise.
 	txn          *kafka.TxnProducer
 	broker       *embedded.Broker
@@ -264,15 +274,17 @@ type producer interface {
 	sink.Sink
 	Ping(ctx context.Context) error
 	Close(ctx context.Context) error
+	ClusterID() string
 }
 
-// cursor is where the source keeps its cursor in --exactly-once mode (the Kafka cursor topic); nil otherwise, and
-// the source uses its cursor file.
-func (rt *runtime) cursor() cursor.Store {
-	if rt.txn == nil {
-		return nil
+// cursor is where the source keeps its cursor: in --exactly-once mode the Kafka cursor topic (bound to its cluster
+// by living in it), otherwise the cursor file at path, bound to the cluster the producer connected to. fresh says
+// where the source starts without a cursor, for the log.
+func (rt *runtime) cursor(path, fresh string) (cursor.Store, error) {
+	if rt.txn != nil {
+		return rt.txn.Cursor(), nil
 	}
-	return rt.txn.Cursor()
+	return cursor.ForCluster(path, rt.cluster, fresh, rt.log)
 }
 
 // cursorKey is the source's identity in the cursor topic, so that sources sharing it keep apart.
@@ -322,13 +334,14 @@ func (rt *runtime) connect(ctx context.Context, c *config, cursorKey string) err
 			return err
 		}
 		rt.producer, rt.txn = p, p
-		return nil
+	} else {
+		p, err := kafka.New(ctx, kc)
+		if err != nil {
+			return err
+		}
+		rt.producer = p
 	}
-	p, err := kafka.New(ctx, kc)
-	if err != nil {
-		return err
-	}
-	rt.producer = p
+	rt.cluster = cursor.Cluster{ID: rt.producer.ClusterID(), Embedded: rt.broker != nil, Ephemeral: rt.broker != nil && c.EmbeddedDataDir == ""}
 	return nil
 }
 

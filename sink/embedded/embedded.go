@@ -6,6 +6,7 @@ package embedded
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +16,10 @@ import (
 
 // DefaultAddr is Kafka's usual port on loopback, where Kafka clients look by default.
 const DefaultAddr = "127.0.0.1:9092"
+
+// ClusterIDPrefix starts the cluster id of every embedded broker, so that logs and cursor file names tell it
+// from a real cluster.
+const ClusterIDPrefix = "atkafka-embedded-"
 
 // Config configures the embedded broker.
 type Config struct {
@@ -44,7 +49,10 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		// kfake listens on loopback with a random port; we take over the listener to honour Addr. Its address is
 		// also what metadata advertises, hence checkAdvertisable.
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) { return net.Listen(network, addr) }),
-		kfake.ClusterID("atkafka-embedded"),
+		// An id of its own for each broker, so that no cursor of another cluster (nor of an earlier in-memory
+		// broker, whose records are gone) is taken for this one's. With a data folder, kfake keeps the id it
+		// stored there first, and the broker's cursors stay valid across restarts as its records do.
+		kfake.ClusterID(ClusterIDPrefix + rand.Text()),
 		// As Apache Kafka's defaults: a client may create a topic by using it, with one partition.
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(1),

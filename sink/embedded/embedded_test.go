@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/testenv"
@@ -64,6 +67,33 @@ func TestDataDirSurvivesRestart(t *testing.T) {
 	defer b.Close()
 	if recs := testenv.ReadAll(t, b.Addrs()[0], "events", 1, 10*time.Second); string(recs[0].Value) != "kept" {
 		t.Fatalf("after a restart read %q, want kept", recs[0].Value)
+	}
+}
+
+// Cursors are bound to the cluster id (cursor.ForCluster): each in-memory broker has an id of its own, and one
+// with a data folder keeps its id across restarts, as it keeps its records.
+func TestClusterID(t *testing.T) {
+	dir := t.TempDir()
+	var ids []string
+	for _, dataDir := range []string{"", "", dir, dir} {
+		b := start(t, Config{Addr: "127.0.0.1:0", DataDir: dataDir})
+		cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addrs()...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta, err := kadm.NewClient(cl).BrokerMetadata(context.Background())
+		cl.Close()
+		b.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(meta.Cluster, ClusterIDPrefix) {
+			t.Errorf("cluster id %q lacks the prefix %q", meta.Cluster, ClusterIDPrefix)
+		}
+		ids = append(ids, meta.Cluster)
+	}
+	if ids[0] == ids[1] || ids[1] == ids[2] || ids[2] != ids[3] {
+		t.Errorf("cluster ids of two in-memory brokers, then twice one data folder: %q", ids)
 	}
 }
 

@@ -18,13 +18,19 @@ import (
 	"github.com/atkafka/atkafka/backoff"
 )
 
-// connect checks that some broker answers and accepts our credentials, then makes sure the topics exist.
+// connect checks that some broker answers and accepts our credentials, learns the cluster's id, then makes sure
+// the topics exist.
 func (p *Producer) connect(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
 	if err := p.ping(ctx); err != nil {
 		return p.connectError(err)
 	}
+	meta, err := kadm.NewClient(p.cl).BrokerMetadata(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the Kafka cluster's metadata: %w", err)
+	}
+	p.clusterID = meta.Cluster
 	return p.ensureTopics(ctx)
 }
 

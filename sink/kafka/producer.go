@@ -28,6 +28,8 @@ type Producer struct {
 	cl    *kgo.Client
 	log   *slog.Logger
 	limit *limiter
+	// clusterID is the cluster's id from its metadata, read once at start-up.
+	clusterID string
 
 	// mu is held shared by Send while it queues a message and exclusively by Close to set closed, so that no record
 	// reaches the client after Close started flushing.
@@ -80,9 +82,13 @@ func New(ctx context.Context, cfg Config) (*Producer, error) {
 		cl.Close()
 		return nil, err
 	}
-	p.log.Info("connected to Kafka", "config", cfg)
+	p.log.Info("connected to Kafka", "config", cfg, "kafka_cluster", p.clusterID)
 	return p, nil
 }
+
+// ClusterID returns the id of the Kafka cluster the producer connected to ("" when the brokers report none):
+// what a source's cursor is bound to, since it counts this cluster's acknowledgements.
+func (p *Producer) ClusterID() string { return p.clusterID }
 
 // Send queues every record of msg and returns; msg.Done runs once Kafka acknowledged them all, or with the first
 // error of a record that failed for good. It blocks while the in-flight limits are reached. It fails only when ctx

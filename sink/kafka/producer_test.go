@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/atkafka/atkafka/cursor"
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/testenv"
@@ -116,6 +117,21 @@ func TestSendCallsDoneOnce(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(metrics.InFlightRecords.WithLabelValues(topic)); got != 0 {
 		t.Errorf("inflight_records = %v after every ack", got)
+	}
+}
+
+// Cursor files are bound to the cluster id both producers read at start-up (cursor.ForCluster).
+func TestClusterID(t *testing.T) {
+	addr := fakeCluster(t, kfake.ClusterID("cluster-1"))
+	if got := newProducer(t, Config{Brokers: []string{addr}, Topic: "events"}).ClusterID(); got != "cluster-1" {
+		t.Errorf("Producer.ClusterID() = %q", got)
+	}
+	txn := newTxn(t, addr, TxnConfig{}, Config{})
+	if got := txn.ClusterID(); got != "cluster-1" {
+		t.Errorf("TxnProducer.ClusterID() = %q", got)
+	}
+	if got := cursor.Describe(txn.Cursor()); !strings.Contains(got, "cluster-1") {
+		t.Errorf("the cursor topic's description %q does not name its cluster", got)
 	}
 }
 

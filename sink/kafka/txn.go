@@ -61,6 +61,8 @@ type TxnProducer struct {
 	log *slog.Logger
 	// nonce tells this instance's transactions from an earlier instance's in the cursor topic.
 	nonce string
+	// clusterID is the cluster's id from its metadata, read once at start-up.
+	clusterID string
 
 	mu sync.Mutex
 	// buf holds messages received and not yet produced, by Position; next is the Position produced next.
@@ -129,7 +131,7 @@ func NewTxn(ctx context.Context, cfg Config, tc TxnConfig) (*TxnProducer, error)
 	}
 	p.loopCtx, p.cancel = context.WithCancel(context.Background())
 	go p.loop()
-	p.log.Info("connected to Kafka (exactly-once)", "config", cfg, "cursor_topic", tc.CursorTopic, "cursor_key", tc.CursorKey,
+	p.log.Info("connected to Kafka (exactly-once)", "config", cfg, "kafka_cluster", p.clusterID, "cursor_topic", tc.CursorTopic, "cursor_key", tc.CursorKey,
 		"commit_interval", tc.CommitInterval, "max_records", tc.MaxRecords)
 	return p, nil
 }
@@ -140,6 +142,7 @@ func (p *TxnProducer) connect(ctx context.Context) error {
 	if err := pr.connect(ctx); err != nil {
 		return err
 	}
+	p.clusterID = pr.clusterID
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
 	adm := kadm.NewClient(p.cl)
@@ -784,8 +787,13 @@ func (p *TxnProducer) scan(ctx context.Context, partition int32, from, end int64
 	}
 }
 
+// ClusterID returns the id of the Kafka cluster the producer connected to; see Producer.ClusterID.
+func (p *TxnProducer) ClusterID() string { return p.clusterID }
+
 // Cursor returns the cursor.Store a source resumes from in exactly-once mode: Load is LoadCursor, and Save does
-// nothing, since each transaction stored the cursor with the records it covers.
+// nothing, since each transaction stored the cursor with the records it covers. Unlike a cursor file it needs no
+// binding to its cluster (cursor.ForCluster): the cursor topic is a topic of the very cluster whose transactions
+// it records, so a run against another cluster reads that cluster's cursor topic, never this one.
 func (p *TxnProducer) Cursor() *TxnCursor { return &TxnCursor{p: p} }
 
 // TxnCursor is the cursor.Store over a TxnProducer's cursor topic.
@@ -799,5 +807,5 @@ func (c *TxnCursor) Save(string) error { return nil }
 
 // String says where the cursor is kept, for logs and error messages.
 func (c *TxnCursor) String() string {
-	return fmt.Sprintf("Kafka topic %s, key %s", c.p.tc.CursorTopic, c.p.tc.CursorKey)
+	return fmt.Sprintf("Kafka topic %s, key %s, of cluster %s", c.p.tc.CursorTopic, c.p.tc.CursorKey, c.p.clusterID)
 }

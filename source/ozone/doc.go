@@ -37,5 +37,6 @@
 // The Source resumes with the Ozone cursor "1783159200123::4711", that is with the first event after that one.
 // A line holding only an RFC 3339 timestamp (the format of earlier bridges) is read as a starting point: every
 // event created in that millisecond or later is produced, so switching over repeats at most the events of that
-// millisecond and loses none. A missing or empty file starts at Ozone's oldest event.
+// millisecond and loses none. A missing or empty file starts at Ozone's oldest event. (atkafka keeps one file per
+// Kafka cluster, cursor.ForCluster, where this line is the value of a small JSON object naming the cluster.)
 package ozone

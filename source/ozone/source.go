@@ -47,8 +47,8 @@ type Config struct {
 	// emitEvent transaction plus the clock skew between the hosts. Default 2s; negative disables it.
 	SettleDelay time.Duration
 	// Cursor stores the position of the last acknowledged event; see the package documentation for its format.
-	// A *cursor.File, or in exactly-once mode the Kafka cursor topic (every message then carries its Position and
-	// Cursor for the transactional sink).
+	// A cursor file (atkafka's is bound to its Kafka cluster: cursor.ForCluster), or in exactly-once mode the Kafka
+	// cursor topic (every message then carries its Position and Cursor for the transactional sink).
 	Cursor cursor.Store
 	// Sink receives one message per event.
 	Sink sink.Sink

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/atkafka/atkafka/cursor"
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 )
@@ -181,6 +182,45 @@ func TestLegacyTimestampCursor(t *testing.T) {
 	}
 	if got, want := e.cursorLine(), "2026-07-04T10:00:00.124Z 4"; got != want {
 		t.Fatalf("cursor %q, want %q", got, want)
+	}
+}
+
+// The cursor file is bound to the Kafka cluster (cursor.ForCluster): the earlier version's file goes to the first
+// real cluster, and a run against another one (the embedded broker, when a restart lost --bootstrap-servers)
+// neither starts from nor moves the real cluster's cursor.
+func TestCursorFilePerCluster(t *testing.T) {
+	e := newTestEnv(t)
+	e.fake.add("2026-07-04T10:00:00.001Z", 3)
+	if err := os.WriteFile(e.cursor.Path(), []byte("2026-07-04T10:00:00.001Z 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runWith := func(cl cursor.Cluster) []string {
+		t.Helper()
+		store, err := cursor.ForCluster(e.cursor.Path(), cl, "at Ozone's oldest event", testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := e.config(newMemSink(true))
+		cfg.Cursor = store
+		ms := cfg.Sink.(*memSink)
+		stop := run(t, e.source(cfg))
+		last := strconv.Itoa(len(e.fake.events))
+		waitFor(t, 5*time.Second, "the last event acknowledged", func() bool { return slices.Contains(ms.ackedKeys(), last) })
+		if err := stop(); err != nil { // after the drain: every event sent was acknowledged
+			t.Fatal(err)
+		}
+		return sortedKeys(ms.ackedKeys())
+	}
+	real := cursor.Cluster{ID: "real"}
+	if got := runWith(real); !slices.Equal(got, keys(2, 3)) {
+		t.Fatalf("first run against the real cluster, which adopts the old file: %v, want 2..3", got)
+	}
+	e.fake.add("2026-07-04T10:00:00.002Z", 2)
+	if got := runWith(cursor.Cluster{ID: "atkafka-embedded-x", Embedded: true}); !slices.Equal(got, keys(1, 5)) {
+		t.Fatalf("run against the embedded broker: %v, want 1..5 (no cursor of its own)", got)
+	}
+	if got := runWith(real); !slices.Equal(got, keys(4, 5)) {
+		t.Fatalf("real cluster again: %v, want 4..5, which the embedded run must not have taken from it", got)
 	}
 }
 

@@ -70,8 +70,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Verifier checks #commit and #sync frames (Sync 1.1) before they are rendered; nil verifies nothing.
 	Verifier Verifier
-	// Cursor keeps the committed cursor; nil means the cursor file in DataDir. In exactly-once mode it reads the
-	// Kafka cursor topic (kafka.TxnProducer), and every message carries its Position and Cursor for the sink.
+	// Cursor keeps the committed cursor; nil means the cursor file in DataDir (CursorFile), bound to no Kafka
+	// cluster. In exactly-once mode it reads the Kafka cursor topic (kafka.TxnProducer), and every message carries
+	// its Position and Cursor for the sink.
 	Cursor cursor.Store
 }
 
@@ -154,16 +155,19 @@ func subscribeURL(host string) (*url.URL, error) {
 	return u, nil
 }
 
-// cursorPath names the cursor file after the relay's host and port, keeping only characters that are safe in
-// a file name everywhere.
+// cursorPath names the cursor file after the relay's host and port, so that two relays never share one.
 func cursorPath(dir string, u *url.URL) string {
-	name := strings.Map(func(r rune) rune {
-		if r == '.' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
-			return r
-		}
-		return '_'
-	}, u.Host)
-	return filepath.Join(dir, "relay-cursor-"+name+".txt")
+	return filepath.Join(dir, "relay-cursor-"+cursor.SafeName(u.Host)+".txt")
+}
+
+// CursorFile is the cursor file of host in dataDir (zero values meaning their defaults, as in Config) that a
+// Source keeps when Config.Cursor is nil; atkafka binds it to its Kafka cluster (cursor.ForCluster) instead.
+func CursorFile(dataDir, host string) (string, error) {
+	u, err := subscribeURL(cmp.Or(host, DefaultHost))
+	if err != nil {
+		return "", err
+	}
+	return cursorPath(cmp.Or(dataDir, "."), u), nil
 }
 
 // noCursor is the reader's position before it read anything when starting at the tip. (0 is a real cursor: the

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -78,7 +79,7 @@ func startCommand(t *testing.T, cmd *exec.Cmd) *exec.Cmd {
 }
 
 // savedCursor polls the cursor file until it holds at least seq.
-func savedCursor(t *testing.T, f *cursor.File, seq int64, timeout time.Duration) int64 {
+func savedCursor(t *testing.T, f cursor.Store, seq int64, timeout time.Duration) int64 {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -101,7 +102,7 @@ func savedCursor(t *testing.T, f *cursor.File, seq int64, timeout time.Duration)
 // source both in a child of the test binary and as the real atkafka command.
 func TestKafkaKill9(t *testing.T) {
 	k := testenv.Kafka(t)
-	t.Run("source", func(t *testing.T) { testKill9(t, k, startChild) })
+	t.Run("source", func(t *testing.T) { testKill9(t, k, startChild, false) })
 	t.Run("atkafka", func(t *testing.T) {
 		bin := filepath.Join(t.TempDir(), "atkafka")
 		build := exec.Command("go", "build", "-o", bin, "./cmd/atkafka")
@@ -117,17 +118,26 @@ func TestKafkaKill9(t *testing.T) {
 				"ATKAFKA_ENRICH=false", "ATKAFKA_TOPIC_PARTITIONS=4", "ATKAFKA_RELAY_HOST="+c.Host,
 				"ATKAFKA_MAX_INFLIGHT_FRAMES="+strconv.Itoa(c.MaxInFlight))
 			return startCommand(t, cmd)
-		})
+		}, true)
 	})
 }
 
-func testKill9(t *testing.T, k testenv.KafkaEnv, startChild func(*testing.T, childConfig) *exec.Cmd) {
+// testKill9 runs the kill -9 scenario with children that startChild starts. perCluster says that they keep the
+// cursor file of each Kafka cluster apart, as atkafka does (cursor.ForCluster).
+func testKill9(t *testing.T, k testenv.KafkaEnv, startChild func(*testing.T, childConfig) *exec.Cmd, perCluster bool) {
 	srv := relaytest.NewServer(relaytest.CorpusFrames(t), relaytest.Loops(20), relaytest.Pace(1000))
 	defer srv.Close()
 	topics := newTopics(t, k.Brokers)
 	c := childConfig{Host: srv.URL(), Brokers: k.Brokers, Topic: topics.topic, Dead: topics.dead, DataDir: t.TempDir(), MaxInFlight: 256}
 	u, _ := subscribeURL(c.Host)
-	file := cursor.NewFile(cursorPath(c.DataDir, u))
+	var file cursor.Store = cursor.NewFile(cursorPath(c.DataDir, u))
+	if perCluster {
+		cl := cursor.Cluster{ID: topics.producer(t).ClusterID()}
+		var err error
+		if file, err = cursor.ForCluster(cursorPath(c.DataDir, u), cl, "", slog.New(slog.DiscardHandler)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// Start from the beginning of the stream: a cursor just before it.
 	if err := file.Save(strconv.FormatInt(srv.FirstSeq()-1, 10)); err != nil {
 		t.Fatal(err)

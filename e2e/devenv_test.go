@@ -112,7 +112,7 @@ func TestDevEnvFiltersAndEnrichment(t *testing.T) {
 	allReader.find(t, time.Minute, "alice's first post in the unfiltered topic", func(e *event) bool {
 		return e.Operation != nil && e.Operation.URI == post
 	})
-	oldHandle, docBefore := alice.Handle, getJSON(t, env.PLCURL+"/"+alice.DID)
+	oldHandle, docBefore := alice.Handle, testenv.CurrentPLCFormat(t, alice.DID, getJSON(t, env.PLCURL+"/"+alice.DID))
 	env.UpdateHandle(alice, "alice-renamed")
 	renamedPost, _ := env.Post(alice, "after the rename")
 	marker1, _ := env.Post(bob, "last on the first PDS")
@@ -157,7 +157,8 @@ func TestDevEnvFiltersAndEnrichment(t *testing.T) {
 		docs := map[string][]byte{}
 		created := map[string]string{}
 		for did := range pdsOf {
-			docs[did] = getJSON(t, env.PLCURL+"/"+did)
+			// dev-env's PLC serves an older document format than plc.directory's, which atkafka renders.
+			docs[did] = testenv.CurrentPLCFormat(t, did, getJSON(t, env.PLCURL+"/"+did))
 			var audit []struct {
 				CreatedAt string `json:"createdAt"`
 			}

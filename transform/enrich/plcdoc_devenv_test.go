@@ -17,7 +17,6 @@ import (
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/atdata"
 	"github.com/ipfs/go-cid"
-	"github.com/multiformats/go-multibase"
 	"github.com/multiformats/go-multihash"
 
 	"github.com/atkafka/atkafka/testenv"
@@ -133,52 +132,8 @@ func (c *plcTestClient) check(did string) *plcDoc {
 		c.t.Errorf("%s: createdAt %q (%v)", did, createdAt, err)
 	}
 	served := c.get("/"+did, http.StatusOK)
-	checkDocument(c.t, did, doc.appendDocument(nil, did), currentFormat(c.t, did, served))
+	checkDocument(c.t, did, doc.appendDocument(nil, did), testenv.CurrentPLCFormat(c.t, did, served))
 	return doc
-}
-
-// currentFormat rewrites a document dev-env's PLC served into the format plc.directory serves today. dev-env
-// pins @did-plc/lib 0.0.1, whose formatDidDoc predates Multikey: verification method ids are "#atproto",
-// types name the curve, publicKeyMultibase is the uncompressed key without a multicodec prefix, and @context
-// lacks the multikey context. Everything else (values, order, the key-type contexts) is as today.
-func currentFormat(t testing.TB, did string, served []byte) []byte {
-	t.Helper()
-	var doc servedDoc
-	if err := json.Unmarshal(served, &doc); err != nil {
-		t.Fatalf("%s: %v: %s", did, err, served)
-	}
-	if len(doc.Context) == 0 || doc.Context[0] != plcContextDID {
-		t.Fatalf("%s: @context %q", did, doc.Context)
-	}
-	doc.Context = append([]string{plcContextDID, plcContextMultikey}, doc.Context[1:]...)
-	for i := range doc.VerificationMethod {
-		vm := &doc.VerificationMethod[i]
-		_, raw, err := multibase.Decode(vm.PublicKeyMultibase)
-		if err != nil {
-			t.Fatalf("%s: %s: %v", did, vm.PublicKeyMultibase, err)
-		}
-		var key atcrypto.PublicKey
-		switch vm.Type {
-		case "EcdsaSecp256k1VerificationKey2019":
-			key, err = atcrypto.ParsePublicUncompressedBytesK256(raw)
-		case "EcdsaSecp256r1VerificationKey2019":
-			key, err = atcrypto.ParsePublicUncompressedBytesP256(raw)
-		default:
-			t.Fatalf("%s: verification method type %q", did, vm.Type)
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", did, err)
-		}
-		if !strings.HasPrefix(vm.ID, "#") {
-			t.Fatalf("%s: verification method id %q", did, vm.ID)
-		}
-		vm.ID, vm.Type, vm.PublicKeyMultibase = did+vm.ID, "Multikey", key.Multibase()
-	}
-	out, err := json.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // send posts a signed operation to the PLC; did "" means a genesis, whose DID the operation determines. It

@@ -46,12 +46,12 @@ func TestQuantile(t *testing.T) {
 	}
 }
 
-// TestRunEmbedded runs the whole benchmark briefly: every frame of every loop becomes its records in the embedded
-// broker, none dead-lettered, and the report names every target.
+// TestRunEmbedded runs the whole benchmark briefly, exactly-once too: every frame of every loop becomes its
+// records in the embedded broker, none dead-lettered, and the report names every target.
 func TestRunEmbedded(t *testing.T) {
 	dir := filepath.Join(testenv.SharedDir(t), "corpus", "relay-2026-07-04")
 	var out bytes.Buffer
-	res, err := Run(context.Background(), Config{CorpusDir: dir, Loops: 3, Embedded: true, Modes: []string{"standard", "osprey"},
+	res, err := Run(context.Background(), Config{CorpusDir: dir, Loops: 3, Embedded: true, Modes: []string{"standard", "osprey", "exactly-once"},
 		FloorDuration: 50 * time.Millisecond, Out: &out, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +64,7 @@ func TestRunEmbedded(t *testing.T) {
 			t.Errorf("%s: missing figures: %+v", m.Mode, m)
 		}
 	}
-	for _, want := range []string{"own CPU per op", "ops/s ÷ floor", "peak RSS", "osprey ops/s ÷ standard"} {
+	for _, want := range []string{"own CPU per op", "ops/s ÷ floor", "peak RSS", "osprey ops/s ÷ standard", "exactly-once ops/s ÷ standard"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/atkafka/atkafka/cursor"
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/sink/kafka"
@@ -46,7 +47,7 @@ type Config struct {
 	Rate      float64 // frames/s per connection; 0: as fast as atkafka reads
 	Brokers   []string
 	Embedded  bool
-	Modes     []string // "standard", "osprey"
+	Modes     []string // "standard", "osprey", "exactly-once" (standard through kafka.TxnProducer)
 
 	Workers            int
 	MaxInFlightFrames  int
@@ -317,7 +318,7 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 	}
 	var fopts []format.FormatterOption
 	switch mode {
-	case "standard":
+	case "standard", "exactly-once":
 	case "osprey":
 		ids, err := format.NewSnowflake(1)
 		if err != nil {
@@ -325,7 +326,7 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 		}
 		fopts = append(fopts, format.Osprey(ids))
 	default:
-		return nil, fmt.Errorf("unknown mode %q (want standard or osprey)", mode)
+		return nil, fmt.Errorf("unknown mode %q (want standard, osprey or exactly-once)", mode)
 	}
 	// As cmd/atkafka wires it with --enrich (the default) and the CLI's defaults.
 	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: format.NewFormatter(fopts...)}
@@ -349,13 +350,30 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 	dlTopic := topic + ".deadletter"
 	kc := cfg.sinkConfig(brokers)
 	kc.Topic, kc.ExtraTopics, kc.CreateTopic = topic, []string{dlTopic}, true
-	prod, err := kafka.New(ctx, kc)
+	var prod interface {
+		sink.Sink
+		Close(context.Context) error
+	}
+	prod, err = kafka.New(ctx, kc)
 	if err != nil {
 		return nil, err
 	}
 	if err := warmUp(ctx, prod, int(cfg.Partitions)); err != nil {
 		prod.Close(context.Background())
 		return nil, err
+	}
+	var store cursor.Store
+	if mode == "exactly-once" {
+		// The warm-up went through an at-least-once producer: a transactional one holds a message without a
+		// cursor. Done then means committed, so the phase ends when a read_committed reader can read it all.
+		if err := prod.Close(ctx); err != nil {
+			return nil, err
+		}
+		txn, err := kafka.NewTxn(ctx, kc, kafka.TxnConfig{TransactionalID: topic, CursorTopic: topic + ".cursors", CursorKey: "relay:bench"})
+		if err != nil {
+			return nil, err
+		}
+		prod, store = txn, txn.Cursor()
 	}
 	cs := &countingSink{next: prod, deadLetterTopic: dlTopic, docs: []byte(`"eventMetadata":{"didDocument":`)}
 	if cfg.NoKafka {
@@ -367,7 +385,8 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 	}
 	defer os.RemoveAll(dir)
 	src, err := relay.New(relay.Config{Host: h.RelayURL, DataDir: dir, StartCursor: strconv.FormatInt(h.FirstSeq-1, 10),
-		Workers: cfg.Workers, MaxInFlight: cfg.MaxInFlightFrames, Sink: cs, Pipeline: p, DeadLetterTopic: dlTopic, Logger: log})
+		Workers: cfg.Workers, MaxInFlight: cfg.MaxInFlightFrames, Sink: cs, Pipeline: p, DeadLetterTopic: dlTopic, Logger: log,
+		Cursor: store})
 	if err != nil {
 		return nil, err
 	}

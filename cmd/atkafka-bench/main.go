@@ -49,7 +49,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&brokers, "brokers", "", "Kafka bootstrap servers, comma separated (e.g. $ATKAFKA_TEST_KAFKA from testenv/kafka.sh)")
 	fs.BoolVar(&cfg.Embedded, "embedded", false, "use the embedded broker (kfake), run in the load-generator process")
 	osprey := fs.Bool("osprey", false, "Osprey mode only (shorthand for --modes osprey)")
-	fs.StringVar(&modes, "modes", "standard", "modes to run one after the other: standard, osprey or standard,osprey")
+	fs.StringVar(&modes, "modes", "standard", "modes to run one after the other: standard, osprey, exactly-once (standard, transactional) or a list such as standard,exactly-once")
 	fs.IntVar(&cfg.Workers, "relay-workers", 0, "relay workers (0: the source's default)")
 	fs.IntVar(&cfg.MaxInFlightFrames, "max-inflight-frames", bench.DefaultMaxInFlightFrames, "as atkafka's flag")
 	fs.IntVar(&cfg.MaxInFlightRecords, "max-inflight-records", bench.DefaultMaxInFlightRecords, "as atkafka's flag")

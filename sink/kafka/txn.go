@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -20,10 +21,6 @@ import (
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 )
-
-// DefaultCommitInterval is how long a transaction collects messages before it commits, when TxnConfig does not
-// say: the latency exactly-once adds for read_committed consumers.
-const DefaultCommitInterval = 200 * time.Millisecond
 
 // txnHeader carries the id of the transaction on its cursor record, so that a commit whose outcome Kafka left
 // unconfirmed can be looked up instead of guessed (guessing wrong either loses or duplicates the batch).
@@ -41,12 +38,10 @@ type TxnConfig struct {
 	// CursorKey keys the cursor records: the source's identity, so that several sources can share CursorTopic.
 	// Required.
 	CursorKey string
-	// CommitInterval is how long a transaction collects messages before committing; default
-	// DefaultCommitInterval.
-	CommitInterval time.Duration
-	// MaxRecords commits a transaction early once it holds this many records; default half of
-	// Config.MaxInFlightRecords, so that Sends keep flowing while a commit is under way.
+	// MaxRecords and MaxBytes bound one transaction; default half of Config.MaxInFlightRecords and
+	// Config.MaxInFlightBytes, so that Sends keep being admitted while a transaction commits.
 	MaxRecords int
+	MaxBytes   int64
 }
 
 // TxnProducer is the exactly-once sink: it produces messages strictly in Position order inside Kafka
@@ -54,6 +49,11 @@ type TxnConfig struct {
 // after the transaction committed. A crash at any point leaves either both the records and their cursor or
 // neither, so a restart that resumes from LoadCursor neither loses nor repeats anything for read_committed
 // consumers. It is safe for concurrent use.
+//
+// Kafka allows one transaction in flight per producer; its size is ours. A transaction begins with every message
+// that became ready while the previous one committed, takes in those that arrive until Kafka answered its first
+// records, and commits then (or at MaxRecords or MaxBytes): transactions grow with the backlog, the next begins as
+// soon as the previous committed, and no timer adds latency at live rates.
 type TxnProducer struct {
 	cfg Config
 	tc  TxnConfig
@@ -91,8 +91,8 @@ var _ sink.Sink = (*TxnProducer)(nil)
 // aborts whatever transaction it left open. Call LoadCursor next to know where the source resumes.
 func NewTxn(ctx context.Context, cfg Config, tc TxnConfig) (*TxnProducer, error) {
 	cfg = cfg.withDefaults()
-	tc.CommitInterval = cmp.Or(tc.CommitInterval, DefaultCommitInterval)
 	tc.MaxRecords = cmp.Or(tc.MaxRecords, max(1, cfg.MaxInFlightRecords/2))
+	tc.MaxBytes = cmp.Or(tc.MaxBytes, max(1, cfg.MaxInFlightBytes/2))
 	var errs []error
 	if err := cfg.validate(); err != nil {
 		errs = append(errs, err)
@@ -103,8 +103,8 @@ func NewTxn(ctx context.Context, cfg Config, tc TxnConfig) (*TxnProducer, error)
 	if tc.TransactionalID == "" || tc.CursorTopic == "" || tc.CursorKey == "" {
 		errs = append(errs, errors.New("exactly-once needs a transactional id, a cursor topic and a cursor key"))
 	}
-	if tc.CommitInterval < 0 || tc.MaxRecords < 0 {
-		errs = append(errs, errors.New("negative commit interval or records per transaction"))
+	if tc.MaxRecords < 0 || tc.MaxBytes < 0 {
+		errs = append(errs, errors.New("negative records or bytes per transaction"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -131,8 +131,8 @@ func NewTxn(ctx context.Context, cfg Config, tc TxnConfig) (*TxnProducer, error)
 	}
 	p.loopCtx, p.cancel = context.WithCancel(context.Background())
 	go p.loop()
-	p.log.Info("connected to Kafka (exactly-once)", "config", cfg, "kafka_cluster", p.clusterID, "cursor_topic", tc.CursorTopic, "cursor_key", tc.CursorKey,
-		"commit_interval", tc.CommitInterval, "max_records", tc.MaxRecords)
+	p.log.Info("connected to Kafka (exactly-once)", "config", cfg, "kafka_cluster", p.clusterID, "cursor_topic", tc.CursorTopic,
+		"cursor_key", tc.CursorKey, "max_records", tc.MaxRecords, "max_bytes", tc.MaxBytes)
 	return p, nil
 }
 
@@ -211,11 +211,16 @@ func (p *TxnProducer) Send(ctx context.Context, msg *sink.Message) error {
 	metrics.InFlightRecords.WithLabelValues(p.cfg.Topic).Add(float64(records))
 	metrics.InFlightBytes.WithLabelValues(p.cfg.Topic).Add(float64(bytes))
 	p.mu.Unlock()
+	p.wake()
+	return nil
+}
+
+// wake makes the loop look for ready messages.
+func (p *TxnProducer) wake() {
 	select {
 	case p.kick <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // wakeLocked wakes the Sends waiting for room; p.mu is held.
@@ -240,28 +245,32 @@ func (p *TxnProducer) release(msgs []*sink.Message) {
 	metrics.InFlightBytes.WithLabelValues(p.cfg.Topic).Add(float64(-bytes))
 }
 
-// ready takes the messages that can be produced now: those at next, next+1, ... that were received.
-func (p *TxnProducer) ready(into []*sink.Message) []*sink.Message {
+// ready adds to t the messages that can be produced now: those at next, next+1, ... that were received, until t
+// holds MaxRecords or MaxBytes.
+func (p *TxnProducer) ready(t *txn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := len(into)
-	for m := p.buf[p.next]; m != nil; m = p.buf[p.next] {
+	n := len(t.msgs)
+	for m := p.buf[p.next]; m != nil && t.records < p.tc.MaxRecords && t.bytes < p.tc.MaxBytes; m = p.buf[p.next] {
 		delete(p.buf, p.next)
-		into = append(into, m)
+		t.msgs = append(t.msgs, m)
+		t.records += len(m.Records)
+		t.bytes += messageBytes(m)
 		p.next++
 	}
-	if len(into) > n {
+	if len(t.msgs) > n {
 		p.wakeLocked() // next moved: the message now at next may enter
 	}
-	return into
 }
 
 // txn is the open transaction: its messages in Position order, and the record failures of the current attempt.
 type txn struct {
 	msgs    []*sink.Message
 	records int
-	started time.Time
+	bytes   int64
 	open    bool // BeginTransaction was called and not ended
+	// firstLeft counts the records the transaction began with that Kafka has not answered yet.
+	firstLeft *atomic.Int64
 
 	mu     sync.Mutex
 	failed map[*sink.Message]error // the first record error of each message, this attempt
@@ -280,70 +289,70 @@ func (t *txn) recordFailed(m *sink.Message, err error) {
 	}
 }
 
-// loop owns the client's transactions: it produces messages as they become ready and commits every
-// CommitInterval, MaxRecords, or when Close asks.
+// loop owns the client's transactions: it produces messages as they become ready and commits once the first
+// records of the transaction are answered, while Sends keep buffering messages for the next one.
 func (p *TxnProducer) loop() {
 	defer close(p.loopDone)
 	t := &txn{failed: map[*sink.Message]error{}}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	armed := false
-	for {
-		closing := false
-		select {
-		case <-p.kick:
-		case <-timer.C:
-			armed = false
-		case <-p.stop:
-			closing = true
+	for closing := false; ; {
+		if !closing {
+			select {
+			case <-p.kick:
+			case <-p.stop:
+				closing = true
+			}
 		}
 		if err := p.produceReady(t); err != nil {
 			p.die(t, err)
 			return
 		}
-		if len(t.msgs) > 0 && !armed {
-			// The first message of a transaction starts its clock.
-			timer.Reset(max(0, p.tc.CommitInterval-time.Since(t.started)))
-			armed = true
-		}
-		due := closing || t.records >= p.tc.MaxRecords || time.Since(t.started) >= p.tc.CommitInterval
 		// A transaction whose messages carry no cursor (those read before the source had a position) waits for
 		// one that does: committed alone, they would be read and produced again after a restart.
-		if due && t.cursor() != "" {
-			timer.Stop()
-			armed = false
-			if err := p.commit(t); err != nil {
-				if errors.Is(err, sink.ErrStopped) {
-					p.die(t, err)
-				} else {
-					p.closeErr = err
-					p.failAll(t, err)
-				}
+		if t.cursor() == "" {
+			if closing {
+				p.failAll(t, ErrClosed)
 				return
 			}
+			continue
 		}
-		if closing {
-			p.failAll(t, ErrClosed)
+		// Until the first records are answered (which, in a new transaction, includes adding their partitions
+		// to it), later messages are produced alongside rather than wait for the next transaction.
+		if !closing && t.firstLeft.Load() > 0 && t.records < p.tc.MaxRecords && t.bytes < p.tc.MaxBytes {
+			continue
+		}
+		if err := p.commit(t); err != nil {
+			if errors.Is(err, sink.ErrStopped) {
+				p.die(t, err)
+			} else {
+				p.closeErr = err
+				p.failAll(t, err)
+			}
 			return
 		}
+		p.wake() // what arrived during the commit begins the next transaction; closing, the loop goes on until none did
 	}
 }
 
 // produceReady produces the messages that became ready into the open transaction, beginning one if needed.
 func (p *TxnProducer) produceReady(t *txn) error {
 	n := len(t.msgs)
-	t.msgs = p.ready(t.msgs)
+	p.ready(t)
 	if len(t.msgs) == n {
 		return nil
-	}
-	if n == 0 {
-		t.started = time.Now()
 	}
 	if err := p.begin(t); err != nil {
 		return err
 	}
+	var first *atomic.Int64
+	if n == 0 {
+		first = new(atomic.Int64)
+		for _, m := range t.msgs {
+			first.Add(int64(len(m.Records)))
+		}
+		t.firstLeft = first
+	}
 	for _, m := range t.msgs[n:] {
-		p.produceMessage(t, m)
+		p.produceMessage(t, m, first)
 	}
 	return nil
 }
@@ -359,8 +368,9 @@ func (p *TxnProducer) begin(t *txn) error {
 	return nil
 }
 
-func (p *TxnProducer) produceMessage(t *txn, m *sink.Message) {
-	t.records += len(m.Records)
+// produceMessage produces m's records into the open transaction; first, when not nil, counts down the
+// transaction's first records and wakes the loop once they are all answered.
+func (p *TxnProducer) produceMessage(t *txn, m *sink.Message, first *atomic.Int64) {
 	for i := range m.Records {
 		r := &m.Records[i]
 		rec := &kgo.Record{Topic: cmp.Or(r.Topic, p.cfg.Topic), Key: r.Key, Value: r.Value}
@@ -370,6 +380,9 @@ func (p *TxnProducer) produceMessage(t *txn, m *sink.Message) {
 		p.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
 			if err != nil {
 				t.recordFailed(m, err)
+			}
+			if first != nil && first.Add(-1) == 0 {
+				p.wake()
 			}
 		})
 	}
@@ -419,26 +432,18 @@ func (p *TxnProducer) commit(t *txn) error {
 		if err := p.begin(t); err != nil {
 			return err
 		}
-		msgs := t.msgs
-		t.msgs, t.records = t.msgs[:0:0], 0
-		for _, m := range msgs {
-			t.msgs = append(t.msgs, m)
-			p.produceMessage(t, m)
+		for _, m := range t.msgs {
+			p.produceMessage(t, m, nil)
 		}
 	}
 }
 
-// tryCommit flushes the transaction's records, adds the cursor record and commits. When the commit itself
-// failed, its outcome may be unknown: the transaction is then aborted (which settles it) and the cursor topic tells
-// whether it had committed after all, in which case tryCommit returns nil.
+// tryCommit adds the cursor record, flushes the transaction's records and commits. The cursor record goes out
+// with the others, under one flush: if any record fails, the transaction is aborted, cursor included. When the
+// commit itself failed, its outcome may be unknown: the transaction is then aborted (which settles it) and the
+// cursor topic tells whether it had committed after all, in which case tryCommit returns nil.
 func (p *TxnProducer) tryCommit(t *txn, id string) error {
 	ctx := p.loopCtx
-	if err := p.cl.Flush(ctx); err != nil {
-		return err
-	}
-	if err := t.firstError(); err != nil {
-		return err
-	}
 	cursor := t.cursor()
 	if cursor != "" {
 		rec := &kgo.Record{Topic: p.tc.CursorTopic, Key: []byte(p.tc.CursorKey), Value: []byte(cursor),
@@ -448,12 +453,12 @@ func (p *TxnProducer) tryCommit(t *txn, id string) error {
 				t.recordFailed(nil, err)
 			}
 		})
-		if err := p.cl.Flush(ctx); err != nil {
-			return err
-		}
-		if err := t.firstError(); err != nil {
-			return err
-		}
+	}
+	if err := p.cl.Flush(ctx); err != nil {
+		return err
+	}
+	if err := t.firstError(); err != nil {
+		return err
 	}
 	err := p.cl.EndTransaction(ctx, kgo.TryCommit)
 	if err == nil {
@@ -552,9 +557,10 @@ func (p *TxnProducer) returnRefused(t *txn) bool {
 	p.wakeLocked()
 	p.mu.Unlock()
 	t.msgs = t.msgs[:i]
-	t.records = 0
+	t.records, t.bytes = 0, 0
 	for _, m := range t.msgs {
 		t.records += len(m.Records)
+		t.bytes += messageBytes(m)
 	}
 	producedError.Inc()
 	p.release([]*sink.Message{refused})
@@ -600,7 +606,7 @@ func (p *TxnProducer) fatalError(err error) error {
 }
 
 func (p *TxnProducer) reset(t *txn) {
-	t.msgs, t.records = nil, 0
+	t.msgs, t.records, t.bytes, t.firstLeft = nil, 0, 0, nil
 	t.mu.Lock()
 	clear(t.failed)
 	t.other = nil

@@ -71,8 +71,19 @@ func committedValues(t *testing.T, addr string, n int, topic ...string) []string
 }
 
 func TestTxnProducesInPositionOrderAndAcksAfterCommit(t *testing.T) {
-	addr := fakeCluster(t)
-	p := newTxn(t, addr, TxnConfig{CommitInterval: 300 * time.Millisecond}, Config{})
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Every commit takes 300 ms to answer: no Done may run before its commit did.
+	c.ControlKey(int16(kmsg.EndTxn), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		time.Sleep(300 * time.Millisecond)
+		return nil, nil, false
+	})
+	addr := c.ListenAddrs()[0]
+	p := newTxn(t, addr, TxnConfig{}, Config{})
 	committedBefore := testutil.ToFloat64(metrics.Transactions.WithLabelValues("committed"))
 	const n = 200
 	a := newAcks()
@@ -107,8 +118,8 @@ func TestTxnProducesInPositionOrderAndAcksAfterCommit(t *testing.T) {
 		t.Fatalf("Done errors: %v", errs)
 	}
 	for _, at := range doneAt {
-		if at.Sub(sentAt) < 250*time.Millisecond {
-			t.Fatalf("Done ran %s after Send, before the commit interval passed", at.Sub(sentAt))
+		if at.Sub(sentAt) < 300*time.Millisecond {
+			t.Fatalf("Done ran %s after Send, before the commit was answered", at.Sub(sentAt))
 		}
 	}
 	got := committedValues(t, addr, n)
@@ -176,7 +187,7 @@ func TestTxnAbortAndRetry(t *testing.T) {
 	})
 	addr := c.ListenAddrs()[0]
 	abortedBefore := testutil.ToFloat64(metrics.Transactions.WithLabelValues("aborted"))
-	p := newTxn(t, addr, TxnConfig{CommitInterval: 50 * time.Millisecond}, Config{})
+	p := newTxn(t, addr, TxnConfig{}, Config{})
 	a := newAcks()
 	for i := range 20 {
 		send2(t, p, txnMessage(a, i))
@@ -200,7 +211,7 @@ func TestTxnAbortAndRetry(t *testing.T) {
 // sent again, and everything ends up committed in position order.
 func TestTxnRecordRefused(t *testing.T) {
 	addr := fakeCluster(t)
-	p := newTxn(t, addr, TxnConfig{CommitInterval: 50 * time.Millisecond}, Config{MaxBatchBytes: 1024})
+	p := newTxn(t, addr, TxnConfig{}, Config{MaxBatchBytes: 1024})
 	a := newAcks()
 	big := txnMessage(a, 1, strings.Repeat("x", 4096))
 	refused := make(chan error, 1)
@@ -229,7 +240,7 @@ func TestTxnRecordRefused(t *testing.T) {
 
 // TestTxnFenced starts a second producer with the same transactional id: the first is fenced, which is fatal.
 func TestTxnFenced(t *testing.T) {
-	testTxnFenced(t, fakeCluster(t), "events", TxnConfig{CommitInterval: 20 * time.Millisecond})
+	testTxnFenced(t, fakeCluster(t), "events", TxnConfig{})
 }
 
 // TestKafkaTxnFenced is TestTxnFenced against Apache Kafka, whose transaction protocol (KIP-890) kfake only
@@ -237,7 +248,7 @@ func TestTxnFenced(t *testing.T) {
 func TestKafkaTxnFenced(t *testing.T) {
 	k := testenv.Kafka(t)
 	topic := testenv.NewTopic(t)
-	testTxnFenced(t, k.Brokers, topic, TxnConfig{CommitInterval: 20 * time.Millisecond, TransactionalID: topic, CursorTopic: topic + ".cursors"})
+	testTxnFenced(t, k.Brokers, topic, TxnConfig{TransactionalID: topic, CursorTopic: topic + ".cursors"})
 }
 
 func testTxnFenced(t *testing.T, addr, topic string, tc TxnConfig) {
@@ -278,7 +289,7 @@ func testTxnFenced(t *testing.T, addr, topic string, tc TxnConfig) {
 // TestTxnBackpressure blocks Send while the limits are reached, but always lets in the next position.
 func TestTxnBackpressure(t *testing.T) {
 	addr := fakeCluster(t)
-	p := newTxn(t, addr, TxnConfig{CommitInterval: 20 * time.Millisecond}, Config{MaxInFlightRecords: 2})
+	p := newTxn(t, addr, TxnConfig{}, Config{MaxInFlightRecords: 2})
 	a := newAcks()
 	// Positions 1 and 2 fill the limit; 3 must wait; 0 is let in although the limit is reached.
 	send2(t, p, txnMessage(a, 1))

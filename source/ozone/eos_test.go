@@ -28,7 +28,7 @@ func TestExactlyOnceTakeover(t *testing.T) {
 	newProducer := func() *kafka.TxnProducer {
 		p, err := kafka.NewTxn(context.Background(), kafka.Config{Brokers: []string{addr}, Topic: "mod", CreateTopic: true,
 			Partitions: 2, Logger: testLogger(t)}, kafka.TxnConfig{TransactionalID: "ozone", CursorTopic: "mod.cursors",
-			CursorKey: "ozone:" + fakeLabeler, CommitInterval: 20 * time.Millisecond})
+			CursorKey: "ozone:" + fakeLabeler})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -73,7 +73,7 @@ func TestEnvironmentVariables(t *testing.T) {
 	c := r.cfg
 	if len(c.Brokers) != 2 || c.Topic != "t" || c.MetricsAddr != "127.0.0.1:7000" || !c.Debug || c.Relay.Host != "ws://127.0.0.1:1" ||
 		strings.Join(c.Firehose.WatchedCollections, "|") != "app.bsky.*|chat.bsky.*" || c.Kafka.SASLMechanism != "SCRAM-SHA-512" ||
-		c.Kafka.SASLPassword != "p" || !c.Firehose.Osprey || c.Relay.VerifyCommits != "strict" {
+		c.Kafka.SASLPassword != "p" || !c.Osprey.Compatible || c.Relay.VerifyCommits != "strict" {
 		t.Fatalf("parsed %+v", c)
 	}
 }
@@ -112,14 +112,17 @@ func TestSecretsFromFiles(t *testing.T) {
 
 func TestValidationErrors(t *testing.T) {
 	cases := map[string][]string{
-		"compression":       {"--compression", "brotli", "firehose", "relay"},
-		"acks":              {"--acks", "some", "firehose", "relay"},
-		"log-format":        {"--log-format", "xml", "firehose", "relay"},
-		"kafka-sasl":        {"--kafka-sasl-mechanism", "PLAIN", "firehose", "relay"},
-		"cert-file":         {"--kafka-tls-cert-file", "c.pem", "firehose", "relay"},
-		"cursor":            {"firehose", "relay", "--cursor", "yesterday"},
-		"verify-commits":    {"firehose", "relay", "--verify-commits", "on"},
-		"snowflake":         {"firehose", "relay", "--snowflake-worker-id", "1024"},
+		"compression":    {"--compression", "brotli", "firehose", "relay"},
+		"acks":           {"--acks", "some", "firehose", "relay"},
+		"log-format":     {"--log-format", "xml", "firehose", "relay"},
+		"kafka-sasl":     {"--kafka-sasl-mechanism", "PLAIN", "firehose", "relay"},
+		"cert-file":      {"--kafka-tls-cert-file", "c.pem", "firehose", "relay"},
+		"cursor":         {"firehose", "relay", "--cursor", "yesterday"},
+		"verify-commits": {"firehose", "relay", "--verify-commits", "on"},
+		"snowflake":      {"firehose", "relay", "--snowflake-worker-id", "1024"},
+		"osprey-format":  {"firehose", "tap", "--osprey-compatible", "--osprey-format", "rust"},
+		"needs --osprey-compatible": {"ozone-events", "--osprey-format", "coordinator", "--pds-host", "http://pds",
+			"--identifier", "m", "--password", "x", "--labeler-did", "d"},
 		"ozone-events":      {"ozone-events"},
 		"dead-letter-topic": {"--output-topic", "x", "--dead-letter-topic", "x", "firehose", "relay"},
 	}

@@ -19,9 +19,11 @@ import (
 	"time"
 
 	"github.com/atkafka/atkafka/cursor"
+	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/testenv"
+	"github.com/atkafka/atkafka/transform/format"
 )
 
 // e2e is one end-to-end scenario: its own PLC + PDS + Ozone (dev-env), the shared real Kafka, a topic of its own.
@@ -244,6 +246,41 @@ func TestE2EExactlyOnceAndRestart(t *testing.T) {
 	e.kafkaEvents(len(views))
 	_ = stop()
 	e.checkExactlyOnce()
+}
+
+// In both Osprey formats, each moderation event arrives unchanged inside the envelope, named by its type, with a
+// unique id, as each Osprey input decodes it.
+func TestE2EOspreyFormats(t *testing.T) {
+	e := newE2E(t)
+	e.emitKinds()
+	views := e.allEvents()
+	ids, _ := format.NewSnowflake(2)
+	for _, f := range []struct {
+		name schematest.Format
+		opts []format.FormatterOption
+	}{{schematest.Worker, []format.FormatterOption{format.Osprey(ids)}},
+		{schematest.Coordinator, []format.FormatterOption{format.Osprey(ids), format.Coordinator()}}} {
+		e.topic = testenv.NewTopic(t)
+		cfg := e.config(e.producer(), filepath.Join(t.TempDir(), "ozone-cursor.txt"))
+		cfg.Formatter = format.NewFormatter(f.opts...)
+		stop := e.runSource(cfg)
+		got := e.kafkaEvents(len(views))
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		seen := map[uint64]bool{}
+		for id, vals := range got {
+			for i, v := range vals {
+				data, form, env := schematest.Unwrap(t, v)
+				ev, err := decodeEvent(data)
+				if form != f.name || err != nil || env.Name != actionName(ev.typ) || seen[env.ID] {
+					t.Errorf("event %d: format %s, action %q, id %d (seen %v), %v: %q", id, form, env.Name, env.ID, seen[env.ID], err, v)
+				}
+				seen[env.ID], vals[i] = true, data
+			}
+		}
+		e.checkSame(views, got, nil)
+	}
 }
 
 // The Ozone service stopping and starting again mid-run loses nothing; the source waits it out.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"log/slog"
 	"os"
@@ -245,5 +246,28 @@ func TestExactlyOnceFlags(t *testing.T) {
 	r, err = parse(t, "--transactional-id", "mine", "--cursor-topic", "c", "firehose", "relay")
 	if err != nil || r.cfg.validateExactlyOnce("relay") != nil || r.cfg.Kafka.TransactionalID != "mine" || r.cfg.Kafka.CursorTopic != "c" {
 		t.Errorf("explicit values: %v %+v", err, r.cfg.Kafka)
+	}
+}
+
+func TestSchemaCommand(t *testing.T) {
+	run := func(args ...string) (string, error) {
+		var out strings.Builder
+		app := newApp(&recorder{})
+		app.Writer = &out
+		err := app.Run(context.Background(), append([]string{"atkafka", "schema"}, args...))
+		return out.String(), err
+	}
+	names, err := run()
+	if err != nil || !strings.Contains(names, "relay-event\n") || !strings.Contains(names, "osprey-coordinator\n") {
+		t.Fatalf("schema names: %q, %v", names, err)
+	}
+	for _, name := range strings.Fields(names) {
+		out, err := run(name)
+		if err != nil || !json.Valid([]byte(out)) || !strings.Contains(out, `"$id"`) {
+			t.Errorf("schema %s: %v\n%.200s", name, err, out)
+		}
+	}
+	if _, err := run("nope"); err == nil || !strings.Contains(err.Error(), "dead-letter") {
+		t.Errorf("unknown schema: %v", err)
 	}
 }

@@ -100,7 +100,8 @@ func (e *e2e) allEvents() map[int64]json.RawMessage {
 	return views
 }
 
-// kafkaEvents reads the topic until it holds at least want records: id -> values in offset order per id.
+// kafkaEvents reads the topic until it holds at least want records, each checked against the published schema:
+// id -> values in offset order per id.
 func (e *e2e) kafkaEvents(want int) map[int64][][]byte {
 	e.t.Helper()
 	recs := testenv.ReadAll(e.t, e.brokers, e.topic, want, 2*time.Minute)
@@ -110,6 +111,7 @@ func (e *e2e) kafkaEvents(want int) map[int64][][]byte {
 		if err != nil {
 			e.t.Fatalf("record key %q is not an event id", r.Key)
 		}
+		schematest.Check(e.t, schematest.OzoneEvent, r.Value)
 		got[id] = append(got[id], r.Value)
 	}
 	return got
@@ -271,7 +273,7 @@ func TestE2EOspreyFormats(t *testing.T) {
 		seen := map[uint64]bool{}
 		for id, vals := range got {
 			for i, v := range vals {
-				data, form, env := schematest.Unwrap(t, v)
+				data, form, env := schematest.Check(t, schematest.OzoneEvent, v)
 				ev, err := decodeEvent(data)
 				if form != f.name || err != nil || env.Name != actionName(ev.typ) || seen[env.ID] {
 					t.Errorf("event %d: format %s, action %q, id %d (seen %v), %v: %q", id, form, env.Name, env.ID, seen[env.ID], err, v)

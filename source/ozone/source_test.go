@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
 )
 
@@ -402,8 +403,11 @@ func TestMalformedEvents(t *testing.T) {
 				t.Fatalf("cursor %q, want %q", got, want)
 			}
 			for _, m := range ms.sent() {
-				if r := m.Records[0]; dlt != "" && string(r.Key) == "<unknown>" && r.Topic != dlt {
-					t.Fatalf("dead letter on topic %q", r.Topic)
+				if r := m.Records[0]; dlt != "" && string(r.Key) == "<unknown>" {
+					if r.Topic != dlt {
+						t.Fatalf("dead letter on topic %q", r.Topic)
+					}
+					schematest.Check(t, schematest.DeadLetter, r.Value)
 				}
 			}
 		})

@@ -249,7 +249,7 @@ func (e event) actionName() string {
 // decodeEvent parses a record value in any format, unwrapping the Osprey envelope when there is one.
 func decodeEvent(t testing.TB, value []byte) event {
 	t.Helper()
-	data, _, _ := schematest.Unwrap(t, value)
+	data, _, _ := schematest.Check(t, schematest.RelayEvent, value)
 	var e event
 	if err := json.Unmarshal(data, &e); err != nil {
 		t.Fatalf("record value is not an event: %v\n%s", err, data)

@@ -104,7 +104,7 @@ func checkFormat(t testing.TB, f schematest.Format, records []record) map[string
 	events := map[string]json.RawMessage{}
 	ids := map[uint64]bool{}
 	for _, r := range records {
-		data, got, env := schematest.Unwrap(t, r.Value)
+		data, got, env := schematest.Check(t, schematest.RelayEvent, r.Value)
 		if got != f {
 			t.Fatalf("record in format %s, want %s: %q", got, f, r.Value)
 		}
@@ -275,6 +275,7 @@ func TestKafkaMalformedFrames(t *testing.T) {
 	}
 	got := map[string]int{}
 	for _, rec := range topics.read(t, topics.dead, total) {
+		schematest.Check(t, schematest.DeadLetter, rec.Value)
 		var dl struct {
 			Source, Reason, Error, Raw string
 			Seq                        int64

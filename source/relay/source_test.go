@@ -168,7 +168,7 @@ func TestFilters(t *testing.T) {
 		if e.Operation != nil && e.Operation.Collection == "app.bsky.feed.like" {
 			likes++
 		}
-		if !strings.Contains(string(rec.Value), `"eventMetadata":{"m":1}`) {
+		if !strings.Contains(string(rec.Value), `"eventMetadata":`+testMetadata) {
 			t.Errorf("no eventMetadata in %s", rec.Value)
 		}
 	}
@@ -193,8 +193,11 @@ func (f collectionFunc) KeepCollection(nsid string) bool { return f(nsid) }
 
 type observer struct{ likes atomic.Int64 }
 
+// testMetadata is the observer's eventMetadata, in the shape the schema promises.
+const testMetadata = `{"pdsHost":"https://pds.test","handle":"a.test","accountAge":-1}`
+
 func (o *observer) AppendMetadata(_ context.Context, dst []byte, _ string) []byte {
-	return append(dst, `{"m":1}`...)
+	return append(dst, testMetadata...)
 }
 
 func (o *observer) Observe(ev *format.Event) {

@@ -109,7 +109,7 @@ type outEvent struct {
 // decodeOut decodes a record in any format, as its consumers do.
 func decodeOut(t testing.TB, r *kgo.Record) outEvent {
 	t.Helper()
-	data, _, _ := schematest.Unwrap(t, r.Value)
+	data, _, _ := schematest.Check(t, schematest.TapEvent, r.Value)
 	var ev outEvent
 	if err := json.Unmarshal(data, &ev); err != nil {
 		t.Fatalf("record value %s: %v", r.Value, err)

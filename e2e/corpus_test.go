@@ -125,7 +125,7 @@ func TestCorpus(t *testing.T) {
 		if err := dec.Decode(&envelopes[i]); err != nil {
 			t.Fatalf("record %s: %v", r.Value, err)
 		}
-		events[i] = decodeEvent(t, envelopes[i].Data.Data)
+		events[i] = decodeEvent(t, r.Value)
 	}
 
 	t.Run("pdsHost", func(t *testing.T) {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/testenv"
 )
 
@@ -497,11 +498,12 @@ func (e *event) meta(t testing.TB) *metadata {
 	return &m
 }
 
-// decodeEvent decodes a standard-format record value.
+// decodeEvent decodes a record value in any format, checked against the published relay schema.
 func decodeEvent(t testing.TB, value []byte) *event {
 	t.Helper()
+	data, _, _ := schematest.Check(t, schematest.RelayEvent, value)
 	var e event
-	if err := json.Unmarshal(value, &e); err != nil {
+	if err := json.Unmarshal(data, &e); err != nil {
 		t.Fatalf("record value %s: %v", value, err)
 	}
 	return &e

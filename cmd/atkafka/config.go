@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v3"
+
+	"github.com/atkafka/atkafka/transform/format"
 )
 
 // config is everything the flags say, checked, before any part is built.
@@ -31,6 +33,7 @@ type config struct {
 	Debug           bool
 	LogFormat       string
 
+	Osprey   ospreyConfig
 	Firehose firehoseConfig
 	Relay    relayConfig
 	Tap      tapConfig
@@ -64,9 +67,14 @@ type kafkaConfig struct {
 	SASLPassword          string
 }
 
+// ospreyConfig is the Osprey envelope of every producing command.
+type ospreyConfig struct {
+	Compatible      bool
+	Format          string
+	SnowflakeWorker int
+}
+
 type firehoseConfig struct {
-	Osprey             bool
-	SnowflakeWorker    int
 	MetricsCollections []string
 	WatchedCollections []string
 	IgnoredCollections []string
@@ -192,9 +200,12 @@ func parseConfig(cmd *cli.Command) (*config, error) {
 			SASLMechanism:         strings.ToUpper(cmd.String("kafka-sasl-mechanism")),
 			SASLUsername:          cmd.String("kafka-sasl-username"),
 		},
+		Osprey: ospreyConfig{
+			Compatible:      cmd.Bool("osprey-compatible"),
+			Format:          cmd.String("osprey-format"),
+			SnowflakeWorker: int(cmd.Int("snowflake-worker-id")),
+		},
 		Firehose: firehoseConfig{
-			Osprey:             cmd.Bool("osprey-compatible"),
-			SnowflakeWorker:    int(cmd.Int("snowflake-worker-id")),
 			MetricsCollections: splitList(cmd.StringSlice("metrics-collections")),
 			WatchedCollections: splitList(cmd.StringSlice("watched-collections")),
 			IgnoredCollections: splitList(cmd.StringSlice("ignored-collections")),
@@ -314,8 +325,14 @@ func (c *config) validate() []error {
 	if k.MaxInFlightRecords < 1 || k.MaxInFlightBytes < 1 {
 		check(errors.New("--max-inflight-records and --max-inflight-bytes must be positive"))
 	}
-	if w := c.Firehose.SnowflakeWorker; w < 0 || w > 1023 {
+	if w := c.Osprey.SnowflakeWorker; w < 0 || w > 1023 {
 		check(fmt.Errorf("--snowflake-worker-id %d is outside 0-1023", w))
+	}
+	if o := c.Osprey; o.Format != "" { // "" for commands without the Osprey flags
+		check(oneOf("osprey-format", o.Format, format.OspreyFormats...))
+		if o.Format != format.OspreyWorker && !o.Compatible {
+			check(fmt.Errorf("--osprey-format %s needs --osprey-compatible", o.Format))
+		}
 	}
 	if c.Relay.VerifyCommits != "" { // "" when the command is not relay
 		check(oneOf("verify-commits", c.Relay.VerifyCommits, "off", "log", "strict"))

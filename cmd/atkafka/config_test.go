@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"log/slog"
 	"os"
@@ -73,7 +74,7 @@ func TestEnvironmentVariables(t *testing.T) {
 	c := r.cfg
 	if len(c.Brokers) != 2 || c.Topic != "t" || c.MetricsAddr != "127.0.0.1:7000" || !c.Debug || c.Relay.Host != "ws://127.0.0.1:1" ||
 		strings.Join(c.Firehose.WatchedCollections, "|") != "app.bsky.*|chat.bsky.*" || c.Kafka.SASLMechanism != "SCRAM-SHA-512" ||
-		c.Kafka.SASLPassword != "p" || !c.Firehose.Osprey || c.Relay.VerifyCommits != "strict" {
+		c.Kafka.SASLPassword != "p" || !c.Osprey.Compatible || c.Relay.VerifyCommits != "strict" {
 		t.Fatalf("parsed %+v", c)
 	}
 }
@@ -112,14 +113,17 @@ func TestSecretsFromFiles(t *testing.T) {
 
 func TestValidationErrors(t *testing.T) {
 	cases := map[string][]string{
-		"compression":       {"--compression", "brotli", "firehose", "relay"},
-		"acks":              {"--acks", "some", "firehose", "relay"},
-		"log-format":        {"--log-format", "xml", "firehose", "relay"},
-		"kafka-sasl":        {"--kafka-sasl-mechanism", "PLAIN", "firehose", "relay"},
-		"cert-file":         {"--kafka-tls-cert-file", "c.pem", "firehose", "relay"},
-		"cursor":            {"firehose", "relay", "--cursor", "yesterday"},
-		"verify-commits":    {"firehose", "relay", "--verify-commits", "on"},
-		"snowflake":         {"firehose", "relay", "--snowflake-worker-id", "1024"},
+		"compression":    {"--compression", "brotli", "firehose", "relay"},
+		"acks":           {"--acks", "some", "firehose", "relay"},
+		"log-format":     {"--log-format", "xml", "firehose", "relay"},
+		"kafka-sasl":     {"--kafka-sasl-mechanism", "PLAIN", "firehose", "relay"},
+		"cert-file":      {"--kafka-tls-cert-file", "c.pem", "firehose", "relay"},
+		"cursor":         {"firehose", "relay", "--cursor", "yesterday"},
+		"verify-commits": {"firehose", "relay", "--verify-commits", "on"},
+		"snowflake":      {"firehose", "relay", "--snowflake-worker-id", "1024"},
+		"osprey-format":  {"firehose", "tap", "--osprey-compatible", "--osprey-format", "rust"},
+		"needs --osprey-compatible": {"ozone-events", "--osprey-format", "coordinator", "--pds-host", "http://pds",
+			"--identifier", "m", "--password", "x", "--labeler-did", "d"},
 		"ozone-events":      {"ozone-events"},
 		"dead-letter-topic": {"--output-topic", "x", "--dead-letter-topic", "x", "firehose", "relay"},
 	}
@@ -242,5 +246,28 @@ func TestExactlyOnceFlags(t *testing.T) {
 	r, err = parse(t, "--transactional-id", "mine", "--cursor-topic", "c", "firehose", "relay")
 	if err != nil || r.cfg.validateExactlyOnce("relay") != nil || r.cfg.Kafka.TransactionalID != "mine" || r.cfg.Kafka.CursorTopic != "c" {
 		t.Errorf("explicit values: %v %+v", err, r.cfg.Kafka)
+	}
+}
+
+func TestSchemaCommand(t *testing.T) {
+	run := func(args ...string) (string, error) {
+		var out strings.Builder
+		app := newApp(&recorder{})
+		app.Writer = &out
+		err := app.Run(context.Background(), append([]string{"atkafka", "schema"}, args...))
+		return out.String(), err
+	}
+	names, err := run()
+	if err != nil || !strings.Contains(names, "relay-event\n") || !strings.Contains(names, "osprey-coordinator\n") {
+		t.Fatalf("schema names: %q, %v", names, err)
+	}
+	for _, name := range strings.Fields(names) {
+		out, err := run(name)
+		if err != nil || !json.Valid([]byte(out)) || !strings.Contains(out, `"$id"`) {
+			t.Errorf("schema %s: %v\n%.200s", name, err, out)
+		}
+	}
+	if _, err := run("nope"); err == nil || !strings.Contains(err.Error(), "dead-letter") {
+		t.Errorf("unknown schema: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/atkafka/atkafka/source/tap"
 	"github.com/atkafka/atkafka/transform/enrich"
+	"github.com/atkafka/atkafka/transform/format"
 )
 
 // env returns the ATKAFKA_ variable for a flag, plus any legacy names existing deployments set.
@@ -95,13 +96,21 @@ func globalFlags() []cli.Flag {
 	}
 }
 
-// firehoseFlags shape events for the relay and Tap commands: format, filters and enrichment.
-func firehoseFlags() []cli.Flag {
+// ospreyFlags choose the Osprey envelope; every producing command honours them.
+func ospreyFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.BoolFlag{Name: "osprey-compatible", Category: catFormat, Sources: env("OSPREY_COMPATIBLE"),
 			Usage: "wrap every event in the envelope Osprey's Kafka consumer reads"},
+		&cli.StringFlag{Name: "osprey-format", Category: catFormat, Sources: env("OSPREY_FORMAT"), Value: format.OspreyWorker,
+			Usage: "with --osprey-compatible: worker (the JSON envelope Osprey's worker reads) or coordinator (a MessagePack string of {\"id\",\"name\",\"data\",\"secret_data\"} JSON, what Osprey's coordinator reads)"},
 		&cli.IntFlag{Name: "snowflake-worker-id", Category: catFormat, Sources: env("SNOWFLAKE_WORKER_ID"),
 			Usage: "worker id (0-1023) in Osprey action_id snowflakes; give each concurrently running instance its own"},
+	}
+}
+
+// firehoseFlags shape events for the relay and Tap commands: format, filters and enrichment.
+func firehoseFlags() []cli.Flag {
+	return append(ospreyFlags(), []cli.Flag{
 		&cli.StringSliceFlag{Name: "metrics-collections", Category: catOps, Sources: env("METRICS_COLLECTIONS"),
 			Usage: "collections kept as metric label values (patterns like app.bsky.*); others are counted as \"other\" (default: app.bsky.*, chat.bsky.*, com.atproto.*)"},
 
@@ -139,7 +148,7 @@ func firehoseFlags() []cli.Flag {
 			Usage: "PLC requests per second at most (negative: unlimited, for a private mirror); lookups that cannot be granted before an event's deadline are not made"},
 		&cli.FloatFlag{Name: "api-rate-limit", Category: catEnrich, Sources: env("API_RATE_LIMIT"), Value: enrich.DefaultAPIRate,
 			Usage: "AppView requests per second at most (each asks for up to 25 profiles)"},
-	}
+	}...)
 }
 
 func relayFlags() []cli.Flag {
@@ -170,7 +179,7 @@ func tapFlags() []cli.Flag {
 }
 
 func ozoneFlags() []cli.Flag {
-	return []cli.Flag{
+	return append(ospreyFlags(), []cli.Flag{
 		&cli.StringFlag{Name: "pds-host", Sources: env("OZONE_PDS_HOST"), Usage: "PDS of the moderator account, e.g. https://bsky.social"},
 		&cli.StringFlag{Name: "identifier", Sources: env("OZONE_IDENTIFIER"), Usage: "moderator account handle or DID"},
 		&cli.StringFlag{Name: "password", Sources: env("OZONE_PASSWORD"), HideDefault: true,
@@ -181,7 +190,7 @@ func ozoneFlags() []cli.Flag {
 			Usage: "wait between polls once all events are read"},
 		&cli.StringFlag{Name: "cursor-file", Sources: env("OZONE_CURSOR_FILE"), Value: "ozone-cursor.txt", TakesFile: true,
 			Usage: "cursor file, one per Kafka cluster: .kafka-<cluster id> is added before its extension; a relative path is inside --data-dir"},
-	}
+	}...)
 }
 
 func tailFlags() []cli.Flag {

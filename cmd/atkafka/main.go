@@ -9,10 +9,13 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/joho/godotenv"
 	"github.com/urfave/cli/v3"
+
+	"github.com/atkafka/atkafka/schema"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -53,10 +56,29 @@ func newApp(run commands) *cli.Command {
 			},
 			{Name: "ozone-events", Usage: "poll an Ozone labeler's moderation events", Flags: ozoneFlags(), Action: action(run.ozone)},
 			{Name: "tail", Usage: "print events from a topic as they arrive", Flags: tailFlags(), Action: action(run.tail)},
+			{Name: "schema", Usage: "print the JSON Schema of a record shape; without a name, list the names", ArgsUsage: "[NAME]",
+				Action: printSchema},
 			{Name: "healthcheck", Usage: "exit 0 when the atkafka serving --metrics-listen-address is alive (for container health checks)",
 				Action: action(func(ctx context.Context, c *config) error { return healthcheck(ctx, c) })},
 		},
 	}
+}
+
+// printSchema prints the named schema, or the names when none is given: the record contracts ship with the binary
+// that writes them, so they match its version.
+func printSchema(_ context.Context, cmd *cli.Command) error {
+	w := cmd.Root().Writer
+	name := cmd.Args().First()
+	if name == "" {
+		_, err := fmt.Fprintln(w, strings.Join(schema.Names(), "\n"))
+		return err
+	}
+	b, ok := schema.Get(name)
+	if !ok {
+		return fmt.Errorf("no schema %q; the schemas are %s", name, strings.Join(schema.Names(), ", "))
+	}
+	_, err := w.Write(b)
+	return err
 }
 
 func main() {

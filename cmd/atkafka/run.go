@@ -83,13 +83,17 @@ func (wiring) ozone(ctx context.Context, c *config) error {
 		return err
 	}
 	return runSource(ctx, c, "ozone", func(rt *runtime, _ *stage) (source, error) {
+		formatter, err := newFormatter(c.Osprey)
+		if err != nil {
+			return nil, err
+		}
 		store, err := rt.cursor(c.Ozone.CursorFile, "at Ozone's oldest event")
 		if err != nil {
 			return nil, err
 		}
 		return ozone.New(ozone.Config{
 			PDSHost: c.Ozone.PDSHost, Identifier: c.Ozone.Identifier, Password: c.Ozone.Password, LabelerDID: c.Ozone.LabelerDID,
-			PollInterval: c.Ozone.PollInterval, Cursor: store, Sink: rt.producer,
+			PollInterval: c.Ozone.PollInterval, Cursor: store, Sink: rt.producer, Formatter: formatter,
 			DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log,
 		})
 	})
@@ -210,15 +214,11 @@ func newPipeline(c *config, log *slog.Logger, verifying bool) (*transform.Pipeli
 	if len(fc.MetricsCollections) > 0 {
 		metrics.SetCollectionLabels(fc.MetricsCollections)
 	}
-	var formatOpts []format.FormatterOption
-	if fc.Osprey {
-		ids, err := format.NewSnowflake(fc.SnowflakeWorker)
-		if err != nil {
-			return nil, nil, err
-		}
-		formatOpts = append(formatOpts, format.Osprey(ids))
+	formatter, err := newFormatter(c.Osprey)
+	if err != nil {
+		return nil, nil, err
 	}
-	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: format.NewFormatter(formatOpts...)}
+	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: formatter}
 	if !fc.Enrich && !f.HasServiceRules() && !verifying {
 		return p, nil, nil
 	}
@@ -238,6 +238,22 @@ func newPipeline(c *config, log *slog.Logger, verifying bool) (*transform.Pipeli
 	p.Enricher = e
 	p.OmitMetadata = !fc.Enrich
 	return p, e, nil
+}
+
+// newFormatter builds the record format: standard, or the Osprey envelope the flags chose.
+func newFormatter(o ospreyConfig) (*format.Formatter, error) {
+	if !o.Compatible {
+		return format.NewFormatter(), nil
+	}
+	ids, err := format.NewSnowflake(o.SnowflakeWorker)
+	if err != nil {
+		return nil, err
+	}
+	opts := []format.FormatterOption{format.Osprey(ids)}
+	if o.Format == format.OspreyCoordinator {
+		opts = append(opts, format.Coordinator())
+	}
+	return format.NewFormatter(opts...), nil
 }
 
 func newLogger(c *config) *slog.Logger {

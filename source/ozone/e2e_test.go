@@ -19,9 +19,11 @@ import (
 	"time"
 
 	"github.com/atkafka/atkafka/cursor"
+	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/testenv"
+	"github.com/atkafka/atkafka/transform/format"
 )
 
 // e2e is one end-to-end scenario: its own PLC + PDS + Ozone (dev-env), the shared real Kafka, a topic of its own.
@@ -98,7 +100,8 @@ func (e *e2e) allEvents() map[int64]json.RawMessage {
 	return views
 }
 
-// kafkaEvents reads the topic until it holds at least want records: id -> values in offset order per id.
+// kafkaEvents reads the topic until it holds at least want records, each checked against the published schema:
+// id -> values in offset order per id.
 func (e *e2e) kafkaEvents(want int) map[int64][][]byte {
 	e.t.Helper()
 	recs := testenv.ReadAll(e.t, e.brokers, e.topic, want, 2*time.Minute)
@@ -108,6 +111,7 @@ func (e *e2e) kafkaEvents(want int) map[int64][][]byte {
 		if err != nil {
 			e.t.Fatalf("record key %q is not an event id", r.Key)
 		}
+		schematest.Check(e.t, schematest.OzoneEvent, r.Value)
 		got[id] = append(got[id], r.Value)
 	}
 	return got
@@ -244,6 +248,41 @@ func TestE2EExactlyOnceAndRestart(t *testing.T) {
 	e.kafkaEvents(len(views))
 	_ = stop()
 	e.checkExactlyOnce()
+}
+
+// In both Osprey formats, each moderation event arrives unchanged inside the envelope, named by its type, with a
+// unique id, as each Osprey input decodes it.
+func TestE2EOspreyFormats(t *testing.T) {
+	e := newE2E(t)
+	e.emitKinds()
+	views := e.allEvents()
+	ids, _ := format.NewSnowflake(2)
+	for _, f := range []struct {
+		name schematest.Format
+		opts []format.FormatterOption
+	}{{schematest.Worker, []format.FormatterOption{format.Osprey(ids)}},
+		{schematest.Coordinator, []format.FormatterOption{format.Osprey(ids), format.Coordinator()}}} {
+		e.topic = testenv.NewTopic(t)
+		cfg := e.config(e.producer(), filepath.Join(t.TempDir(), "ozone-cursor.txt"))
+		cfg.Formatter = format.NewFormatter(f.opts...)
+		stop := e.runSource(cfg)
+		got := e.kafkaEvents(len(views))
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		seen := map[uint64]bool{}
+		for id, vals := range got {
+			for i, v := range vals {
+				data, form, env := schematest.Check(t, schematest.OzoneEvent, v)
+				ev, err := decodeEvent(data)
+				if form != f.name || err != nil || env.Name != actionName(ev.typ) || seen[env.ID] {
+					t.Errorf("event %d: format %s, action %q, id %d (seen %v), %v: %q", id, form, env.Name, env.ID, seen[env.ID], err, v)
+				}
+				seen[env.ID], vals[i] = true, data
+			}
+		}
+		e.checkSame(views, got, nil)
+	}
 }
 
 // The Ozone service stopping and starting again mid-run loses nothing; the source waits it out.

@@ -68,7 +68,8 @@ func eventType(raw json.RawMessage) string {
 	return v.Type
 }
 
-// actionName is the handled_events label: "ozone:" and the short name after '#', bounded by Ozone's lexicon.
+// actionName is the handled_events label and the Osprey action name: "ozone:" and the short name after '#',
+// bounded by Ozone's lexicon.
 func actionName(typ string) string {
 	if typ == "" {
 		return "ozone:unknown"
@@ -144,10 +145,14 @@ func (s *Source) observeRead(ev event) {
 
 func (s *Source) record(ev event) sink.Record {
 	key := strconv.FormatInt(ev.id, 10)
+	value := []byte(ev.raw)
+	if f := s.cfg.Formatter; f != nil {
+		value = f.AppendRaw(nil, actionName(ev.typ), ev.createdAtRaw, ev.raw)
+	}
 	return sink.Record{
 		Topic: s.cfg.Topic,
 		Key:   []byte(key),
-		Value: ev.raw,
+		Value: value,
 		Headers: []sink.Header{
 			{Key: "ozone-event-id", Value: []byte(key)},
 			{Key: "ozone-event-type", Value: []byte(ev.typ)},

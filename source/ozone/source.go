@@ -15,6 +15,7 @@ import (
 	"github.com/atkafka/atkafka/backoff"
 	"github.com/atkafka/atkafka/cursor"
 	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/transform/format"
 )
 
 const (
@@ -54,6 +55,9 @@ type Config struct {
 	Sink sink.Sink
 	// Topic overrides the sink's output topic. Empty means the sink's default.
 	Topic string
+	// Formatter wraps each event in the Osprey envelope it is configured with; nil, or one in standard mode,
+	// produces the event unchanged.
+	Formatter *format.Formatter
 	// DeadLetterTopic receives events that cannot be produced (not a JSON object, no integer id) as
 	// sink.DeadLetter records. Empty: they are skipped, counted in decode_errors and logged.
 	DeadLetterTopic string

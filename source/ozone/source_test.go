@@ -18,6 +18,7 @@ import (
 
 	"github.com/atkafka/atkafka/cursor"
 	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
 )
 
@@ -442,8 +443,11 @@ func TestMalformedEvents(t *testing.T) {
 				t.Fatalf("cursor %q, want %q", got, want)
 			}
 			for _, m := range ms.sent() {
-				if r := m.Records[0]; dlt != "" && string(r.Key) == "<unknown>" && r.Topic != dlt {
-					t.Fatalf("dead letter on topic %q", r.Topic)
+				if r := m.Records[0]; dlt != "" && string(r.Key) == "<unknown>" {
+					if r.Topic != dlt {
+						t.Fatalf("dead letter on topic %q", r.Topic)
+					}
+					schematest.Check(t, schematest.DeadLetter, r.Value)
 				}
 			}
 		})

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/testenv"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/format"
@@ -73,7 +74,7 @@ func TestDevEnvEndToEnd(t *testing.T) {
 				t.Errorf("%d records, want %d", len(records), want.count()+perAccount*len(dids))
 			}
 			if c.name == "osprey" {
-				checkOspreyIDs(t, records)
+				checkFormat(t, schematest.Worker, records)
 			}
 			if dl := testenv.ReadAll(t, k.Brokers, c.topics.dead, 0, time.Second); len(dl) != 0 {
 				t.Errorf("%d dead letters, want none", len(dl))

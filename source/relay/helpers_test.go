@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/testenv"
 	"github.com/atkafka/atkafka/transform"
@@ -228,20 +229,30 @@ func (e event) key() string {
 	return "unknown"
 }
 
-// decodeEvent parses a record value, unwrapping the Osprey envelope when there is one.
+// actionName is the Osprey action name the event must carry.
+func (e event) actionName() string {
+	switch {
+	case e.Operation != nil:
+		return "operation#" + e.Operation.Action
+	case e.Identity != nil:
+		return "identity"
+	case e.Account != nil:
+		return "account"
+	case e.Sync != nil:
+		return "sync"
+	case e.Info != nil:
+		return "info"
+	}
+	return "unknown"
+}
+
+// decodeEvent parses a record value in any format, unwrapping the Osprey envelope when there is one.
 func decodeEvent(t testing.TB, value []byte) event {
 	t.Helper()
-	var env struct {
-		Data *struct {
-			Data json.RawMessage `json:"data"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(value, &env); err == nil && env.Data != nil {
-		value = env.Data.Data
-	}
+	data, _, _ := schematest.Check(t, schematest.RelayEvent, value)
 	var e event
-	if err := json.Unmarshal(value, &e); err != nil {
-		t.Fatalf("record value is not an event: %v\n%s", err, value)
+	if err := json.Unmarshal(data, &e); err != nil {
+		t.Fatalf("record value is not an event: %v\n%s", err, data)
 	}
 	return e
 }

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
@@ -56,19 +58,26 @@ func (k kafkaTopics) read(t testing.TB, topic string, n int) []record {
 	return out
 }
 
+// TestKafkaCorpusConformance produces the capture in every format; the Osprey formats must carry exactly the
+// standard events, decoded the way each Osprey input decodes them.
 func TestKafkaCorpusConformance(t *testing.T) {
 	k := testenv.Kafka(t)
 	frames := relaytest.CorpusFrames(t)
-	for _, mode := range []string{"standard", "osprey"} {
+	events := map[string]map[string]json.RawMessage{} // format → event key → event
+	for _, mode := range []string{"standard", "worker", "coordinator"} {
 		t.Run(mode, func(t *testing.T) {
 			srv := relaytest.NewServer(frames)
 			defer srv.Close()
 			topics := newTopics(t, k.Brokers)
 			cfg := testConfig(t, srv.URL(), topics.producer(t))
 			cfg.DeadLetterTopic, cfg.StartCursor = topics.dead, "0"
-			if mode == "osprey" {
+			if mode != "standard" {
 				ids, _ := format.NewSnowflake(7)
-				cfg.Pipeline = &transform.Pipeline{Formatter: format.NewFormatter(format.Osprey(ids))}
+				opts := []format.FormatterOption{format.Osprey(ids)}
+				if mode == "coordinator" {
+					opts = append(opts, format.Coordinator())
+				}
+				cfg.Pipeline = &transform.Pipeline{Formatter: format.NewFormatter(opts...)}
 			}
 			r := start(t, cfg)
 			r.waitCommitted(t, srv.LastSeq(), 60*time.Second)
@@ -78,11 +87,41 @@ func TestKafkaCorpusConformance(t *testing.T) {
 			records := topics.read(t, topics.topic, 152)
 			checkCorpus(t, records)
 			checkHeaders(t, frames, records)
-			if mode == "osprey" {
-				checkOspreyIDs(t, records)
-			}
+			events[mode] = checkFormat(t, schematest.Format(mode), records)
 		})
 	}
+	for _, mode := range []string{"worker", "coordinator"} {
+		if !maps.EqualFunc(events[mode], events["standard"], func(a, b json.RawMessage) bool { return bytes.Equal(a, b) }) {
+			t.Errorf("%s events differ from the standard ones", mode)
+		}
+	}
+}
+
+// checkFormat checks that every record is in format f, with unique Osprey ids and the event's action name, and
+// returns the events by key.
+func checkFormat(t testing.TB, f schematest.Format, records []record) map[string]json.RawMessage {
+	t.Helper()
+	events := map[string]json.RawMessage{}
+	ids := map[uint64]bool{}
+	for _, r := range records {
+		data, got, env := schematest.Check(t, schematest.RelayEvent, r.Value)
+		if got != f {
+			t.Fatalf("record in format %s, want %s: %q", got, f, r.Value)
+		}
+		e := decodeEvent(t, r.Value)
+		events[e.key()] = data
+		if f == schematest.Standard {
+			continue
+		}
+		if ids[env.ID] {
+			t.Errorf("duplicate Osprey id %d", env.ID)
+		}
+		ids[env.ID] = true
+		if want := e.actionName(); env.Name != want {
+			t.Errorf("%s: action name %q, want %q", e.key(), env.Name, want)
+		}
+	}
+	return events
 }
 
 // checkHeaders checks the seq, rev, collection and action headers against the frames.
@@ -106,29 +145,6 @@ func checkHeaders(t testing.TB, frames [][]byte, records []record) {
 		if r.header("collection") != e.Operation.Collection || r.header("action") != e.Operation.Action {
 			t.Errorf("%s: headers %v", e.key(), r.Headers)
 		}
-	}
-}
-
-func checkOspreyIDs(t testing.TB, records []record) {
-	t.Helper()
-	seen := map[int64]bool{}
-	for _, r := range records {
-		var env struct {
-			Data struct {
-				ActionID   int64           `json:"action_id"`
-				ActionName string          `json:"action_name"`
-				Data       json.RawMessage `json:"data"`
-			} `json:"data"`
-			SendTime string `json:"send_time"`
-		}
-		if err := json.Unmarshal(r.Value, &env); err != nil || env.Data.ActionID == 0 || env.SendTime == "" ||
-			!bytes.HasPrefix(env.Data.Data, []byte("{")) {
-			t.Fatalf("not an Osprey envelope (%v): %s", err, r.Value)
-		}
-		if seen[env.Data.ActionID] {
-			t.Errorf("duplicate action_id %d", env.Data.ActionID)
-		}
-		seen[env.Data.ActionID] = true
 	}
 }
 
@@ -259,6 +275,7 @@ func TestKafkaMalformedFrames(t *testing.T) {
 	}
 	got := map[string]int{}
 	for _, rec := range topics.read(t, topics.dead, total) {
+		schematest.Check(t, schematest.DeadLetter, rec.Value)
 		var dl struct {
 			Source, Reason, Error, Raw string
 			Seq                        int64

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
 	"github.com/atkafka/atkafka/testenv"
 	"github.com/atkafka/atkafka/transform/frame"
@@ -91,6 +92,7 @@ func TestVerifyStrict(t *testing.T) {
 		t.Errorf("%d dead letters, want %d (the forged DID's commits)", len(letters), forgedCommits)
 	}
 	for _, l := range letters {
+		schematest.Check(t, schematest.DeadLetter, l.Value)
 		if l.Key != forged || l.header("reason") != "verify_bad_signature" {
 			t.Errorf("dead letter key %q reason %q", l.Key, l.header("reason"))
 		}

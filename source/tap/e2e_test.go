@@ -15,8 +15,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/testenv"
+	"github.com/atkafka/atkafka/transform"
+	"github.com/atkafka/atkafka/transform/format"
 )
 
 // e2e is a real network for end-to-end tests: the reference PLC and PDS, Tap following the PDS, and Kafka.
@@ -26,6 +29,8 @@ type e2e struct {
 	tap   *testenv.Tap
 	topic string
 	dlq   string
+	// pipeline renders the records; nil for the standard format.
+	pipeline *transform.Pipeline
 }
 
 // startE2E starts the peers; Tap redelivers unacked events after retry (Tap's default when zero).
@@ -101,10 +106,12 @@ type outEvent struct {
 	} `json:"account"`
 }
 
+// decodeOut decodes a record in any format, as its consumers do.
 func decodeOut(t testing.TB, r *kgo.Record) outEvent {
 	t.Helper()
+	data, _, _ := schematest.Check(t, schematest.TapEvent, r.Value)
 	var ev outEvent
-	if err := json.Unmarshal(r.Value, &ev); err != nil {
+	if err := json.Unmarshal(data, &ev); err != nil {
 		t.Fatalf("record value %s: %v", r.Value, err)
 	}
 	if string(r.Key) != ev.DID {
@@ -202,9 +209,22 @@ func countOps(t testing.TB, recs []*kgo.Record) int {
 
 // TestEndToEnd backfills two accounts with existing records through a real Tap into a real Kafka, then follows
 // their live records and account changes.
+// TestEndToEnd runs in the standard format and in Osprey's coordinator format, whose events must be the same.
 func TestEndToEnd(t *testing.T) {
 	t.Parallel() // each test has its own network: overlap their start-up
+	ids, _ := format.NewSnowflake(1)
+	for _, f := range []struct {
+		name string
+		f    *format.Formatter
+	}{{"standard", format.NewFormatter()}, {"coordinator", format.NewFormatter(format.Osprey(ids), format.Coordinator())}} {
+		// One after the other: each reads the global reconnect counter.
+		t.Run(f.name, func(t *testing.T) { testEndToEnd(t, f.f) })
+	}
+}
+
+func testEndToEnd(t *testing.T, f *format.Formatter) {
 	e := startE2E(t, 3*time.Second, false)
+	e.pipeline = &transform.Pipeline{Formatter: f}
 	env := e.env
 	alice := env.CreateAccount(env.PDS[0], "alice")
 	bob := env.CreateAccount(env.PDS[0], "bob")
@@ -324,6 +344,6 @@ func getRecord(t testing.TB, env *testenv.DevEnv, acct *testenv.Account, uri str
 func (e *e2e) runSource(t *testing.T, disableAcks bool) *Source {
 	t.Helper()
 	src, _ := startSource(t, Config{Host: e.tap.ChannelURL(), Sink: e.producer(t), DeadLetterTopic: e.dlq,
-		DisableAcks: disableAcks})
+		DisableAcks: disableAcks, Pipeline: e.pipeline})
 	return src
 }

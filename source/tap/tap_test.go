@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/transform/enrich"
 )
@@ -213,6 +214,7 @@ func TestMalformedEventsAreDeadLettered(t *testing.T) {
 	var raws []string
 	for _, m := range msgs {
 		r := m.Records[0]
+		schematest.Check(t, schematest.DeadLetter, r.Value)
 		var dl struct{ Source, Reason, Raw, DID string }
 		if err := json.Unmarshal(r.Value, &dl); err != nil || r.Topic != "dlq" || dl.Source != "tap" {
 			t.Fatalf("dead letter %s topic %q: %v", r.Value, r.Topic, err)

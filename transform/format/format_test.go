@@ -1,12 +1,16 @@
 package format
 
 import (
+	"bytes"
 	"encoding/json"
 	"math/rand/v2"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -83,6 +87,55 @@ func TestOspreyEnvelope(t *testing.T) {
 	}
 }
 
+func TestOspreyCoordinator(t *testing.T) {
+	ids, _ := NewSnowflake(3)
+	f := NewFormatter(Osprey(ids), Coordinator())
+	ev := Event{DID: "did:plc:abc", Timestamp: "2026-07-04T14:38:08.999Z", Operation: &Operation{Action: "create", Collection: "a.b.c", Rkey: "r", CID: "c", Record: []byte(`{}`)}}
+	var s string
+	if err := msgpack.Unmarshal(f.AppendValue(nil, &ev), &s); err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		ID         string          `json:"id"`
+		Name       string          `json:"name"`
+		Data       json.RawMessage `json:"data"`
+		SecretData map[string]any  `json:"secret_data"`
+	}
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		t.Fatalf("%v: %s", err, s)
+	}
+	if id, err := strconv.ParseUint(v.ID, 10, 64); err != nil || SnowflakeTime(int64(id)).Before(time.Now().Add(-time.Minute)) {
+		t.Errorf("id %q is not a fresh snowflake (%v)", v.ID, err)
+	}
+	if v.Name != "operation#create" || string(v.Data) != string(ev.AppendJSON(nil)) || v.SecretData == nil {
+		t.Errorf("coordinator value = %s", s)
+	}
+	raw := NewFormatter(Osprey(ids), Coordinator()).AppendRaw(nil, "ozone:modEventTakedown", "t", []byte(`{"id":1}`))
+	if err := msgpack.Unmarshal(raw, &s); err != nil || !strings.Contains(s, `"data":{"id":1}`) {
+		t.Errorf("raw event: %v %s", err, s)
+	}
+}
+
+// TestMsgpackStringHeaders checks every header size at its bounds against an independent decoder, with bytes
+// before the string as a record value's buffer may have.
+func TestMsgpackStringHeaders(t *testing.T) {
+	for _, n := range []int{0, 1, 31, 32, 255, 256, 65535, 65536, 70000} {
+		body := strings.Repeat("x", n)
+		out := appendMsgpackString([]byte("pre"), func(dst []byte) []byte { return append(dst, body...) })
+		if string(out[:3]) != "pre" {
+			t.Fatalf("%d: prefix overwritten", n)
+		}
+		var s string
+		dec := msgpack.NewDecoder(bytes.NewReader(out[3:]))
+		if err := dec.Decode(&s); err != nil || s != body {
+			t.Fatalf("%d: decoded %d bytes, %v", n, len(s), err)
+		}
+		if _, err := dec.DecodeInterface(); err == nil {
+			t.Fatalf("%d: bytes after the string", n)
+		}
+	}
+}
+
 func TestAppendStringRoundTrips(t *testing.T) {
 	for _, s := range []string{"", "plain", `quote " back \ slash`, "ctl \x00\x01\x1f\n\r\t", "emoji 🦋 é", "bad \xff utf8 \xc3", "<html>&"} {
 		var back string
@@ -147,7 +200,7 @@ func BenchmarkAppendValue(b *testing.B) {
 	for _, mode := range []struct {
 		name string
 		f    *Formatter
-	}{{"standard", NewFormatter()}, {"osprey", NewFormatter(Osprey(ids))}} {
+	}{{"standard", NewFormatter()}, {"osprey", NewFormatter(Osprey(ids))}, {"coordinator", NewFormatter(Osprey(ids), Coordinator())}} {
 		b.Run(mode.name, func(b *testing.B) {
 			b.ReportAllocs()
 			buf := make([]byte, 0, 1024)

@@ -5,20 +5,39 @@ import (
 	"time"
 )
 
-// Formatter renders events as Kafka record values, either as the standard event object or wrapped in the
-// Osprey envelope. It is safe for concurrent use.
+// Formatter renders events as Kafka record values, either as the standard event object or wrapped in one of the
+// Osprey envelopes. It is safe for concurrent use.
 type Formatter struct {
-	osprey bool
-	ids    *Snowflake
-	now    func() time.Time
+	osprey      bool
+	coordinator bool
+	ids         *Snowflake
+	now         func() time.Time
 }
+
+// Osprey reads Kafka in two places, each with its own encoding: these are the values of --osprey-format.
+const (
+	// OspreyWorker is the JSON envelope Osprey's Python worker reads.
+	OspreyWorker = "worker"
+	// OspreyCoordinator is what Osprey's Rust coordinator reads from a record without an "encoding: proto"
+	// header: one MessagePack string holding the JSON {"id","name","data","secret_data"}.
+	OspreyCoordinator = "coordinator"
+)
+
+// OspreyFormats are the accepted Osprey formats, the default first.
+var OspreyFormats = []string{OspreyWorker, OspreyCoordinator}
 
 // FormatterOption configures a Formatter.
 type FormatterOption func(*Formatter)
 
-// Osprey wraps every event in the envelope Osprey's Kafka consumer reads, with action ids drawn from ids.
+// Osprey wraps every event in the envelope Osprey's worker reads, with action ids drawn from ids.
 func Osprey(ids *Snowflake) FormatterOption {
 	return func(f *Formatter) { f.osprey, f.ids = true, ids }
+}
+
+// Coordinator makes Osprey mode write the coordinator's encoding (OspreyCoordinator) instead of the worker's.
+// It has no effect without Osprey.
+func Coordinator() FormatterOption {
+	return func(f *Formatter) { f.coordinator = true }
 }
 
 // WithClock sets the clock used for send_time and for #info timestamps (tests).
@@ -46,22 +65,74 @@ func (f *Formatter) AppendValue(dst []byte, ev *Event) []byte {
 	if !f.osprey {
 		return ev.AppendJSON(dst)
 	}
-	now := f.now().UTC()
 	ts := ev.Timestamp
-	if ev.Info != nil {
-		ts = string(appendOspreyTime(nil, now)) // #info has no time of its own
+	if ev.Info != nil && !f.coordinator {
+		ts = string(appendOspreyTime(nil, f.now().UTC())) // #info has no time of its own
+	}
+	return f.appendEnvelope(dst, ev.ActionName(), ts, func(dst []byte) []byte { return ev.AppendJSON(dst) })
+}
+
+// AppendRaw appends the record value for an event that is already a JSON object (an Ozone moderation event):
+// data itself in standard mode, else the Osprey envelope around it, with name as the action name and timestamp
+// as the event time.
+func (f *Formatter) AppendRaw(dst []byte, name, timestamp string, data []byte) []byte {
+	if !f.osprey {
+		return append(dst, data...)
+	}
+	return f.appendEnvelope(dst, name, timestamp, func(dst []byte) []byte { return append(dst, data...) })
+}
+
+// appendEnvelope appends the configured Osprey envelope around the event appendData appends.
+func (f *Formatter) appendEnvelope(dst []byte, name, timestamp string, appendData func([]byte) []byte) []byte {
+	if f.coordinator {
+		return appendMsgpackString(dst, func(dst []byte) []byte {
+			dst = append(dst, `{"id":"`...)
+			dst = strconv.AppendInt(dst, f.ids.Next(), 10)
+			dst = append(dst, `","name":`...)
+			dst = AppendString(dst, name)
+			dst = append(dst, `,"data":`...)
+			dst = appendData(dst)
+			return append(dst, `,"secret_data":{}}`...)
+		})
 	}
 	dst = append(dst, `{"data":{"action_name":`...)
-	dst = AppendString(dst, ev.ActionName())
+	dst = AppendString(dst, name)
 	dst = append(dst, `,"action_id":`...)
 	dst = strconv.AppendInt(dst, f.ids.Next(), 10)
 	dst = append(dst, `,"data":`...)
-	dst = ev.AppendJSON(dst)
+	dst = appendData(dst)
 	dst = append(dst, `,"timestamp":`...)
-	dst = AppendString(dst, ts)
+	dst = AppendString(dst, timestamp)
 	dst = append(dst, `,"secret_data":{},"encoding":"UTF8"},"send_time":"`...)
-	dst = appendOspreyTime(dst, now)
+	dst = appendOspreyTime(dst, f.now().UTC())
 	return append(dst, '"', '}')
+}
+
+// appendMsgpackString appends, as one MessagePack string, what appendBody appends. The body's length is known
+// only once it is written, so it is written after room for the longest header (str32) and moved back when a
+// shorter header fits: MessagePack requires the shortest.
+func appendMsgpackString(dst []byte, appendBody func([]byte) []byte) []byte {
+	start := len(dst)
+	dst = appendBody(append(dst, 0, 0, 0, 0, 0))
+	n := len(dst) - start - 5
+	var hdr [5]byte
+	h := hdr[:0]
+	switch {
+	case n < 32:
+		h = append(h, 0xa0|byte(n)) // fixstr
+	case n < 1<<8:
+		h = append(h, 0xd9, byte(n)) // str8
+	case n < 1<<16:
+		h = append(h, 0xda, byte(n>>8), byte(n)) // str16
+	default:
+		h = append(h, 0xdb, byte(n>>24), byte(n>>16), byte(n>>8), byte(n)) // str32
+	}
+	copy(dst[start:], h)
+	if len(h) < 5 {
+		copy(dst[start+len(h):], dst[start+5:])
+		dst = dst[:start+len(h)+n]
+	}
+	return dst
 }
 
 // appendOspreyTime appends t (in UTC) as ospreyTime does, without the layout interpretation of AppendFormat:

@@ -93,8 +93,9 @@ type ModeResult struct {
 	P50, P99         time.Duration
 	P99Bucket        float64 // upper bound of the histogram bucket holding p99, seconds
 	GCs              uint32
-	// WithDoc counts the records whose eventMetadata carries a didDocument.
-	WithDoc int64
+	// WithDoc counts the records whose eventMetadata carries a didDocument, among OfKnown records of accounts the
+	// fake PLC knows.
+	WithDoc, OfKnown int64
 	// Lookups counts the requests made to the PLC and the AppView; LookupP50 and LookupP99 their latency.
 	Lookups              int64
 	LookupP50, LookupP99 time.Duration
@@ -106,6 +107,9 @@ type ModeResult struct {
 
 // OpsPerSec is records produced per second.
 func (r *ModeResult) OpsPerSec() float64 { return float64(r.Records) / r.Elapsed.Seconds() }
+
+// DocShare is the share of the records of accounts the fake PLC knows that carry a didDocument.
+func (r *ModeResult) DocShare() float64 { return float64(r.WithDoc) / float64(max(r.OfKnown, 1)) }
 
 // CPUPerOp is atkafka's own CPU per record.
 func (r *ModeResult) CPUPerOp() time.Duration { return r.CPU / time.Duration(max(r.Records, 1)) }
@@ -281,12 +285,13 @@ const (
 
 // countingSink counts what passes to the producer.
 type countingSink struct {
-	next            sink.Sink
-	records, bytes  atomic.Int64
-	dead            atomic.Int64
-	deadLetterTopic string
-	docs            []byte // how a record with a didDocument begins its eventMetadata
-	withDoc         atomic.Int64
+	next             sink.Sink
+	records, bytes   atomic.Int64
+	dead             atomic.Int64
+	deadLetterTopic  string
+	docs             []byte          // how a record with a didDocument begins its eventMetadata
+	known            map[string]bool // relaytest.OriginalKey of the accounts the fake PLC knows
+	withDoc, ofKnown atomic.Int64    // records with a didDocument; records of accounts the PLC knows
 }
 
 func (c *countingSink) Send(ctx context.Context, msg *sink.Message) error {
@@ -299,13 +304,17 @@ func (c *countingSink) Send(ctx context.Context, msg *sink.Message) error {
 		}
 	}
 	c.records.Add(int64(len(msg.Records)))
-	var withDoc int64
+	var withDoc, ofKnown int64
 	for i := range msg.Records {
-		if bytes.Contains(msg.Records[i].Value, c.docs) {
-			withDoc++
+		if r := &msg.Records[i]; r.Topic == "" && c.known[relaytest.OriginalKey(string(r.Key))] {
+			ofKnown++
+			if bytes.Contains(r.Value, c.docs) {
+				withDoc++
+			}
 		}
 	}
 	c.withDoc.Add(withDoc)
+	c.ofKnown.Add(ofKnown)
 	c.bytes.Add(n)
 	return c.next.Send(ctx, msg)
 }
@@ -375,7 +384,10 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 		}
 		prod, store = txn, txn.Cursor()
 	}
-	cs := &countingSink{next: prod, deadLetterTopic: dlTopic, docs: []byte(`"eventMetadata":{"didDocument":`)}
+	cs := &countingSink{next: prod, deadLetterTopic: dlTopic, docs: []byte(`"eventMetadata":{"didDocument":`), known: map[string]bool{}}
+	for did := range docs {
+		cs.known[relaytest.OriginalKey(did)] = true
+	}
 	if cfg.NoKafka {
 		cs.next = sink.Func(func(_ context.Context, msg *sink.Message) error { go msg.Done(nil); return nil })
 	}
@@ -407,7 +419,24 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 	go func() { done <- src.Run(rctx) }()
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
+	// The heap an account costs is measured between a quarter of the replay and its end: by then the pipeline's
+	// pooled buffers have grown to the frames' sizes, so what grows after is the account cache.
+	quarter := float64(h.FirstSeq) + float64(h.LastSeq-h.FirstSeq)/4
+	var heapAt func() (heap uint64, accounts float64)
+	if e != nil {
+		heapAt = func() (uint64, float64) {
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			return ms.HeapAlloc, gauge(metrics.CacheSize.WithLabelValues("doc"))
+		}
+	}
+	var heapQ uint64
+	var accountsQ float64
 	for gauge(committed) < float64(h.LastSeq) {
+		if heapAt != nil && heapQ == 0 && gauge(committed) >= quarter {
+			heapQ, accountsQ = heapAt()
+		}
 		select {
 		case err := <-done:
 			prod.Close(context.Background())
@@ -423,14 +452,11 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 	var ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms1)
 	m.GCs = ms1.NumGC - ms0.NumGC
-	if e != nil {
-		// The enricher's caches are what stays live; the pipeline's buffers are the same before and after.
-		runtime.GC()
-		var ms2 runtime.MemStats
-		runtime.ReadMemStats(&ms2)
-		m.Accounts = int64(gauge(metrics.CacheSize.WithLabelValues("doc")) - accounts0)
-		if m.Accounts > 0 {
-			m.HeapPerAccount = float64(int64(ms2.HeapAlloc)-int64(ms0.HeapAlloc)) / float64(m.Accounts)
+	if heapAt != nil {
+		heap, accounts := heapAt()
+		m.Accounts = int64(accounts - accounts0)
+		if n := accounts - accountsQ; heapQ != 0 && n > 0 {
+			m.HeapPerAccount = (float64(heap) - float64(heapQ)) / n
 		}
 	}
 	lookups1 := lookupHistograms()
@@ -447,7 +473,7 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 		return nil, err
 	}
 	m.Frames, m.Records, m.OutByte, m.DeadLetters = int64(h.Frames), cs.records.Load(), cs.bytes.Load(), cs.dead.Load()
-	m.WithDoc = cs.withDoc.Load()
+	m.WithDoc, m.OfKnown = cs.withDoc.Load(), cs.ofKnown.Load()
 	hist1 := histogram(metrics.ProduceLatency.WithLabelValues("relay"))
 	m.P50, _ = quantile(hist0, hist1, 0.50)
 	m.P99, m.P99Bucket = quantile(hist0, hist1, 0.99)

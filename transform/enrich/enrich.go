@@ -325,8 +325,8 @@ func (e *Enricher) fill(m *Metadata, acct *entry[*account], prof *entry[[]byte])
 		}
 	} else if acct.res == resOK {
 		m.acct = acct.val
-		if a := acct.val; a.created != "" {
-			m.age, m.ageKnown = max(0, int64(time.Since(time.Unix(0, a.createdAt))/time.Second)), true
+		if a := acct.val; a.createdAt != 0 {
+			m.age, m.ageKnown = max(0, int64(time.Since(time.UnixMilli(a.createdAt))/time.Second)), true
 		}
 	}
 	if e.profiles == nil {

@@ -45,18 +45,48 @@ var kindLabels = [numKinds]string{"doc", "audit", "profile"}
 // missDeadline marks a piece whose lookup had not answered by the event's deadline.
 const missDeadline = uint8(numResults) + 1
 
-// account is what atkafka keeps of one DID, compactly: a full-network instance caches hundreds of thousands.
-// The document is rendered per event from plc (did:plc) or kept compacted in web (did:web, rare).
+// account is what atkafka keeps of one DID, compactly: a full-network instance caches hundreds of thousands
+// (TestCachedAccountHeap holds a typical one, cache entry included, under 600 bytes). The document is rendered
+// per event from plc (did:plc) or kept compacted in web (did:web, rare); the creation time is kept as a number
+// and rendered as the PLC writes it (JavaScript's toISOString), or kept as written when that would differ.
 type account struct {
-	plc       *plcDoc
-	web       []byte
-	handle    string
-	pdsHost   string
-	pds       filter.Resolution
-	created   string // the first audit entry's createdAt, as the PLC wrote it; "" for did:web
-	createdAt int64  // the same, Unix nanoseconds
+	plc    *plcDoc
+	web    *webDoc
+	handle string
+	pds    filter.Resolution
+	// createdAt is the first audit entry's createdAt in Unix milliseconds; 0 for did:web.
+	createdAt int64
+	// createdRaw is that createdAt as written, when rendering createdAt would not give it back.
+	createdRaw *string
 	// key is the atproto signing key, parsed on first use (by --verify-commits only).
 	key atomic.Pointer[signingKey]
+}
+
+// webDoc is a did:web document, compacted, and its PDS endpoint.
+type webDoc struct {
+	doc     []byte
+	pdsHost string
+}
+
+// createdLayout is how the PLC writes createdAt.
+const createdLayout = "2006-01-02T15:04:05.000Z"
+
+// pdsHost is the #atproto_pds endpoint as written in the document.
+func (a *account) pdsHost() string {
+	if a.plc != nil {
+		return a.plc.pdsEndpoint()
+	}
+	return a.web.pdsHost
+}
+
+// appendCreated appends the creation time as the PLC wrote it.
+func (a *account) appendCreated(dst []byte) []byte {
+	if a.createdRaw != nil {
+		return appendEscaped(dst, *a.createdRaw)
+	}
+	dst = append(dst, '"')
+	dst = time.UnixMilli(a.createdAt).UTC().AppendFormat(dst, createdLayout)
+	return append(dst, '"')
 }
 
 type signingKey struct {
@@ -79,12 +109,12 @@ func (m *Metadata) AppendJSON(dst []byte) []byte {
 			if a.plc != nil {
 				dst = a.plc.appendDocument(dst, m.did)
 			} else {
-				dst = append(dst, a.web...)
+				dst = append(dst, a.web.doc...)
 			}
 			dst = append(dst, ',')
-			if a.pdsHost != "" {
+			if pds := a.pdsHost(); pds != "" {
 				dst = append(dst, `"pdsHost":`...)
-				dst = appendEscaped(dst, a.pdsHost)
+				dst = appendEscaped(dst, pds)
 				dst = append(dst, ',')
 			}
 			if a.handle != "" {
@@ -92,9 +122,9 @@ func (m *Metadata) AppendJSON(dst []byte) []byte {
 				dst = appendEscaped(dst, a.handle)
 				dst = append(dst, ',')
 			}
-			if a.created != "" {
+			if a.createdAt != 0 {
 				dst = append(dst, `"didCreatedAt":`...)
-				dst = appendEscaped(dst, a.created)
+				dst = a.appendCreated(dst)
 				dst = append(dst, ',')
 			}
 		}
@@ -125,7 +155,7 @@ func (m *Metadata) PDSHost() string {
 	if m == nil || m.acct == nil {
 		return ""
 	}
-	return m.acct.pdsHost
+	return m.acct.pdsHost()
 }
 
 // PDS resolves the account's PDS for the service filter: filter.Unknown when the document could not be looked
@@ -152,10 +182,10 @@ func (m *Metadata) AccountAge() int64 {
 
 // CreatedAt returns when the DID was created (first PLC audit log entry), or the zero time if unknown.
 func (m *Metadata) CreatedAt() time.Time {
-	if m == nil || m.acct == nil || m.acct.created == "" {
+	if m == nil || m.acct == nil || m.acct.createdAt == 0 {
 		return time.Time{}
 	}
-	return time.Unix(0, m.acct.createdAt).UTC()
+	return time.UnixMilli(m.acct.createdAt).UTC()
 }
 
 // fetchAccount fetches what atkafka keeps of did: for did:plc one request, its PLC audit log, from which both
@@ -183,21 +213,32 @@ func (e *Enricher) fetchAccount(ctx context.Context, did string, deadline time.T
 	if res != resOK {
 		return nil, res
 	}
-	doc, created, err := parseAuditLog(did, body)
+	a, err := plcAccount(did, body)
 	if err != nil {
 		if !errors.Is(err, errTombstoned) {
 			e.log.Debug("enrich: unusable PLC audit log", "did", did, "err", err)
 		}
 		return nil, resNotFound
 	}
+	return a, resOK
+}
+
+// plcAccount reads what atkafka keeps of a did:plc from its audit log.
+func plcAccount(did string, auditLog []byte) (*account, error) {
+	doc, created, err := parseAuditLog(did, auditLog)
+	if err != nil {
+		return nil, err
+	}
 	t, err := time.Parse(time.RFC3339Nano, created)
 	if err != nil {
-		e.log.Debug("enrich: unusable PLC audit log", "did", did, "err", fmt.Errorf("createdAt: %w", err))
-		return nil, resNotFound
+		return nil, fmt.Errorf("createdAt: %w", err)
 	}
-	a := &account{plc: doc, created: created, createdAt: t.UnixNano()}
+	a := &account{plc: doc, createdAt: max(t.UnixMilli(), 1)}
+	if t.UTC().Format(createdLayout) != created {
+		a.createdRaw = &created
+	}
 	a.setIdentity(doc.handle(), doc.pdsEndpoint())
-	return a, resOK
+	return a, nil
 }
 
 // setIdentity keeps the handle and PDS the way indigo's identity package reads them (first at:// alsoKnownAs
@@ -212,7 +253,6 @@ func (a *account) setIdentity(handle, pds string) {
 		return
 	}
 	if _, err := url.Parse(pds); err == nil {
-		a.pdsHost = pds
 		a.pds = filter.ResolvedEndpoint(pds)
 	}
 }
@@ -275,7 +315,10 @@ func webAccount(did string, body []byte) (*account, error) {
 	if err := json.Compact(&buf, body); err != nil {
 		return nil, err
 	}
-	a := &account{web: buf.Bytes()}
+	if _, err := url.Parse(pds); err != nil {
+		pds = ""
+	}
+	a := &account{web: &webDoc{doc: buf.Bytes(), pdsHost: pds}}
 	a.setIdentity(handle, pds)
 	return a, nil
 }
@@ -294,7 +337,7 @@ func (a *account) signingKey() (atcrypto.PublicKey, error) {
 		}
 	} else {
 		var doc identity.DIDDocument
-		if err := json.Unmarshal(a.web, &doc); err != nil {
+		if err := json.Unmarshal(a.web.doc, &doc); err != nil {
 			k.err = err
 		} else {
 			ident := identity.ParseIdentity(&doc)

@@ -125,8 +125,8 @@ func TestPLCDocCorpus(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", did, err)
 		}
-		if doc.handle() != info.handle || doc.pdsEndpoint() != info.pdsHost {
-			t.Errorf("%s: handle %q pds %q, the document says %q %q", did, doc.handle(), doc.pdsEndpoint(), info.handle, info.pdsHost)
+		if doc.handle() != info.handle || doc.pdsEndpoint() != info.pdsHost() {
+			t.Errorf("%s: handle %q pds %q, the document says %q %q", did, doc.handle(), doc.pdsEndpoint(), info.handle, info.pdsHost())
 		}
 		var sd servedDoc
 		json.Unmarshal(served, &sd)
@@ -439,4 +439,38 @@ func BenchmarkPLCDoc(b *testing.B) {
 		b.ReportMetric(per, "B/account")
 		b.ReportMetric(overhead, "B-beyond-strings/account")
 	})
+}
+
+// TestCachedAccountHeap holds what a cached typical account costs, all told (its document, creation time,
+// handle, PDS, the cache entry and its key), to issue 11's budget of 600 bytes: a full-network instance caches
+// hundreds of thousands.
+func TestCachedAccountHeap(t *testing.T) {
+	const n = 20000
+	const template = "did:plc:2a7ygipkrbh544aqhcav53oy"
+	logs := make([][]byte, n)
+	dids := make([]string, n)
+	for i := range logs {
+		dids[i] = fmt.Sprintf("did:plc:%024d", i)
+		logs[i] = bytes.ReplaceAll(typicalLog(i, plcTestK256), []byte(template), []byte(dids[i]))
+	}
+	e := newEnricher(t, Config{})
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i, log := range logs {
+		a, err := plcAccount(dids[i], log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.accounts.lru.Add(dids[i], &entry[*account]{val: a, res: resOK})
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(logs)
+	// The DID strings were made before: count them, since the cache keeps them as its keys.
+	per := float64(after.HeapAlloc-before.HeapAlloc)/n + float64(len(template)+16)
+	t.Logf("%.0f B of heap per cached account", per)
+	if per > 600 {
+		t.Errorf("a cached account costs %.0f B, want at most 600", per)
+	}
 }

@@ -25,13 +25,15 @@ const corpusRecords = 152
 // fakePLC serves the capture's DID documents the way plc.directory does, and counts the requests it answers.
 type fakePLC struct {
 	*httptest.Server
-	docs        map[string]json.RawMessage
-	requests    atomic.Int64
-	docRequests atomic.Int64 // of requests, those for a document (not an audit log)
+	docs     map[string]json.RawMessage
+	requests atomic.Int64
 }
 
-// newFakePLC serves /{did} from did_docs.json.zst and answers 404 for everything else, audit logs included (the
-// capture has none): those fields must then be left out, not invented.
+// corpusCreated is the creation time the fake PLC's audit logs give every account of the capture.
+const corpusCreated = "2023-04-01T12:00:00.000Z"
+
+// newFakePLC serves /{did} from did_docs.json.zst and /{did}/log/audit as the audit log whose one operation
+// made that document (the capture has no audit logs), created at corpusCreated.
 func newFakePLC(t testing.TB) *fakePLC {
 	t.Helper()
 	f, err := os.Open(filepath.Join(testenv.SharedDir(t), relaytest.CorpusDir, "did_docs.json.zst"))
@@ -50,16 +52,16 @@ func newFakePLC(t testing.TB) *fakePLC {
 	}
 	plc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		plc.requests.Add(1)
-		path := strings.TrimPrefix(r.URL.Path, "/")
-		if !strings.Contains(path, "/") {
-			plc.docRequests.Add(1)
-		}
-		doc, ok := plc.docs[path]
+		did, audit := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, "/"), "/log/audit")
+		doc, ok := plc.docs[did]
 		if !ok {
 			http.NotFound(w, r)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
+		if audit {
+			doc = testenv.PLCAuditLog(did, doc, corpusCreated)
+		}
 		_, _ = w.Write(doc)
 	}))
 	t.Cleanup(plc.Close)
@@ -143,8 +145,8 @@ func TestCorpus(t *testing.T) {
 				}
 			case m.PDSHost != pdsEndpoint(t, doc) || !testenv.JSONEqual(m.DIDDocument, doc):
 				t.Errorf("%s: pdsHost %q, want %q; didDocument %s", e.DID, m.PDSHost, pdsEndpoint(t, doc), m.DIDDocument)
-			case m.DIDCreatedAt != "" || m.AccountAge == nil || *m.AccountAge != -1:
-				t.Errorf("%s: creation time without an audit log: %s", e.DID, e.EventMetadata)
+			case m.DIDCreatedAt != corpusCreated || m.AccountAge == nil || *m.AccountAge <= 0:
+				t.Errorf("%s: creation time not the audit log's: %s", e.DID, e.EventMetadata)
 			}
 			if e.Operation != nil && known {
 				ops++

@@ -34,8 +34,9 @@ func TestVerifyCommitsStrict(t *testing.T) {
 	if n := m.value("atkafka_dead_lettered_events"); n != 0 {
 		t.Errorf("%v frames dead-lettered", n)
 	}
-	// One document per account of the capture, and one refetch after its #identity event.
-	if got, most := plc.docRequests.Load(), int64(len(plc.docs)+1); got > most {
-		t.Errorf("the PLC served %d documents, more than one per account (%d)", got, most)
+	// One request per account of the capture (its audit log: enrichment and the verifier share it), and one
+	// refetch after its #identity event.
+	if got, most := plc.requests.Load(), int64(len(plc.docs)+1); got > most {
+		t.Errorf("the PLC answered %d requests, more than one per account (%d)", got, most)
 	}
 }

@@ -8,11 +8,13 @@
 package route
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"unsafe"
 
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/transform/filter"
@@ -56,11 +58,11 @@ type Sink struct {
 
 var _ sink.Sink = (*Sink)(nil)
 
-// Headers the sources set on operations (relay and Tap alike); the router reads nothing else.
+// headerCollection is the header relay and Tap both set on every operation: with the key, all the router reads.
 const headerCollection = "collection"
 
 // didPrefix starts the key of every record that belongs to a DID; #info records are keyed "<unknown>".
-const didPrefix = "did:"
+var didPrefix = []byte("did:")
 
 // New returns a Sink writing to next, or cfg's errors (see Config.Validate).
 func New(next sink.Sink, cfg Config) (*Sink, error) {
@@ -118,13 +120,13 @@ func (s *Sink) Send(ctx context.Context, msg *sink.Message) error {
 			routed.Records = append(routed.Records, r)
 			continue
 		}
-		if c := header(r, headerCollection); c != "" {
+		if c := collection(r); c != "" {
 			r.Topic = s.topic(c)
 			routed.Records = append(routed.Records, r)
 			continue
 		}
 		fanOut := s.fanOut[:1] // #info: the main topic
-		if strings.HasPrefix(string(r.Key), didPrefix) {
+		if bytes.HasPrefix(r.Key, didPrefix) {
 			fanOut = s.fanOut
 		}
 		for _, t := range fanOut {
@@ -145,10 +147,13 @@ func (s *Sink) topic(collection string) string {
 	return s.main
 }
 
-func header(r sink.Record, key string) string {
+// collection is the record's collection header, empty when it has none. It is a view of the header's bytes, not
+// a copy: it runs once per record, the source leaves the headers alone until Done, and the view does not outlive
+// the routing decision.
+func collection(r sink.Record) string {
 	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
+		if h.Key == headerCollection {
+			return unsafe.String(unsafe.SliceData(h.Value), len(h.Value))
 		}
 	}
 	return ""

@@ -97,3 +97,13 @@ func TestConfig(t *testing.T) {
 		t.Errorf("Parse = %+v, %v", r, err)
 	}
 }
+
+func BenchmarkSend(b *testing.B) {
+	s, _ := New(sink.Func(func(context.Context, *sink.Message) error { return nil }), Config{Topic: "main",
+		Routes: []Route{{"app.bsky.feed.post", "posts"}, {"app.bsky.feed.*", "feed"}, {"chat.bsky.*", "chat"}}})
+	msg := &sink.Message{Records: []sink.Record{op("did:plc:a", "app.bsky.feed.like"), op("did:plc:a", "app.bsky.graph.follow")}}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = s.Send(context.Background(), msg)
+	}
+}

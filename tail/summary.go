@@ -2,6 +2,7 @@ package tail
 
 import (
 	"cmp"
+	"encoding/binary"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -114,9 +115,45 @@ type record struct {
 	Subject     json.RawMessage `json:"subject"`     // likes and reposts (strongRef), follows and blocks (DID)
 }
 
+// msgpackString returns the content of b when b is exactly one MessagePack string (fixstr, str8, str16 or
+// str32), as --osprey-format coordinator writes; a JSON value never starts with those bytes.
+func msgpackString(b []byte) ([]byte, bool) {
+	if len(b) == 0 {
+		return nil, false
+	}
+	var n, hdr int
+	switch c := b[0]; {
+	case c >= 0xa0 && c <= 0xbf:
+		n, hdr = int(c&0x1f), 1
+	case c == 0xd9 && len(b) >= 2:
+		n, hdr = int(b[1]), 2
+	case c == 0xda && len(b) >= 3:
+		n, hdr = int(binary.BigEndian.Uint16(b[1:])), 3
+	case c == 0xdb && len(b) >= 5:
+		n, hdr = int(binary.BigEndian.Uint32(b[1:])), 5
+	default:
+		return nil, false
+	}
+	if len(b) != hdr+n {
+		return nil, false
+	}
+	return b[hdr:], true
+}
+
 // summarize reads an event value. It reports false for values of no known shape (a dead-letter record, another
 // producer's data), which the caller shows raw.
 func summarize(raw []byte) (line, bool) {
+	if body, ok := msgpackString(raw); ok {
+		// Osprey's coordinator format: {"id","name","data":<event>,"secret_data"} inside the string.
+		var c struct {
+			Name string          `json:"name"`
+			Data json.RawMessage `json:"data"`
+		}
+		if json.Unmarshal(body, &c) != nil || c.Name == "" {
+			return line{}, false
+		}
+		raw = c.Data
+	}
 	var v value
 	if json.Unmarshal(raw, &v) != nil {
 		return line{}, false

@@ -51,12 +51,12 @@ var recordTime = time.Date(2024, 1, 1, 12, 0, 9, 0, time.UTC)
 
 func standard(ev format.Event) string { return string(ev.AppendJSON(nil)) }
 
-func osprey(t testing.TB, ev format.Event) string {
+func osprey(t testing.TB, ev format.Event, opts ...format.FormatterOption) string {
 	ids, err := format.NewSnowflake(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(format.NewFormatter(format.Osprey(ids)).AppendValue(nil, &ev))
+	return string(format.NewFormatter(append([]format.FormatterOption{format.Osprey(ids)}, opts...)...).AppendValue(nil, &ev))
 }
 
 func TestSummaries(t *testing.T) {
@@ -75,6 +75,7 @@ func TestSummaries(t *testing.T) {
 		{"sync", standard(resync), ts + ` sync     did:plc:alice rev=3k2d commit=bafyreic`},
 		{"osprey post", osprey(t, post), ts + ` create   did:plc:alice app.bsky.feed.post/3k2a "Hello world"`},
 		{"osprey account", osprey(t, takedown), ts + ` account  did:plc:alice active=false status=takendown`},
+		{"coordinator post", osprey(t, post, format.Coordinator()), ts + ` create   did:plc:alice app.bsky.feed.post/3k2a "Hello world"`},
 		{"ozone takedown", ozoneTakedown, `2024-01-01T12:00:05.000Z ozone#takedown did:plc:alice app.bsky.feed.post/3k2a id=42 by=mod.test hours=24 "spam ring"`},
 		{"ozone label", ozoneLabel, `2024-01-01T12:00:06.000Z ozone#label did:plc:bob id=43 by=did:plc:mod labels=+spam,+rude,-ok`},
 		{"ozone report", ozoneReport, `2024-01-01T12:00:07.000Z ozone#report did:plc:bob id=44 by=did:plc:carol reason=reasonSpam`},
@@ -93,7 +94,8 @@ func TestSummaries(t *testing.T) {
 }
 
 func TestUnrecognisedValues(t *testing.T) {
-	for _, v := range []string{``, `not json`, `[1,2]`, `{"dead":"letter"}`, `{"data":{"action_name":"x","data":"oops"}}`} {
+	for _, v := range []string{``, `not json`, `[1,2]`, `{"dead":"letter"}`, `{"data":{"action_name":"x","data":"oops"}}`,
+		"\xa2{}", "\xa3{}", "\xd9\x02{}"} {
 		if _, ok := summarize([]byte(v)); ok {
 			t.Errorf("summarize(%q) recognised", v)
 		}

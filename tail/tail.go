@@ -12,7 +12,7 @@
 //	2024-01-01T12:00:01.000Z identity did:plc:abc handle=alice.test
 //	2024-01-01T12:00:02.000Z ozone#takedown did:plc:abc id=42 by=did:plc:mod "spam"
 //
-// It understands the standard event shapes, the Osprey envelope around them (shown as the inner event), and
+// It understands the standard event shapes, the Osprey envelopes around them (shown as the inner event), and
 // Ozone's modEventView; a value of any other shape (a dead-letter record, say) is shown as partition, offset, key
 // and the start of the value, so nothing read is hidden.
 package tail

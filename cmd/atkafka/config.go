@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v3"
 
+	"github.com/atkafka/atkafka/sink/route"
 	"github.com/atkafka/atkafka/transform/format"
 )
 
@@ -75,6 +76,9 @@ type ospreyConfig struct {
 }
 
 type firehoseConfig struct {
+	// Routes send operations to topics by collection; its Topic is the output topic.
+	Routes             route.Config
+	RouteAccountEvents string
 	MetricsCollections []string
 	WatchedCollections []string
 	IgnoredCollections []string
@@ -206,6 +210,7 @@ func parseConfig(cmd *cli.Command) (*config, error) {
 			SnowflakeWorker: int(cmd.Int("snowflake-worker-id")),
 		},
 		Firehose: firehoseConfig{
+			RouteAccountEvents: cmd.String("route-account-events"),
 			MetricsCollections: splitList(cmd.StringSlice("metrics-collections")),
 			WatchedCollections: splitList(cmd.StringSlice("watched-collections")),
 			IgnoredCollections: splitList(cmd.StringSlice("ignored-collections")),
@@ -262,6 +267,16 @@ func parseConfig(cmd *cli.Command) (*config, error) {
 	}
 	if c.DeadLetterTopic == "" {
 		c.DeadLetterTopic = c.Topic + ".deadletter"
+	}
+	rc := &c.Firehose.Routes
+	rc.Topic, rc.AccountEventsMainOnly = c.Topic, c.Firehose.RouteAccountEvents == "main"
+	for _, v := range splitList(cmd.StringSlice("route")) {
+		r, err := route.Parse(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--route: %w", err))
+			continue
+		}
+		rc.Routes = append(rc.Routes, r)
 	}
 	if c.Tail.Topic == "" {
 		c.Tail.Topic = c.Topic
@@ -332,6 +347,15 @@ func (c *config) validate() []error {
 		check(oneOf("osprey-format", o.Format, format.OspreyFormats...))
 		if o.Format != format.OspreyWorker && !o.Compatible {
 			check(fmt.Errorf("--osprey-format %s needs --osprey-compatible", o.Format))
+		}
+	}
+	if fc := c.Firehose; fc.RouteAccountEvents != "" { // "" when the command is not a firehose one
+		check(oneOf("route-account-events", fc.RouteAccountEvents, "all", "main"))
+		check(fc.Routes.Validate())
+		for _, t := range fc.Routes.Topics() {
+			if t == c.DeadLetterTopic || (k.ExactlyOnce && t == k.CursorTopic) {
+				check(fmt.Errorf("--route topic %s is the dead-letter or cursor topic", t))
+			}
 		}
 	}
 	if c.Relay.VerifyCommits != "" { // "" when the command is not relay

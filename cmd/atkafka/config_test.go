@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/atkafka/atkafka/sink/route"
 	"github.com/atkafka/atkafka/testenv"
 )
 
@@ -108,6 +110,23 @@ func TestSecretsFromFiles(t *testing.T) {
 	}
 	if _, err := parse(t, "ozone-events", "--pds-host", "http://pds", "--identifier", "m", "--password", "x", "--password-file", pw, "--labeler-did", "d"); err == nil {
 		t.Fatal("password and password file together accepted")
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	t.Setenv("ATKAFKA_ROUTES", "app.bsky.feed.post=posts, app.bsky.*=bsky")
+	r, err := parse(t, "--output-topic", "all", "firehose", "tap", "--route-account-events", "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := route.Config{Topic: "all", AccountEventsMainOnly: true,
+		Routes: []route.Route{{Pattern: "app.bsky.feed.post", Topic: "posts"}, {Pattern: "app.bsky.*", Topic: "bsky"}}}
+	if got := r.cfg.Firehose.Routes; !reflect.DeepEqual(got, want) {
+		t.Fatalf("routes %+v, want %+v", got, want)
+	}
+	r, err = parse(t, "firehose", "relay", "--route", "app.bsky.feed.like=likes", "--route", "chat.*=chat")
+	if err != nil || len(r.cfg.Firehose.Routes.Routes) != 2 || r.cfg.Firehose.Routes.AccountEventsMainOnly {
+		t.Fatalf("routes from flags: %+v, %v", r.cfg.Firehose.Routes, err)
 	}
 }
 

@@ -114,6 +114,11 @@ func firehoseFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "metrics-collections", Category: catOps, Sources: env("METRICS_COLLECTIONS"),
 			Usage: "collections kept as metric label values (patterns like app.bsky.*); others are counted as \"other\" (default: app.bsky.*, chat.bsky.*, com.atproto.*)"},
 
+		&cli.StringSliceFlag{Name: "route", Category: catKafka, Sources: env("ROUTES"),
+			Usage: "PATTERN=TOPIC, repeatable or comma separated: operations on collections PATTERN matches (patterns as for --watched-collections) go to TOPIC; the first matching route wins, the rest go to --output-topic"},
+		&cli.StringFlag{Name: "route-account-events", Category: catKafka, Sources: env("ROUTE_ACCOUNT_EVENTS"), Value: "all",
+			Usage: "with --route: all (account, identity and sync events go to every topic, so each is complete on its own) or main (--output-topic only)"},
+
 		&cli.StringSliceFlag{Name: "watched-collections", Aliases: []string{"matched-collections"}, Category: catFilter,
 			Sources: env("WATCHED_COLLECTIONS", "ATKAFKA_MATCHED_COLLECTIONS"),
 			Usage:   "produce only operations on these collections, comma separated; app.bsky.* matches everything under app.bsky"},

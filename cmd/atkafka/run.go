@@ -16,6 +16,7 @@ import (
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/sink/embedded"
 	"github.com/atkafka/atkafka/sink/kafka"
+	"github.com/atkafka/atkafka/sink/route"
 	"github.com/atkafka/atkafka/source/ozone"
 	"github.com/atkafka/atkafka/source/relay"
 	"github.com/atkafka/atkafka/source/tap"
@@ -43,7 +44,7 @@ func (wiring) relay(ctx context.Context, c *config) error {
 		return relay.New(relay.Config{
 			Host: c.Relay.Host, DataDir: c.DataDir, StartCursor: c.Relay.Cursor, Workers: c.Relay.Workers,
 			MaxInFlight: c.Relay.MaxInFlight, ShutdownTimeout: c.ShutdownTimeout,
-			Sink: rt.producer, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log, Verifier: st.verifier,
+			Sink: rt.sink, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log, Verifier: st.verifier,
 			Cursor: store,
 		})
 	})
@@ -73,7 +74,7 @@ func (wiring) tap(ctx context.Context, c *config) error {
 		return tap.New(tap.Config{
 			Host: c.Tap.Host, AdminPassword: c.Tap.AdminPassword, DisableAcks: c.Tap.DisableAcks, Workers: c.Tap.Workers,
 			MaxInFlight:  c.Tap.MaxInFlight,
-			DrainTimeout: c.ShutdownTimeout, Sink: rt.producer, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log,
+			DrainTimeout: c.ShutdownTimeout, Sink: rt.sink, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log,
 		})
 	})
 }
@@ -277,6 +278,8 @@ type runtime struct {
 	producer   producer
 	// cluster is the Kafka cluster the producer connected to, which the cursor files are bound to.
 	cluster cursor.Cluster
+	// sink is what the sources write to: the producer, behind the router when --route is given.
+	sink sink.Sink
 	// txn is the producer in --exactly-once mode, nil otherwise.
 	txn          *kafka.TxnProducer
 	broker       *embedded.Broker
@@ -343,7 +346,9 @@ func (rt *runtime) connect(ctx context.Context, c *config, cursorKey string) err
 		rt.broker, brokers = b, b.Addrs()
 	}
 	kc := kafkaClientConfig(c, brokers)
-	kc.Topic, kc.ExtraTopics, kc.FlushTimeout, kc.Logger = c.Topic, []string{c.DeadLetterTopic}, c.ShutdownTimeout, rt.log
+	kc.Topic, kc.FlushTimeout, kc.Logger = c.Topic, c.ShutdownTimeout, rt.log
+	// Routed topics are created with the others, at start-up: a topic missing later would fail records, not start-up.
+	kc.ExtraTopics = append([]string{c.DeadLetterTopic}, c.Firehose.Routes.Topics()...)
 	if c.Kafka.ExactlyOnce {
 		p, err := kafka.NewTxn(ctx, kc, kafka.TxnConfig{TransactionalID: c.Kafka.TransactionalID, CursorTopic: c.Kafka.CursorTopic, CursorKey: cursorKey})
 		if err != nil {
@@ -358,6 +363,15 @@ func (rt *runtime) connect(ctx context.Context, c *config, cursorKey string) err
 		rt.producer = p
 	}
 	rt.cluster = cursor.Cluster{ID: rt.producer.ClusterID(), Embedded: rt.broker != nil, Ephemeral: rt.broker != nil && c.EmbeddedDataDir == ""}
+	rt.sink = rt.producer
+	if rc := c.Firehose.Routes; len(rc.Routes) > 0 {
+		r, err := route.New(rt.producer, rc)
+		if err != nil {
+			return err
+		}
+		rt.sink = r
+		rt.log.Info("routing operations by collection", "routes", rc.Routes, "account_events_main_only", rc.AccountEventsMainOnly)
+	}
 	return nil
 }
 

@@ -43,9 +43,8 @@ type Producer struct {
 	failed  atomic.Int64
 
 	// promise is onRecord, bound once so that producing a record allocates no closure.
-	promise     func(*kgo.Record, error)
-	mainTopic   *topicMetrics
-	otherTopics sync.Map // topic name → *topicMetrics
+	promise func(*kgo.Record, error)
+	gauges  *topicGauges
 }
 
 var _ sink.Sink = (*Producer)(nil)
@@ -74,10 +73,7 @@ func New(ctx context.Context, cfg Config) (*Producer, error) {
 		stop:  make(chan struct{}),
 	}
 	p.promise = p.onRecord
-	p.mainTopic = newTopicMetrics(cfg.Topic)
-	for _, t := range cfg.ExtraTopics {
-		p.otherTopics.Store(t, newTopicMetrics(t))
-	}
+	p.gauges = newTopicGauges(cfg)
 	if err := p.connect(ctx); err != nil {
 		cl.Close()
 		return nil, err
@@ -160,17 +156,41 @@ var (
 	producedError = metrics.ProducedEvents.WithLabelValues("error")
 )
 
-// topicMetrics returns the metrics of topic: those of the configured topics were resolved by New, others
-// (records naming a topic the configuration did not) are resolved and kept on first use.
-func (p *Producer) topicMetrics(topic string) *topicMetrics {
-	if topic == "" || topic == p.cfg.Topic {
-		return p.mainTopic
+// topicGauges resolves the in-flight gauges of each topic once instead of by label per record.
+type topicGauges struct {
+	main   *topicMetrics
+	others sync.Map // topic name → *topicMetrics
+}
+
+func newTopicGauges(cfg Config) *topicGauges {
+	g := &topicGauges{main: newTopicMetrics(cfg.Topic)}
+	for _, t := range cfg.ExtraTopics {
+		g.others.Store(t, newTopicMetrics(t))
 	}
-	if m, ok := p.otherTopics.Load(topic); ok {
+	return g
+}
+
+// of returns the metrics of topic ("" is the main topic): those of the configured topics were resolved at start,
+// others (records naming a topic the configuration did not) are resolved and kept on first use.
+func (g *topicGauges) of(topic string) *topicMetrics {
+	if topic == "" || topic == g.main.name {
+		return g.main
+	}
+	if m, ok := g.others.Load(topic); ok {
 		return m.(*topicMetrics)
 	}
-	m, _ := p.otherTopics.LoadOrStore(topic, newTopicMetrics(topic))
+	m, _ := g.others.LoadOrStore(topic, newTopicMetrics(topic))
 	return m.(*topicMetrics)
+}
+
+// add counts the records of msg as in flight (sign 1) or no longer (sign -1), each under its topic.
+func (g *topicGauges) add(msg *sink.Message, sign float64) {
+	for i := range msg.Records {
+		r := &msg.Records[i]
+		m := g.of(r.Topic)
+		m.records.Add(sign)
+		m.bytes.Add(sign * float64(recordBytes(r)))
+	}
 }
 
 func newTopicMetrics(topic string) *topicMetrics {
@@ -180,7 +200,7 @@ func newTopicMetrics(topic string) *topicMetrics {
 
 func (p *Producer) produce(d *delivery, r *sink.Record) {
 	pr := pendingPool.Get().(*pending)
-	pr.d, pr.size, pr.topic = d, recordBytes(r), p.topicMetrics(r.Topic)
+	pr.d, pr.size, pr.topic = d, recordBytes(r), p.gauges.of(r.Topic)
 	pr.topic.records.Add(1)
 	pr.topic.bytes.Add(float64(pr.size))
 	pr.rec = kgo.Record{Topic: pr.topic.name, Key: r.Key, Value: r.Value}

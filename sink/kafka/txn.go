@@ -82,6 +82,8 @@ type TxnProducer struct {
 	loopDone chan struct{}
 	// closeErr is what the loop leaves for Close: messages it could not commit.
 	closeErr error
+	// gauges are the in-flight gauges, by record topic: one transaction may span several (--route).
+	gauges *topicGauges
 }
 
 var _ sink.Sink = (*TxnProducer)(nil)
@@ -122,7 +124,7 @@ func NewTxn(ctx context.Context, cfg Config, tc TxnConfig) (*TxnProducer, error)
 	p := &TxnProducer{
 		cfg: cfg, tc: tc, cl: cl, log: cfg.Logger.With("transactional_id", tc.TransactionalID),
 		nonce: hex.EncodeToString(nonce[:]),
-		buf:   map[uint64]*sink.Message{}, room: make(chan struct{}),
+		buf:   map[uint64]*sink.Message{}, room: make(chan struct{}), gauges: newTopicGauges(cfg),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), loopDone: make(chan struct{}),
 	}
 	if err := p.connect(ctx); err != nil {
@@ -208,8 +210,7 @@ func (p *TxnProducer) Send(ctx context.Context, msg *sink.Message) error {
 	p.buf[msg.Position] = msg
 	p.records += records
 	p.bytes += bytes
-	metrics.InFlightRecords.WithLabelValues(p.cfg.Topic).Add(float64(records))
-	metrics.InFlightBytes.WithLabelValues(p.cfg.Topic).Add(float64(bytes))
+	p.gauges.add(msg, 1)
 	p.mu.Unlock()
 	p.wake()
 	return nil
@@ -241,8 +242,9 @@ func (p *TxnProducer) release(msgs []*sink.Message) {
 	p.bytes -= bytes
 	p.wakeLocked()
 	p.mu.Unlock()
-	metrics.InFlightRecords.WithLabelValues(p.cfg.Topic).Add(float64(-records))
-	metrics.InFlightBytes.WithLabelValues(p.cfg.Topic).Add(float64(-bytes))
+	for _, m := range msgs {
+		p.gauges.add(m, -1)
+	}
 }
 
 // ready adds to t the messages that can be produced now: those at next, next+1, ... that were received, until t

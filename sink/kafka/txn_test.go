@@ -308,3 +308,39 @@ func TestTxnBackpressure(t *testing.T) {
 		t.Errorf("committed %q", got)
 	}
 }
+
+// TestTxnSeveralTopics commits the records of one message to several topics in one transaction (--route), and
+// counts them in flight under their own topics.
+func TestTxnSeveralTopics(t *testing.T) {
+	addr := fakeCluster(t)
+	p := newTxn(t, addr, TxnConfig{CommitInterval: 20 * time.Millisecond}, Config{ExtraTopics: []string{"posts"}})
+	a := newAcks()
+	m1 := txnMessage(a, 1, "main-1")
+	m1.Records = append(m1.Records, sink.Record{Topic: "posts", Key: []byte("key-1"), Value: []byte("post-1")})
+	inFlight := func(topic string) float64 { return testutil.ToFloat64(metrics.InFlightRecords.WithLabelValues(topic)) }
+	before := map[string]float64{"events": inFlight("events"), "posts": inFlight("posts")}
+	send2(t, p, m1)
+	// Position 0 is not there yet: message 1 waits, in flight, under both topics.
+	for topic, n := range before {
+		if got := inFlight(topic) - n; got != 1 {
+			t.Errorf("in-flight records of %s grew by %v, want 1", topic, got)
+		}
+	}
+	m0 := txnMessage(a, 0, "main-0")
+	m0.Records[0].Topic = "events"
+	send2(t, p, m0)
+	if errs := a.wait(t, 10*time.Second); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if got := committedValues(t, addr, 2); strings.Join(got, ",") != "main-0,main-1" {
+		t.Errorf("events holds %q", got)
+	}
+	if got := committedValues(t, addr, 1, "posts"); strings.Join(got, ",") != "post-1" {
+		t.Errorf("posts holds %q", got)
+	}
+	for topic, n := range before {
+		if got := inFlight(topic); got != n {
+			t.Errorf("in-flight records of %s = %v after the commit, want %v", topic, got, n)
+		}
+	}
+}

@@ -9,12 +9,15 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/atkafka/atkafka/cursor"
+	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/sink/kafka"
+	"github.com/atkafka/atkafka/sink/route"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
 	"github.com/atkafka/atkafka/testenv"
 )
@@ -25,6 +28,9 @@ const childEnv = "ATKAFKA_RELAY_TEST_CHILD"
 type childConfig struct {
 	Host, Brokers, Topic, Dead, DataDir string
 	MaxInFlight                         int
+	// Routes and RouteAccountEventsMain are --route and --route-account-events main.
+	Routes                 []string
+	RouteAccountEventsMain bool
 }
 
 func TestMain(m *testing.M) {
@@ -42,12 +48,20 @@ func runChild(config string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	p, err := kafka.New(ctx, kafka.Config{Brokers: []string{c.Brokers}, Topic: c.Topic, ExtraTopics: []string{c.Dead}, CreateTopic: true, Partitions: 4})
+	rc := routeConfig(c.Topic, c.Routes, c.RouteAccountEventsMain)
+	p, err := kafka.New(ctx, kafka.Config{Brokers: []string{c.Brokers}, Topic: c.Topic, ExtraTopics: append([]string{c.Dead}, rc.Topics()...),
+		CreateTopic: true, Partitions: 4})
 	if err != nil {
 		panic(err)
 	}
 	defer p.Close(context.Background())
-	src, err := New(Config{Host: c.Host, DataDir: c.DataDir, Sink: p, Pipeline: standardPipeline(), DeadLetterTopic: c.Dead, MaxInFlight: c.MaxInFlight})
+	var out sink.Sink = p
+	if len(rc.Routes) > 0 {
+		if out, err = route.New(p, rc); err != nil {
+			panic(err)
+		}
+	}
+	src, err := New(Config{Host: c.Host, DataDir: c.DataDir, Sink: out, Pipeline: standardPipeline(), DeadLetterTopic: c.Dead, MaxInFlight: c.MaxInFlight})
 	if err != nil {
 		panic(err)
 	}
@@ -99,36 +113,54 @@ func savedCursor(t *testing.T, f cursor.Store, seq int64, timeout time.Duration)
 
 // TestKafkaKill9 kills a source mid-replay with SIGKILL and restarts it: no op of any seq is missing, and the
 // only repeats are of frames after the cursor saved before the kill, that is, of what was in flight. It runs the
-// source both in a child of the test binary and as the real atkafka command.
+// source both in a child of the test binary and as the real atkafka command, which also routes by collection.
 func TestKafkaKill9(t *testing.T) {
 	k := testenv.Kafka(t)
-	t.Run("source", func(t *testing.T) { testKill9(t, k, startChild, false) })
-	t.Run("atkafka", func(t *testing.T) {
-		bin := filepath.Join(t.TempDir(), "atkafka")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/atkafka")
-		build.Dir = testenv.RepoRoot()
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("go build ./cmd/atkafka: %v\n%s", err, out)
-		}
-		testKill9(t, k, func(t *testing.T, c childConfig) *exec.Cmd {
-			cmd := exec.Command(bin, "firehose", "relay")
-			// The environment rather than flags: it does not depend on which command level declares a flag.
-			cmd.Env = append(os.Environ(), "ATKAFKA_BOOTSTRAP_SERVERS="+c.Brokers, "ATKAFKA_OUTPUT_TOPIC="+c.Topic,
-				"ATKAFKA_DEAD_LETTER_TOPIC="+c.Dead, "ATKAFKA_DATA_DIR="+c.DataDir, "ATKAFKA_METRICS_LISTEN_ADDRESS=127.0.0.1:0",
-				"ATKAFKA_ENRICH=false", "ATKAFKA_TOPIC_PARTITIONS=4", "ATKAFKA_RELAY_HOST="+c.Host,
-				"ATKAFKA_MAX_INFLIGHT_FRAMES="+strconv.Itoa(c.MaxInFlight))
-			return startCommand(t, cmd)
-		}, true)
-	})
+	t.Run("source", func(t *testing.T) { testKill9(t, k, oneTopic, startChild, false) })
+	bin := buildAtkafka(t)
+	startAtkafka := func(t *testing.T, c childConfig) *exec.Cmd { return startCommand(t, atkafkaCommand(bin, c)) }
+	t.Run("atkafka", func(t *testing.T) { testKill9(t, k, oneTopic, startAtkafka, true) })
+	t.Run("atkafka routed", func(t *testing.T) { testKill9(t, k, routings[0], startAtkafka, true) })
 }
 
-// testKill9 runs the kill -9 scenario with children that startChild starts. perCluster says that they keep the
-// cursor file of each Kafka cluster apart, as atkafka does (cursor.ForCluster).
-func testKill9(t *testing.T, k testenv.KafkaEnv, startChild func(*testing.T, childConfig) *exec.Cmd, perCluster bool) {
+// buildAtkafka builds the atkafka command into the test's temporary folder.
+func buildAtkafka(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "atkafka")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/atkafka")
+	build.Dir = testenv.RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/atkafka: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// atkafkaCommand is the atkafka command bin running c, plus the extra environment. It is configured through the
+// environment rather than flags: that does not depend on which command level declares a flag.
+func atkafkaCommand(bin string, c childConfig, extra ...string) *exec.Cmd {
+	cmd := exec.Command(bin, "firehose", "relay")
+	cmd.Env = append(os.Environ(), "ATKAFKA_BOOTSTRAP_SERVERS="+c.Brokers, "ATKAFKA_OUTPUT_TOPIC="+c.Topic,
+		"ATKAFKA_DEAD_LETTER_TOPIC="+c.Dead, "ATKAFKA_DATA_DIR="+c.DataDir, "ATKAFKA_METRICS_LISTEN_ADDRESS=127.0.0.1:0",
+		"ATKAFKA_ENRICH=false", "ATKAFKA_TOPIC_PARTITIONS=4", "ATKAFKA_RELAY_HOST="+c.Host,
+		"ATKAFKA_MAX_INFLIGHT_FRAMES="+strconv.Itoa(c.MaxInFlight))
+	if len(c.Routes) > 0 {
+		cmd.Env = append(cmd.Env, "ATKAFKA_ROUTES="+strings.Join(c.Routes, ","))
+	}
+	if c.RouteAccountEventsMain {
+		cmd.Env = append(cmd.Env, "ATKAFKA_ROUTE_ACCOUNT_EVENTS=main")
+	}
+	cmd.Env = append(cmd.Env, extra...)
+	return cmd
+}
+
+// testKill9 runs the kill -9 scenario, routed as r, with children that startChild starts. perCluster says that
+// they keep the cursor file of each Kafka cluster apart, as atkafka does (cursor.ForCluster).
+func testKill9(t *testing.T, k testenv.KafkaEnv, r routing, startChild func(*testing.T, childConfig) *exec.Cmd, perCluster bool) {
 	srv := relaytest.NewServer(relaytest.CorpusFrames(t), relaytest.Loops(20), relaytest.Pace(1000))
 	defer srv.Close()
 	topics := newTopics(t, k.Brokers)
-	c := childConfig{Host: srv.URL(), Brokers: k.Brokers, Topic: topics.topic, Dead: topics.dead, DataDir: t.TempDir(), MaxInFlight: 256}
+	c := childConfig{Host: srv.URL(), Brokers: k.Brokers, Topic: topics.topic, Dead: topics.dead, DataDir: t.TempDir(), MaxInFlight: 256,
+		Routes: r.flags(topics.topic), RouteAccountEventsMain: r.mainOnly}
 	u, _ := subscribeURL(c.Host)
 	var file cursor.Store = cursor.NewFile(cursorPath(c.DataDir, u))
 	if perCluster {
@@ -173,16 +205,17 @@ func testKill9(t *testing.T, k testenv.KafkaEnv, startChild func(*testing.T, chi
 		t.Errorf("connections asked for cursors %q, want the second to resume at %s", cs, killedAt)
 	}
 
-	want := wantOps(t, srv.Messages())
-	got := gotOps(t, topics.read(t, topics.topic, len(want)))
-	dups := checkNoLoss(t, want, got)
 	saved := atoi(killedAt)
-	for id, n := range got {
-		if n > 1 && id.seq <= saved {
-			t.Errorf("%d %s produced %d times, though at or before the cursor saved before the kill", id.seq, id.what, n)
+	dups := r.checkTopics(t, topics, wantOps(t, srv.Messages()), func(topic string, n int) []record {
+		recs := topics.read(t, topic, n)
+		for id, n := range gotOps(t, recs) {
+			if n > 1 && id.seq <= saved {
+				t.Errorf("%d %s produced %d times in %s, though at or before the cursor saved before the kill", id.seq, id.what, n, topic)
+			}
 		}
-	}
-	t.Logf("%d duplicates after kill -9 (in flight: frames after cursor %d)", dups, saved)
+		return recs
+	})
+	t.Logf("duplicates by topic after kill -9 (in flight: frames after cursor %d): %v", saved, dups)
 }
 
 // TestKafkaBrokerOutage stops the broker mid-stream: reading stalls with a bounded number of frames in flight,

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -22,28 +20,24 @@ import (
 
 // TestKafkaExactlyOnceKill9 runs the real atkafka command with --exactly-once against Apache Kafka and kills it
 // with SIGKILL several times mid-replay, restarting it each time: a read_committed consumer then sees every op
-// of every seq exactly once, none missing and none twice, and the cursor topic holds the last seq.
+// of every seq exactly once, none missing and none twice, and the cursor topic holds the last seq. It runs with one
+// topic, and routed to several, whose records then share each transaction.
 func TestKafkaExactlyOnceKill9(t *testing.T) {
 	k := testenv.Kafka(t)
-	bin := filepath.Join(t.TempDir(), "atkafka")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/atkafka")
-	build.Dir = testenv.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/atkafka: %v\n%s", err, out)
+	bin := buildAtkafka(t)
+	for _, r := range []routing{oneTopic, routings[1]} {
+		t.Run(r.name, func(t *testing.T) { testExactlyOnceKill9(t, k, bin, r) })
 	}
+}
+
+func testExactlyOnceKill9(t *testing.T, k testenv.KafkaEnv, bin string, r routing) {
 	srv := relaytest.NewServer(relaytest.CorpusFrames(t), relaytest.Loops(20), relaytest.Pace(1000))
 	defer srv.Close()
 	topics := newTopics(t, k.Brokers)
 	cursorTopic := topics.topic + ".cursors"
-	dataDir := t.TempDir()
-	run := func() *exec.Cmd {
-		cmd := exec.Command(bin, "firehose", "relay")
-		cmd.Env = append(os.Environ(), "ATKAFKA_BOOTSTRAP_SERVERS="+k.Brokers, "ATKAFKA_OUTPUT_TOPIC="+topics.topic,
-			"ATKAFKA_DEAD_LETTER_TOPIC="+topics.dead, "ATKAFKA_DATA_DIR="+dataDir, "ATKAFKA_METRICS_LISTEN_ADDRESS=",
-			"ATKAFKA_ENRICH=false", "ATKAFKA_TOPIC_PARTITIONS=4", "ATKAFKA_RELAY_HOST="+srv.URL(),
-			"ATKAFKA_MAX_INFLIGHT_FRAMES=256", "ATKAFKA_EXACTLY_ONCE=true")
-		return startCommand(t, cmd)
-	}
+	c := childConfig{Host: srv.URL(), Brokers: k.Brokers, Topic: topics.topic, Dead: topics.dead, DataDir: t.TempDir(), MaxInFlight: 256,
+		Routes: r.flags(topics.topic), RouteAccountEventsMain: r.mainOnly}
+	run := func() *exec.Cmd { return startCommand(t, atkafkaCommand(bin, c, "ATKAFKA_EXACTLY_ONCE=true")) }
 
 	// Kill at a fifth, two fifths and three fifths of the stream, each time after the restarted instance has read
 	// past the previous kill, so that every kill lands mid-stream with transactions open.
@@ -90,31 +84,23 @@ func TestKafkaExactlyOnceKill9(t *testing.T) {
 		}
 	}
 
-	wantOps := wantOps(t, srv.Messages())
-	var records []record
-	for _, r := range testenv.ReadAll(t, k.Brokers, topics.topic, len(wantOps), 60*time.Second, kgo.FetchIsolationLevel(kgo.ReadCommitted())) {
-		hs := make([]sink.Header, len(r.Headers))
-		for i, h := range r.Headers {
-			hs[i] = sink.Header{Key: h.Key, Value: h.Value}
+	readCommitted := kgo.FetchIsolationLevel(kgo.ReadCommitted())
+	var committed, uncommitted int
+	dups := r.checkTopics(t, topics, wantOps(t, srv.Messages()), func(topic string, n int) []record {
+		recs := topics.read(t, topic, n, readCommitted)
+		committed += len(recs)
+		// Without read_committed, the records of the transactions the kills cut short show up too: the kills did
+		// land mid-transaction.
+		uncommitted += len(topics.read(t, topic, len(recs)))
+		return recs
+	})
+	t.Logf("read_committed after %d kill -9: %d records read, duplicates by topic %v; read_uncommitted sees %d more from aborted transactions",
+		kills, committed, dups, uncommitted-committed)
+	for topic, n := range dups {
+		if n != 0 {
+			t.Errorf("%s: %d duplicates with --exactly-once", topic, n)
 		}
-		records = append(records, copyRecord(topics.topic, r.Key, r.Value, hs))
 	}
-	got := gotOps(t, records)
-	dups := checkNoLoss(t, wantOps, got)
-	missing := 0
-	for id := range wantOps {
-		if got[id] == 0 {
-			missing++
-		}
-	}
-	t.Logf("read_committed after %d kill -9: %d ops wanted, %d records read, %d missing, %d duplicates", kills, len(wantOps), len(records), missing, dups)
-	if dups != 0 {
-		t.Errorf("%d duplicates with --exactly-once", dups)
-	}
-	// Without read_committed, the records of the transactions the kills cut short show up too: the kills did land
-	// mid-transaction.
-	uncommitted := testenv.ReadAll(t, k.Brokers, topics.topic, len(records), 60*time.Second)
-	t.Logf("read_uncommitted sees %d records, %d of them from aborted transactions", len(uncommitted), len(uncommitted)-len(records))
 	if got := lastCursor(t, k.Brokers, cursorTopic); got != want {
 		t.Errorf("cursor topic holds %s, want %s", got, want)
 	}

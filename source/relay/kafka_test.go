@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/sink/kafka"
@@ -44,11 +46,12 @@ func (k kafkaTopics) producer(t testing.TB) *kafka.Producer {
 	return p
 }
 
-// read returns at least n records of topic, and any that follow within a quiet second.
-func (k kafkaTopics) read(t testing.TB, topic string, n int) []record {
+// read returns at least n records of topic, and any that follow within a quiet second; opts add client options
+// (isolation).
+func (k kafkaTopics) read(t testing.TB, topic string, n int, opts ...kgo.Opt) []record {
 	t.Helper()
 	var out []record
-	for _, r := range testenv.ReadAll(t, k.brokers, topic, n, 60*time.Second) {
+	for _, r := range testenv.ReadAll(t, k.brokers, topic, n, 60*time.Second, opts...) {
 		hs := make([]sink.Header, len(r.Headers))
 		for i, h := range r.Headers {
 			hs[i] = sink.Header{Key: h.Key, Value: h.Value}

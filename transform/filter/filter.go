@@ -187,6 +187,23 @@ func ResolvedEndpoint(endpoint string) Resolution {
 	return Resolution{Outcome: Resolved, Host: strings.TrimSuffix(strings.ToLower(u.Hostname()), "."), Port: port}
 }
 
+// Pattern is one compiled collection pattern, for callers that must know which of several patterns matches an
+// NSID (routes, where the first match wins) rather than whether any does.
+type Pattern struct{ set *collectionSet }
+
+// ParsePattern compiles one collection pattern in the syntax of Config's collection lists: an NSID, or a prefix
+// ending in ".*".
+func ParsePattern(p string) (Pattern, error) {
+	s := &collectionSet{exact: map[string]bool{}, prefixes: map[string]bool{}}
+	if err := addCollection(s, p); err != nil {
+		return Pattern{}, err
+	}
+	return Pattern{s}, nil
+}
+
+// Match reports whether nsid matches the pattern.
+func (p Pattern) Match(nsid string) bool { return p.set.match(nsid) }
+
 // collectionSet matches an NSID against exact names and prefixes with map lookups at each '.' of the NSID, so
 // its cost does not grow with the number of patterns.
 type collectionSet struct {

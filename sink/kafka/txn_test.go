@@ -313,7 +313,7 @@ func TestTxnBackpressure(t *testing.T) {
 // counts them in flight under their own topics.
 func TestTxnSeveralTopics(t *testing.T) {
 	addr := fakeCluster(t)
-	p := newTxn(t, addr, TxnConfig{CommitInterval: 20 * time.Millisecond}, Config{ExtraTopics: []string{"posts"}})
+	p := newTxn(t, addr, TxnConfig{}, Config{ExtraTopics: []string{"posts"}})
 	a := newAcks()
 	m1 := txnMessage(a, 1, "main-1")
 	m1.Records = append(m1.Records, sink.Record{Topic: "posts", Key: []byte("key-1"), Value: []byte("post-1")})

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"sort"
 	"strconv"
@@ -14,8 +13,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/mr-tron/base58"
 )
 
 // errTombstoned is a did:plc whose current operation is a plc_tombstone: the PLC serves no document for it.
@@ -67,39 +66,39 @@ var plcPackedConsts = [...]string{"atproto", "atproto_pds", "AtprotoPersonalData
 const plcMaxEntries = 256
 
 // parseAuditLog reads a did:plc audit log (GET /{did}/log/audit): the creation time (first entry's createdAt,
-// exactly as written) and the current state (the last entry that is not nullified).
+// exactly as written) and the current state (the last entry that is not nullified). The entries are decoded by
+// encoding/json into a struct (a repeated key's last value wins, as with the PLC's JSON.parse); only the current
+// operation's two ordered objects go through tokens.
 func parseAuditLog(did string, body []byte) (doc *plcDoc, createdAt string, err error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := tokDelim(dec, '['); err != nil {
+	var entries []struct {
+		DID       string          `json:"did"`
+		Operation json.RawMessage `json:"operation"`
+		Nullified bool            `json:"nullified"`
+		CreatedAt string          `json:"createdAt"`
+	}
+	if err := json.Unmarshal(body, &entries); err != nil {
 		return nil, "", fmt.Errorf("audit log: %w", err)
+	}
+	if len(entries) == 0 {
+		return nil, "", errors.New("audit log is empty")
 	}
 	var current json.RawMessage
-	for i := 0; dec.More(); i++ {
-		e, err := readAuditEntry(dec)
-		if err != nil {
-			return nil, "", fmt.Errorf("audit log entry %d: %w", i, err)
+	for i, e := range entries {
+		switch {
+		case e.DID != "" && e.DID != did:
+			return nil, "", fmt.Errorf("audit log entry %d is for %q", i, e.DID)
+		case len(e.Operation) == 0 || string(e.Operation) == "null":
+			return nil, "", fmt.Errorf("audit log entry %d: no operation", i)
+		case e.CreatedAt == "":
+			return nil, "", fmt.Errorf("audit log entry %d: no createdAt", i)
 		}
-		if e.did != "" && e.did != did {
-			return nil, "", fmt.Errorf("audit log entry %d is for %q", i, e.did)
-		}
-		if i == 0 {
-			if _, err := time.Parse(time.RFC3339Nano, e.createdAt); err != nil {
-				return nil, "", fmt.Errorf("audit log createdAt: %w", err)
-			}
-			createdAt = e.createdAt
-		}
-		if !e.nullified {
-			current = e.op
+		if !e.Nullified {
+			current = e.Operation
 		}
 	}
-	if _, err := dec.Token(); err != nil { // the closing ']'
-		return nil, "", fmt.Errorf("audit log: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, "", errors.New("audit log: data after the array")
-	}
-	if createdAt == "" {
-		return nil, "", errors.New("audit log is empty")
+	createdAt = entries[0].CreatedAt
+	if _, err := time.Parse(time.RFC3339Nano, createdAt); err != nil {
+		return nil, "", fmt.Errorf("audit log createdAt: %w", err)
 	}
 	if current == nil {
 		return nil, "", errors.New("audit log has no valid operation")
@@ -109,52 +108,6 @@ func parseAuditLog(did string, body []byte) (doc *plcDoc, createdAt string, err 
 		return nil, "", err
 	}
 	return doc, createdAt, nil
-}
-
-type plcAuditEntry struct {
-	did, createdAt string
-	nullified      bool
-	op             json.RawMessage
-}
-
-// readAuditEntry reads one {did, operation, cid, nullified, createdAt}; a repeated key's last value wins, as
-// with the PLC's JSON.parse.
-func readAuditEntry(dec *json.Decoder) (e plcAuditEntry, err error) {
-	if err := tokDelim(dec, '{'); err != nil {
-		return e, err
-	}
-	for dec.More() {
-		key, err := tokString(dec)
-		if err != nil {
-			return e, err
-		}
-		switch key {
-		case "did":
-			e.did, err = tokString(dec)
-		case "createdAt":
-			e.createdAt, err = tokString(dec)
-		case "nullified":
-			e.nullified, err = tokBool(dec)
-		case "operation":
-			e.op = nil
-			err = dec.Decode(&e.op)
-		default:
-			err = tokSkip(dec)
-		}
-		if err != nil {
-			return e, fmt.Errorf("%s: %w", key, err)
-		}
-	}
-	if _, err := dec.Token(); err != nil {
-		return e, err
-	}
-	if e.op == nil {
-		return e, errors.New("no operation")
-	}
-	if e.createdAt == "" {
-		return e, errors.New("no createdAt")
-	}
-	return e, nil
 }
 
 // plcOpState is an operation's document data, in the op's key order.
@@ -167,70 +120,47 @@ type plcOpState struct {
 type plcEntry struct{ id, a, b string }
 
 // parseOp turns the current operation into a plcDoc, normalising a legacy create as the PLC's normalizeOp
-// does.
+// does. Presence matters (a plc_operation must have its three fields), hence the pointers.
 func parseOp(raw json.RawMessage) (*plcDoc, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if err := tokDelim(dec, '{'); err != nil {
+	var op struct {
+		Type                string          `json:"type"`
+		VerificationMethods json.RawMessage `json:"verificationMethods"`
+		AlsoKnownAs         *[]string       `json:"alsoKnownAs"`
+		Services            json.RawMessage `json:"services"`
+		SigningKey          *string         `json:"signingKey"`
+		Handle              *string         `json:"handle"`
+		Service             *string         `json:"service"`
+	}
+	if err := json.Unmarshal(raw, &op); err != nil {
 		return nil, fmt.Errorf("operation: %w", err)
 	}
-	var (
-		st                                  plcOpState
-		typ                                 string
-		haveVMs, haveAKA, haveSvc           bool
-		signingKey, handle, service         string
-		haveSigning, haveHandle, haveServic bool
-	)
-	for dec.More() {
-		key, err := tokString(dec)
-		if err != nil {
-			return nil, fmt.Errorf("operation: %w", err)
-		}
-		switch key {
-		case "type":
-			typ, err = tokString(dec)
-		case "verificationMethods":
-			st.vms, err = tokStringMap(dec)
-			haveVMs = true
-		case "alsoKnownAs":
-			st.aka, err = tokStrings(dec)
-			haveAKA = true
-		case "services":
-			st.svc, err = tokServices(dec)
-			haveSvc = true
-		case "signingKey":
-			signingKey, err = tokString(dec)
-			haveSigning = true
-		case "handle":
-			handle, err = tokString(dec)
-			haveHandle = true
-		case "service":
-			service, err = tokString(dec)
-			haveServic = true
-		default: // rotationKeys, recoveryKey, prev, sig: not part of the document
-			err = tokSkip(dec)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("operation %s: %w", key, err)
-		}
-	}
-	switch typ {
+	var st plcOpState
+	switch op.Type {
 	case "plc_operation":
-		if !haveVMs || !haveAKA || !haveSvc {
+		if op.VerificationMethods == nil || op.AlsoKnownAs == nil || op.Services == nil {
 			return nil, errors.New("plc_operation without verificationMethods, alsoKnownAs or services")
 		}
+		var err error
+		if st.vms, err = tokStringMap(json.NewDecoder(bytes.NewReader(op.VerificationMethods))); err != nil {
+			return nil, fmt.Errorf("operation verificationMethods: %w", err)
+		}
+		if st.svc, err = tokServices(json.NewDecoder(bytes.NewReader(op.Services))); err != nil {
+			return nil, fmt.Errorf("operation services: %w", err)
+		}
+		st.aka = *op.AlsoKnownAs
 	case "create":
-		if !haveSigning || !haveHandle || !haveServic {
+		if op.SigningKey == nil || op.Handle == nil || op.Service == nil {
 			return nil, errors.New("legacy create without signingKey, handle or service")
 		}
 		st = plcOpState{
-			aka: []string{ensureAtprotoPrefix(handle)},
-			vms: []plcEntry{{id: "atproto", a: signingKey}},
-			svc: []plcEntry{{id: "atproto_pds", a: "AtprotoPersonalDataServer", b: ensureHTTPPrefix(service)}},
+			aka: []string{ensureAtprotoPrefix(*op.Handle)},
+			vms: []plcEntry{{id: "atproto", a: *op.SigningKey}},
+			svc: []plcEntry{{id: "atproto_pds", a: "AtprotoPersonalDataServer", b: ensureHTTPPrefix(*op.Service)}},
 		}
 	case "plc_tombstone":
 		return nil, errTombstoned
 	default:
-		return nil, fmt.Errorf("unknown operation type %q", typ)
+		return nil, fmt.Errorf("unknown operation type %q", op.Type)
 	}
 	return st.pack()
 }
@@ -348,19 +278,22 @@ func (st *plcOpState) pack() (*plcDoc, error) {
 }
 
 // plcKeyContext is the @context a verification method's key adds, as the PLC's formatKeyAndContext decides it:
-// only did:keys that parse (P-256 or secp256k1, a valid compressed point) add one.
+// did:keys of a P-256 or secp256k1 compressed point add one. The point itself is not checked (decompressing it
+// costs more than the rest of an account's parse, and is done by the verifier for the keys it uses): the prefix,
+// the length and the parity byte already tell a key of the PLC's from garbage.
 func plcKeyContext(didKey string) string {
-	if !strings.HasPrefix(didKey, "did:key:z") {
+	mb, ok := strings.CutPrefix(didKey, "did:key:z")
+	if !ok {
 		return ""
 	}
-	k, err := atcrypto.ParsePublicDIDKey(didKey)
-	if err != nil {
+	b, err := base58.Decode(mb)
+	if err != nil || len(b) != 35 || b[2] != 2 && b[2] != 3 {
 		return ""
 	}
-	switch k.(type) {
-	case *atcrypto.PublicKeyK256:
+	switch {
+	case b[0] == 0xe7 && b[1] == 0x01: // multicodec secp256k1-pub
 		return plcContextK256
-	case *atcrypto.PublicKeyP256:
+	case b[0] == 0x80 && b[1] == 0x24: // multicodec p256-pub
 		return plcContextP256
 	}
 	return ""
@@ -562,18 +495,6 @@ func tokString(dec *json.Decoder) (string, error) {
 	return s, nil
 }
 
-func tokBool(dec *json.Decoder) (bool, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		return false, err
-	}
-	v, ok := tok.(bool)
-	if !ok {
-		return false, fmt.Errorf("got %v, want a boolean", tok)
-	}
-	return v, nil
-}
-
 // tokSkip reads past one value of any kind.
 func tokSkip(dec *json.Decoder) error {
 	depth := 0
@@ -592,22 +513,6 @@ func tokSkip(dec *json.Decoder) error {
 			return nil
 		}
 	}
-}
-
-func tokStrings(dec *json.Decoder) ([]string, error) {
-	if err := tokDelim(dec, '['); err != nil {
-		return nil, err
-	}
-	var out []string
-	for dec.More() {
-		s, err := tokString(dec)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	_, err := dec.Token()
-	return out, err
 }
 
 // tokStringMap reads an object of strings in the order JavaScript enumerates it (see jsOrder).

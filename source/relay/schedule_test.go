@@ -1,0 +1,104 @@
+package relay
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/atkafka/atkafka/source/relay/relaytest"
+	"github.com/atkafka/atkafka/transform"
+	"github.com/atkafka/atkafka/transform/enrich"
+	"github.com/atkafka/atkafka/transform/format"
+	"github.com/atkafka/atkafka/transform/frame"
+)
+
+// heldLookups answers every account's lookup at once, except held's, which waits for release.
+type heldLookups struct {
+	held    string
+	release chan struct{}
+	once    sync.Once
+}
+
+func (h *heldLookups) Resolve(did string, _ time.Time, _ *enrich.Metadata, done func()) bool {
+	if did != h.held {
+		return true
+	}
+	go func() { <-h.release; done() }()
+	return false
+}
+func (h *heldLookups) InvalidateIdentity(string)    {}
+func (h *heldLookups) InvalidateProfile(string)     {}
+func (h *heldLookups) LookupTimeout() time.Duration { return time.Minute }
+
+// TestSlowAccountHoldsOnlyItself: while one account's lookup hangs, every other account's frames are produced,
+// the account's own frames wait (in order), and the cursor never passes the first of them: a crash then would
+// read it again. Once the lookup answers, the rest follows and the cursor reaches the end.
+func TestSlowAccountHoldsOnlyItself(t *testing.T) {
+	frames := relaytest.CorpusFrames(t)
+	srv := relaytest.NewServer(frames)
+	defer srv.Close()
+	// The account of a commit early in the capture: frames of others come before and after it.
+	held, firstHeld := "", int64(0)
+	records := map[string]int{} // per DID
+	for _, msg := range frames {
+		var f frame.Frame
+		if err := f.Decode(msg); err != nil {
+			t.Fatal(err)
+		}
+		seq, did := envelope(&f)
+		n := 1
+		if f.Kind == frame.KindCommit {
+			n = len(f.Commit.Ops)
+			if held == "" && seq > srv.FirstSeq()+4 {
+				held, firstHeld = string(did), seq
+			}
+		}
+		records[string(did)] += n
+	}
+	lookups := &heldLookups{held: held, release: make(chan struct{})}
+	var mem memSink
+	cfg := testConfig(t, srv.URL(), &mem)
+	cfg.StartCursor = "0"
+	cfg.Pipeline = &transform.Pipeline{Formatter: format.NewFormatter(), Enricher: lookups, OmitMetadata: true}
+	r := start(t, cfg)
+
+	others := 0
+	for did, n := range records {
+		if did != held {
+			others += n
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(mem.all()) < others {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the %d records of other accounts produced while one account's lookup hangs", len(mem.all()), others)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // room for a wrong record or cursor move to show
+	for _, rec := range mem.all() {
+		if rec.Key == held {
+			t.Fatalf("a record of the held account was produced before its lookup answered: %s", rec.Value)
+		}
+	}
+	if c := r.committed.Load(); c >= firstHeld {
+		t.Fatalf("cursor %d passed the held account's first frame %d", c, firstHeld)
+	}
+
+	close(lookups.release)
+	r.waitCommitted(t, srv.LastSeq(), 30*time.Second)
+	var seqs []int64
+	for _, rec := range mem.all() {
+		if rec.Key == held {
+			seqs = append(seqs, atoi(rec.header(headerSeq)))
+		}
+	}
+	if len(seqs) == 0 {
+		t.Fatal("the held account's records never came")
+	}
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] < seqs[i-1] {
+			t.Errorf("the held account's records out of order: %v", seqs)
+		}
+	}
+}

@@ -355,11 +355,15 @@ func (s *Source) dispatch(j *job, pos int64) {
 		pe.Deadline = s.cfg.Pipeline.Deadline(j.received)
 		pe.Invalidate = invalidation(&j.frame)
 	}
+	s.preparing.Add(1)
 	s.cfg.Pipeline.Prepare(pe)
 }
 
 // ready queues a prepared job on its worker.
-func (j *job) ready() { j.src.queues[shard(j.did, len(j.src.queues))] <- j }
+func (j *job) ready() {
+	j.src.queues[shard(j.did, len(j.src.queues))] <- j
+	j.src.preparing.Done()
+}
 
 // invalidation says what a frame changes of its account's cached metadata.
 func invalidation(f *frame.Frame) transform.Invalidation {

@@ -102,3 +102,41 @@ func TestSlowAccountHoldsOnlyItself(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownWhileFramesWait: stopping the source while frames wait for their metadata lets them reach the
+// workers first (they are ready by their deadline), then stops; nothing is sent to a closed queue.
+func TestShutdownWhileFramesWait(t *testing.T) {
+	frames := relaytest.CorpusFrames(t)
+	srv := relaytest.NewServer(frames)
+	defer srv.Close()
+	var mem memSink
+	cfg := testConfig(t, srv.URL(), &mem)
+	cfg.StartCursor = "0"
+	slow := &slowLookups{delay: 300 * time.Millisecond}
+	cfg.Pipeline = &transform.Pipeline{Formatter: format.NewFormatter(), Enricher: slow, OmitMetadata: true}
+	r := start(t, cfg)
+	deadline := time.Now().Add(10 * time.Second)
+	for r.reads.Load() < int64(len(frames)) {
+		if time.Now().After(deadline) {
+			t.Fatal("frames not read")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if r.committed.Load() != srv.LastSeq() {
+		t.Errorf("cursor %d after a graceful stop, want %d: the waiting frames were delivered before it", r.committed.Load(), srv.LastSeq())
+	}
+}
+
+// slowLookups answers every lookup after delay.
+type slowLookups struct{ delay time.Duration }
+
+func (s *slowLookups) Resolve(_ string, _ time.Time, _ *enrich.Metadata, done func()) bool {
+	time.AfterFunc(s.delay, done)
+	return false
+}
+func (s *slowLookups) InvalidateIdentity(string)    {}
+func (s *slowLookups) InvalidateProfile(string)     {}
+func (s *slowLookups) LookupTimeout() time.Duration { return time.Second }

@@ -62,9 +62,11 @@ type Source struct {
 	file cursor.Store // Config.Cursor, or the cursor file
 	log  *slog.Logger
 
-	wm     *ack.Watermark[int64]
-	jobs   *pool
-	queues []chan *job
+	wm   *ack.Watermark[int64]
+	jobs *pool
+	// preparing counts the frames dispatched and not yet queued on a worker (waiting for their metadata).
+	preparing sync.WaitGroup
+	queues    []chan *job
 	// retries receives jobs whose delivery failed, for the retry goroutine; it holds as many as there are jobs.
 	retries chan *job
 
@@ -201,6 +203,8 @@ func (s *Source) Run(ctx context.Context) error {
 
 	s.log.Info("relay source starting", "url", s.url.Redacted(), "cursor", describeCursor(start), "cursor_file", s.CursorPath())
 	err = s.read(readCtx)
+	// Frames still waiting for their metadata are queued by their deadline at the latest; the queues close after.
+	s.preparing.Wait()
 	for _, q := range s.queues {
 		close(q)
 	}

@@ -664,3 +664,51 @@ func TestNilMetadata(t *testing.T) {
 		t.Error("nil getters")
 	}
 }
+
+// TestBudget: under a rate limit too small for the accounts arriving, events do not wait for requests the limit
+// cannot grant before their deadline (reason budget, at once), while the limit's whole budget still goes to
+// lookups that answer in time.
+func TestBudget(t *testing.T) {
+	plc := newFakePLC(t)
+	const n = 40
+	dids := make([]string, n)
+	for i := range dids {
+		dids[i] = testDID(fmt.Sprintf("budget%c%c", 'a'+i/26, 'a'+i%26))
+		plc.set(plc.docs, dids[i], docJSON(dids[i], "b.test", "https://pds.example"))
+	}
+	e := newEnricher(t, Config{PLCHost: plc.URL, PLCRate: 20, PLCBurst: 1, LookupTimeout: 500 * time.Millisecond})
+	budget := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "budget", "false"))
+	var wg sync.WaitGroup
+	var enriched, quick atomic.Int32
+	start := time.Now()
+	for _, did := range dids {
+		wg.Go(func() {
+			t0 := time.Now()
+			m := e.Metadata(context.Background(), did)
+			if m.Handle() == "b.test" {
+				enriched.Add(1)
+			} else if time.Since(t0) < 100*time.Millisecond {
+				quick.Add(1) // left without metadata at once, not at its deadline
+			}
+		})
+	}
+	wg.Wait()
+	if d := time.Since(start); d > 700*time.Millisecond {
+		t.Errorf("40 events took %v, want about their 500ms deadline at most", d)
+	}
+	// 20/s with a burst of 1 grants about 10 requests within 500 ms.
+	if got := enriched.Load(); got < 6 || got > 12 {
+		t.Errorf("%d of %d events enriched, want the ~10 the budget allows", got, n)
+	}
+	if got := quick.Load(); got+enriched.Load() < n-2 {
+		t.Errorf("%d events went on at once and %d were enriched, of %d: the others waited out their deadline", got, enriched.Load(), n)
+	}
+	if d := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "budget", "false")) - budget; d < float64(n-12) {
+		t.Errorf("plc_requests{budget} grew by %v", d)
+	}
+	// Requests are sent only when expected to answer in time; the expectation learns from answers, so the first
+	// may miss.
+	if total := plc.total(); total > int(enriched.Load())+2 {
+		t.Errorf("%d requests reached the PLC for %d enriched events: requests sent should answer in time", total, enriched.Load())
+	}
+}

@@ -78,8 +78,8 @@ func (ep *endpoint) get(ctx context.Context, reqs *requestCounters, url string, 
 			deadline, _ = ctx.Deadline()
 		}
 		a := ep.attempt(ctx, url, deadline)
-		if a.sent {
-			reqs.inc(a.res, false)
+		if a.sent || a.res == resBudget {
+			reqs.inc(a.res, false) // a lookup the budget refused is counted too, as one not sent
 		}
 		if a.err != nil {
 			ep.log.Debug("enrich: request failed", "endpoint", ep.name, "url", url, "attempt", n, "retry", a.retry && n < maxAttempts, "err", a.err)

@@ -423,7 +423,7 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 	// pooled buffers have grown to the frames' sizes, so what grows after is the account cache.
 	quarter := float64(h.FirstSeq) + float64(h.LastSeq-h.FirstSeq)/4
 	var heapAt func() (heap uint64, accounts float64)
-	if e != nil {
+	if e != nil && cfg.Serve.DistinctDIDs {
 		heapAt = func() (uint64, float64) {
 			runtime.GC()
 			var ms runtime.MemStats

@@ -188,6 +188,8 @@ func New(cfg Config) (*Enricher, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 
+	// A tenth of the deadline: at the defaults, an event queues at most 200 ms for a rate-limit token.
+	maxWait := cfg.LookupTimeout / 10
 	base, cancel := context.WithCancel(context.Background())
 	e := &Enricher{
 		timeout:  cfg.LookupTimeout,
@@ -195,8 +197,8 @@ func New(cfg Config) (*Enricher, error) {
 		apiHost:  apiHost,
 		log:      cfg.Logger,
 		cancel:   cancel,
-		plc:      newEndpoint("plc", cfg.HTTPClient, limiter(cfg.PLCRate, cfg.PLCBurst), cfg.Concurrency, cfg.Logger, true),
-		web:      newEndpoint("did:web", cfg.HTTPClient, limiter(cfg.PLCRate, cfg.PLCBurst), cfg.Concurrency, cfg.Logger, false),
+		plc:      newEndpoint("plc", cfg.HTTPClient, limiter(cfg.PLCRate, cfg.PLCBurst), cfg.Concurrency, maxWait, cfg.Logger, true),
+		web:      newEndpoint("did:web", cfg.HTTPClient, limiter(cfg.PLCRate, cfg.PLCBurst), cfg.Concurrency, maxWait, cfg.Logger, false),
 		webURL:   func(host string) string { return "https://" + host + "/.well-known/did.json" },
 		docReqs:  newRequestCounters(metrics.PLCRequests, "doc"),
 		profReqs: newRequestCounters(metrics.APIRequests, "profile"),
@@ -206,7 +208,7 @@ func New(cfg Config) (*Enricher, error) {
 	}
 	e.accounts = newStore("doc", cfg.DocCacheSize, cfg.DocTTL, cfg.NotFoundTTL, cfg.FailureTTL, cfg.FetchTimeout, base, e.docReqs, e.fetchAccount)
 	if apiHost != "" {
-		e.api = newEndpoint("api", cfg.HTTPClient, limiter(cfg.APIRate, cfg.APIBurst), cfg.Concurrency, cfg.Logger, true)
+		e.api = newEndpoint("api", cfg.HTTPClient, limiter(cfg.APIRate, cfg.APIBurst), cfg.Concurrency, maxWait, cfg.Logger, true)
 		e.batcher = newProfileBatcher(e, cfg.ProfileBatchWait)
 		go e.batcher.run(base)
 		e.profiles = newStore("profile", cfg.ProfileCacheSize, cfg.ProfileTTL, cfg.NotFoundTTL, cfg.FailureTTL, cfg.FetchTimeout, base, e.profReqs, e.batcher.fetch)

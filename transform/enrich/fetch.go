@@ -44,6 +44,8 @@ type endpoint struct {
 	slots   chan struct{}
 	log     *slog.Logger
 	breaker bool // off for did:web: one broken host says nothing about the others
+	// maxWait bounds how long a request queues for a token or a slot (admit).
+	maxWait time.Duration
 	// latency is a moving average of answered requests' latency (nanoseconds): what a request sent now is
 	// expected to take, so that admit sends none that cannot answer before its event's deadline.
 	latency  atomic.Int64
@@ -55,8 +57,8 @@ type endpoint struct {
 	openUntil time.Time
 }
 
-func newEndpoint(name string, client *http.Client, limiter *rate.Limiter, concurrency int, log *slog.Logger, breaker bool) *endpoint {
-	ep := &endpoint{name: name, client: client, limiter: limiter, log: log, breaker: breaker,
+func newEndpoint(name string, client *http.Client, limiter *rate.Limiter, concurrency int, maxWait time.Duration, log *slog.Logger, breaker bool) *endpoint {
+	ep := &endpoint{name: name, client: client, limiter: limiter, maxWait: maxWait, log: log, breaker: breaker,
 		inFlight: metrics.EnrichInFlight.WithLabelValues(name)}
 	if concurrency > 0 {
 		ep.slots = make(chan struct{}, concurrency)
@@ -139,9 +141,14 @@ func (ep *endpoint) attempt(ctx context.Context, url string, deadline time.Time)
 // request to answer before deadline: then it sends nothing and returns errBudget at once, so that an event never
 // waits on a lookup that cannot help it, and the budget goes to lookups that can. The token of a request that
 // is not sent is given back.
+//
+// Nor does it queue for longer than maxWait, whatever the deadline: an event waiting for its lookup holds one of
+// its source's in-flight slots, and a queue as long as the deadline would hold rate × deadline of them (times 25
+// for a profile batch), enough to stall the stream on the budget. Waits that short still spend the whole budget
+// while lookups arrive faster than it grants them: every token is taken as soon as it is there.
 func (ep *endpoint) admit(ctx context.Context, deadline time.Time) (release func(), err error) {
 	now := time.Now()
-	room := deadline.Sub(now) - time.Duration(ep.latency.Load())
+	room := min(deadline.Sub(now)-time.Duration(ep.latency.Load()), ep.maxWait)
 	r := ep.limiter.ReserveN(now, 1)
 	if !r.OK() {
 		return nil, errBudget
@@ -157,7 +164,7 @@ func (ep *endpoint) admit(ctx context.Context, deadline time.Time) (release func
 		select {
 		case ep.slots <- struct{}{}:
 		default:
-			t := time.NewTimer(max(0, time.Until(deadline)-time.Duration(ep.latency.Load())))
+			t := time.NewTimer(max(0, min(time.Until(deadline)-time.Duration(ep.latency.Load()), ep.maxWait)))
 			select {
 			case ep.slots <- struct{}{}:
 				t.Stop()

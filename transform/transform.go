@@ -54,10 +54,11 @@ type Pipeline struct {
 	sched     *scheduler
 }
 
-// Deadline is when an event read at received stops waiting for its metadata.
+// Deadline is when an event read at received stops waiting for its metadata; the zero time without an
+// enricher, when nothing is looked up.
 func (p *Pipeline) Deadline(received time.Time) time.Time {
 	if p.Enricher == nil {
-		return received
+		return time.Time{}
 	}
 	return received.Add(p.Enricher.LookupTimeout())
 }

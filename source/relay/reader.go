@@ -349,7 +349,7 @@ func (s *Source) dispatch(j *job, pos int64) {
 		j.msg.Cursor = strconv.FormatInt(pos, 10)
 	}
 	pe := &j.pend
-	pe.DID, pe.Invalidate = "", 0
+	pe.DID, pe.Deadline, pe.Invalidate = "", time.Time{}, 0
 	if j.bad == nil && j.did != nil {
 		pe.DID = string(j.did)
 		pe.Deadline = s.cfg.Pipeline.Deadline(j.received)

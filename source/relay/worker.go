@@ -203,7 +203,7 @@ func (w *worker) verified(ctx context.Context, j *job) bool {
 	if j.frame.Kind == frame.KindSync {
 		check = v.Sync
 	}
-	if j.pend.DID != "" {
+	if !j.pend.Deadline.IsZero() {
 		// The account's key was looked up before the frame was ready, within its deadline; a key that was not
 		// known by then (a PLC outage, the rate budget spent) must not be waited for here, where other
 		// accounts' frames queue behind this one. Fetching a rotated key still gets what is left of it.

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"sync"
 	"testing"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 type heldLookups struct {
 	held    string
 	release chan struct{}
-	once    sync.Once
 }
 
 func (h *heldLookups) Resolve(did string, _ time.Time, _ *enrich.Metadata, done func()) bool {

@@ -37,7 +37,7 @@ func (ss *session) handleRecord(ctx context.Context, j *job) {
 	ev := recordEvent(r, j.received)
 	p := ss.src.cfg.Pipeline
 	if !p.KeepCollection(r.Collection) || !p.KeepAccount(r.DID, &j.pend.Meta) {
-		ss.filtered(ctx, j)
+		ss.filtered(j)
 		return
 	}
 	ev.Metadata = p.AppendMetadata(nil, &j.pend, 1)
@@ -49,7 +49,7 @@ func (ss *session) handleIdentity(ctx context.Context, j *job) {
 	evs := identityEvents(id, j.received)
 	p := ss.src.cfg.Pipeline
 	if !p.KeepAccount(id.DID, &j.pend.Meta) {
-		ss.filtered(ctx, j)
+		ss.filtered(j)
 		return
 	}
 	meta := p.AppendMetadata(nil, &j.pend, len(evs))
@@ -71,14 +71,9 @@ func (ss *session) record(ev *format.Event, headers []sink.Header) sink.Record {
 	}
 }
 
-// filtered acks an event a filter dropped. A filter may answer "drop" because ctx ended in the middle of a
-// lookup; such an event is left unacked for Tap to send again rather than lost.
-func (ss *session) filtered(ctx context.Context, j *job) {
-	if ctx.Err() != nil {
-		return
-	}
-	ss.ack(j.id)
-}
+// filtered acks an event a filter dropped. The filters look nothing up (the event's metadata was prepared
+// before it reached the worker), so their answer is final.
+func (ss *session) filtered(j *job) { ss.ack(j.id) }
 
 // deadLetter writes an undecodable message to the dead-letter topic; its ack, when its id is known, follows the
 // dead-letter record's delivery.

@@ -10,8 +10,8 @@ import (
 	"github.com/multiformats/go-multibase"
 )
 
-// plcDocument is a did:plc document as the PLC serves it, fields in its order.
-type plcDocument struct {
+// PLCDocument is a did:plc document as the PLC serves it, decoded with its arrays' order.
+type PLCDocument struct {
 	Context            []string `json:"@context"`
 	ID                 string   `json:"id"`
 	AlsoKnownAs        []string `json:"alsoKnownAs"`
@@ -32,18 +32,7 @@ type plcDocument struct {
 // createdAt, produced doc: its verification methods, alsoKnownAs and services in the document's order. Fake
 // PLCs serve it for documents they hold (the corpus has documents, not audit logs).
 func PLCAuditLog(did string, doc []byte, createdAt string) []byte {
-	var d struct {
-		AlsoKnownAs        []string `json:"alsoKnownAs"`
-		VerificationMethod []struct {
-			ID                 string `json:"id"`
-			PublicKeyMultibase string `json:"publicKeyMultibase"`
-		} `json:"verificationMethod"`
-		Service []struct {
-			ID              string `json:"id"`
-			Type            string `json:"type"`
-			ServiceEndpoint string `json:"serviceEndpoint"`
-		} `json:"service"`
-	}
+	var d PLCDocument
 	_ = json.Unmarshal(doc, &d)
 	var b bytes.Buffer
 	str := func(s string) { v, _ := json.Marshal(s); b.Write(v) }
@@ -87,7 +76,7 @@ func PLCAuditLog(did string, doc []byte, createdAt string) []byte {
 // lacks the multikey context. Everything else (values, order, the key-type contexts) is as today.
 func CurrentPLCFormat(t testing.TB, did string, served []byte) []byte {
 	t.Helper()
-	var doc plcDocument
+	var doc PLCDocument
 	if err := json.Unmarshal(served, &doc); err != nil {
 		t.Fatalf("%s: %v: %s", did, err, served)
 	}

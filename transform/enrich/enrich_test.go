@@ -694,19 +694,21 @@ func TestBudget(t *testing.T) {
 		})
 		time.Sleep(every)
 	}
+	arrivals := time.Since(start) // 1.5 s, longer on a busy machine
 	wg.Wait()
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("the events took %v, want the 1.5 s they arrived over and little more", d)
+	if d := time.Since(start) - arrivals; d > 600*time.Millisecond {
+		t.Errorf("the last events took %v after the last arrived, want their 500ms deadline at most", d)
 	}
-	// 20/s grants about 30 requests over 1.5 s: the budget is spent.
-	if got := enriched.Load(); got < 22 || got > 34 {
-		t.Errorf("%d of %d events enriched, want the ~30 the budget allows", got, n)
+	// The budget grants 20 a second over the arrivals, plus the lookups of the last deadline: it is spent.
+	budgetN := int32(20*(arrivals+500*time.Millisecond).Seconds()) + 1
+	if got := enriched.Load(); got < budgetN*7/10 || got > budgetN+2 {
+		t.Errorf("%d of %d events enriched, want about the %d the budget allows", got, n, budgetN)
 	}
 	if got := quick.Load(); got+enriched.Load() < n-2 {
 		t.Errorf("%d events went on at once and %d were enriched, of %d: the others waited out their deadline", got, enriched.Load(), n)
 	}
-	if d := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "budget", "false")) - budget; d < float64(n)-34 {
-		t.Errorf("plc_requests{budget} grew by %v", d)
+	if d := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "budget", "false")) - budget; d < float64(n-enriched.Load()-2) {
+		t.Errorf("plc_requests{budget} grew by %v, want one per event not enriched", d)
 	}
 	// Requests are sent only when expected to answer in time; the expectation learns from answers, so the first
 	// may miss.

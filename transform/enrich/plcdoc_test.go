@@ -15,29 +15,11 @@ import (
 	"github.com/atkafka/atkafka/testenv"
 )
 
-// servedDoc is a DID document as the PLC serves it, decoded with its arrays' order.
-type servedDoc struct {
-	Context            []string `json:"@context"`
-	ID                 string   `json:"id"`
-	AlsoKnownAs        []string `json:"alsoKnownAs"`
-	VerificationMethod []struct {
-		ID                 string `json:"id"`
-		Type               string `json:"type"`
-		Controller         string `json:"controller"`
-		PublicKeyMultibase string `json:"publicKeyMultibase"`
-	} `json:"verificationMethod"`
-	Service []struct {
-		ID              string `json:"id"`
-		Type            string `json:"type"`
-		ServiceEndpoint string `json:"serviceEndpoint"`
-	} `json:"service"`
-}
-
 // auditLogFor builds the one-entry audit log the PLC holds for a document it serves: the plc_operation with
 // the document's alsoKnownAs, verification methods (as did:keys) and services, keys in the document's order.
 func auditLogFor(t testing.TB, did string, served []byte) []byte {
 	t.Helper()
-	var doc servedDoc
+	var doc testenv.PLCDocument
 	if err := json.Unmarshal(served, &doc); err != nil {
 		t.Fatalf("%s: %v", did, err)
 	}
@@ -87,7 +69,7 @@ func checkDocument(t testing.TB, did string, got, want []byte) {
 		t.Errorf("%s: rendered\n%s\nserved\n%s", did, got, want)
 		return
 	}
-	var gd, wd servedDoc
+	var gd, wd testenv.PLCDocument
 	json.Unmarshal(got, &gd)
 	json.Unmarshal(want, &wd)
 	for i := range wd.VerificationMethod {
@@ -128,7 +110,7 @@ func TestPLCDocCorpus(t *testing.T) {
 		if doc.handle() != info.handle || doc.pdsEndpoint() != info.pdsHost() {
 			t.Errorf("%s: handle %q pds %q, the document says %q %q", did, doc.handle(), doc.pdsEndpoint(), info.handle, info.pdsHost())
 		}
-		var sd servedDoc
+		var sd testenv.PLCDocument
 		json.Unmarshal(served, &sd)
 		if doc.signingKey() != sd.VerificationMethod[0].PublicKeyMultibase {
 			t.Errorf("%s: signingKey %q", did, doc.signingKey())

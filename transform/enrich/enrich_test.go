@@ -704,15 +704,40 @@ func TestBudget(t *testing.T) {
 	if got := enriched.Load(); got < budgetN*7/10 || got > budgetN+2 {
 		t.Errorf("%d of %d events enriched, want about the %d the budget allows", got, n, budgetN)
 	}
-	if got := quick.Load(); got+enriched.Load() < n-2 {
+	// A few at the edge may be sent and answer late: the expected latency is an estimate.
+	if got := quick.Load(); got+enriched.Load() < n-4 {
 		t.Errorf("%d events went on at once and %d were enriched, of %d: the others waited out their deadline", got, enriched.Load(), n)
 	}
-	if d := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "budget", "false")) - budget; d < float64(n-enriched.Load()-2) {
+	if d := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "budget", "false")) - budget; d < float64(n-enriched.Load()-4) {
 		t.Errorf("plc_requests{budget} grew by %v, want one per event not enriched", d)
 	}
-	// Requests are sent only when expected to answer in time; the expectation learns from answers, so the first
-	// may miss.
-	if total := plc.total(); total > int(enriched.Load())+2 {
+	// Requests are sent only when expected to answer in time; the expectation learns from answers, so a few may
+	// miss.
+	if total := plc.total(); total > int(enriched.Load())+4 {
 		t.Errorf("%d requests reached the PLC for %d enriched events: requests sent should answer in time", total, enriched.Load())
+	}
+}
+
+// TestBurstServed: a burst of new accounts that the rate limit can serve before their deadline (a start with a
+// cold cache) waits for it and gets its metadata; the queue bound only cuts what exceeds it.
+func TestBurstServed(t *testing.T) {
+	plc := newFakePLC(t)
+	const n = 40
+	e := newEnricher(t, Config{PLCHost: plc.URL, PLCRate: 100, PLCBurst: 1, LookupTimeout: time.Second, MaxQueued: 30})
+	var wg sync.WaitGroup
+	var enriched atomic.Int32
+	for i := range n {
+		did := testDID(fmt.Sprintf("burst%c%c", 'a'+i/26, 'a'+i%26))
+		plc.set(plc.docs, did, docJSON(did, "b.test", "https://pds.example"))
+		wg.Go(func() {
+			if e.Metadata(context.Background(), did).Handle() == "b.test" {
+				enriched.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	// 100/s serves the burst in 0.4 s, within the deadline; only the queue bound (30 waiting) leaves some out.
+	if got := enriched.Load(); got < 28 || got > 32 {
+		t.Errorf("%d of %d events of a burst enriched, want the 30 the queue holds plus the one served at once", got, n)
 	}
 }

@@ -44,8 +44,10 @@ type endpoint struct {
 	slots   chan struct{}
 	log     *slog.Logger
 	breaker bool // off for did:web: one broken host says nothing about the others
-	// maxWait bounds how long a request queues for a token or a slot (admit).
-	maxWait time.Duration
+	// maxQueued bounds the events waiting, at once, for this endpoint's rate-limit tokens or concurrency slots
+	// (admit); queued counts them.
+	maxQueued int64
+	queued    atomic.Int64
 	// latency is a moving average of answered requests' latency (nanoseconds): what a request sent now is
 	// expected to take, so that admit sends none that cannot answer before its event's deadline.
 	latency  atomic.Int64
@@ -57,8 +59,8 @@ type endpoint struct {
 	openUntil time.Time
 }
 
-func newEndpoint(name string, client *http.Client, limiter *rate.Limiter, concurrency int, maxWait time.Duration, log *slog.Logger, breaker bool) *endpoint {
-	ep := &endpoint{name: name, client: client, limiter: limiter, maxWait: maxWait, log: log, breaker: breaker,
+func newEndpoint(name string, client *http.Client, limiter *rate.Limiter, concurrency, maxQueued int, log *slog.Logger, breaker bool) *endpoint {
+	ep := &endpoint{name: name, client: client, limiter: limiter, maxQueued: int64(maxQueued), log: log, breaker: breaker,
 		inFlight: metrics.EnrichInFlight.WithLabelValues(name)}
 	if concurrency > 0 {
 		ep.slots = make(chan struct{}, concurrency)
@@ -72,14 +74,14 @@ func newEndpoint(name string, client *http.Client, limiter *rate.Limiter, concur
 // get fetches url, retrying transient failures with backoff inside ctx's deadline. Each HTTP request made is
 // counted in reqs. 400, 404 and 410 are definitive absences (the AppView answers 400 for an unknown actor).
 // The first attempt is only made if it can answer before deadline (the asking event's); retries serve the
-// cache, within ctx.
-func (ep *endpoint) get(ctx context.Context, reqs *requestCounters, url string, deadline time.Time) ([]byte, result) {
+// cache, within ctx. events is how many events wait for the answer (a profile batch serves up to 25).
+func (ep *endpoint) get(ctx context.Context, reqs *requestCounters, url string, deadline time.Time, events int) ([]byte, result) {
 	backoff := firstBackoff
 	for n := 1; ; n++ {
 		if n > 1 {
 			deadline, _ = ctx.Deadline()
 		}
-		a := ep.attempt(ctx, url, deadline)
+		a := ep.attempt(ctx, url, deadline, events)
 		if a.sent || a.res == resBudget {
 			reqs.inc(a.res, false) // a lookup the budget refused is counted too, as one not sent
 		}
@@ -111,11 +113,11 @@ type attemptResult struct {
 	start time.Time
 }
 
-func (ep *endpoint) attempt(ctx context.Context, url string, deadline time.Time) attemptResult {
+func (ep *endpoint) attempt(ctx context.Context, url string, deadline time.Time, events int) attemptResult {
 	if ep.breaker && !ep.allow() {
 		return attemptResult{res: resError, err: errBreakerOpen}
 	}
-	release, err := ep.admit(ctx, deadline)
+	release, err := ep.admit(ctx, deadline, int64(events))
 	if err != nil {
 		// Nothing was sent, and waiting again cannot beat the same deadline.
 		return attemptResult{res: resBudget, err: err}
@@ -142,18 +144,29 @@ func (ep *endpoint) attempt(ctx context.Context, url string, deadline time.Time)
 // waits on a lookup that cannot help it, and the budget goes to lookups that can. The token of a request that
 // is not sent is given back.
 //
-// Nor does it queue for longer than maxWait, whatever the deadline: an event waiting for its lookup holds one of
-// its source's in-flight slots, and a queue as long as the deadline would hold rate × deadline of them (times 25
-// for a profile batch), enough to stall the stream on the budget. Waits that short still spend the whole budget
-// while lookups arrive faster than it grants them: every token is taken as soon as it is there.
-func (ep *endpoint) admit(ctx context.Context, deadline time.Time) (release func(), err error) {
+// Nor do more than maxQueued events wait for tokens and slots at once: a waiting event holds one of its source's
+// in-flight slots, and under a budget too small for the arrival of new accounts, a queue as long as the deadline
+// would hold rate × deadline of them (× 25 for profile batches), enough to stall the stream on the budget. A
+// burst within the bound (a start with a cold cache) waits and is served; beyond it, what cannot be served at
+// once goes on without, while the queue keeps the whole budget in use.
+func (ep *endpoint) admit(ctx context.Context, deadline time.Time, events int64) (release func(), err error) {
 	now := time.Now()
-	room := min(deadline.Sub(now)-time.Duration(ep.latency.Load()), ep.maxWait)
+	room := deadline.Sub(now) - ep.expected()
 	r := ep.limiter.ReserveN(now, 1)
 	if !r.OK() {
 		return nil, errBudget
 	}
-	if wait := r.DelayFrom(now); wait > room {
+	wait := r.DelayFrom(now)
+	queued := wait > 0 || (ep.slots != nil && len(ep.slots) == cap(ep.slots))
+	if queued {
+		if ep.queued.Add(events) > ep.maxQueued {
+			ep.queued.Add(-events)
+			r.CancelAt(now)
+			return nil, fmt.Errorf("queue: %w", errBudget)
+		}
+		defer ep.queued.Add(-events)
+	}
+	if wait > room {
 		r.CancelAt(now)
 		return nil, fmt.Errorf("rate limit: %w", errBudget)
 	} else if wait > 0 && !sleep(ctx, wait) {
@@ -164,7 +177,7 @@ func (ep *endpoint) admit(ctx context.Context, deadline time.Time) (release func
 		select {
 		case ep.slots <- struct{}{}:
 		default:
-			t := time.NewTimer(max(0, min(time.Until(deadline)-time.Duration(ep.latency.Load()), ep.maxWait)))
+			t := time.NewTimer(max(0, time.Until(deadline)-ep.expected()))
 			select {
 			case ep.slots <- struct{}{}:
 				t.Stop()
@@ -183,6 +196,12 @@ func (ep *endpoint) admit(ctx context.Context, deadline time.Time) (release func
 			<-ep.slots
 		}
 	}, nil
+}
+
+// expected is how long a request sent now is expected to take: twice the moving average plus 5 ms, since a
+// request that answers after its event's deadline spent the budget for nothing.
+func (ep *endpoint) expected() time.Duration {
+	return 2*time.Duration(ep.latency.Load()) + 5*time.Millisecond
 }
 
 // learn folds one answer's latency into the moving average (weight 1/8).

@@ -10,11 +10,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/atkafka/atkafka/cursor"
 	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/source/stream"
 	"github.com/atkafka/atkafka/transform"
 )
 
@@ -129,30 +129,7 @@ func (cfg Config) validate() error {
 
 // subscribeURL turns a Host setting into the websocket URL of subscribeRepos, without a cursor.
 func subscribeURL(host string) (*url.URL, error) {
-	if !strings.Contains(host, "://") {
-		host = "wss://" + host
-	}
-	u, err := url.Parse(host)
-	if err != nil {
-		return nil, fmt.Errorf("relay host %q: %w", host, err)
-	}
-	switch u.Scheme {
-	case "ws", "wss":
-	case "http":
-		u.Scheme = "ws"
-	case "https":
-		u.Scheme = "wss"
-	default:
-		return nil, fmt.Errorf("relay host %q: scheme must be ws, wss, http or https", host)
-	}
-	if u.Host == "" {
-		return nil, fmt.Errorf("relay host %q has no host name", host)
-	}
-	if !strings.HasSuffix(u.Path, subscribePath) {
-		u.Path = strings.TrimRight(u.Path, "/") + subscribePath
-	}
-	u.RawPath, u.Fragment = "", ""
-	return u, nil
+	return stream.URL("relay host", host, subscribePath)
 }
 
 // cursorPath names the cursor file after the relay's host and port, so that two relays never share one.

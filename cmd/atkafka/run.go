@@ -16,6 +16,7 @@ import (
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/sink/embedded"
 	"github.com/atkafka/atkafka/sink/kafka"
+	"github.com/atkafka/atkafka/source/labels"
 	"github.com/atkafka/atkafka/source/ozone"
 	"github.com/atkafka/atkafka/source/relay"
 	"github.com/atkafka/atkafka/source/tap"
@@ -99,6 +100,27 @@ func (wiring) ozone(ctx context.Context, c *config) error {
 	})
 }
 
+func (wiring) labels(ctx context.Context, c *config) error {
+	if err := c.validateLabels(); err != nil {
+		return err
+	}
+	mode, err := labels.ParseVerifyMode(c.Labels.Verify)
+	if err != nil {
+		return err
+	}
+	return runSource(ctx, c, "labels", func(rt *runtime, st *stage) (source, error) {
+		return labels.New(labels.Config{
+			Labelers: labels.ParseLabelers(c.Labels.DIDs, c.Labels.Hosts), Directory: labels.NewDirectory(c.Firehose.PLCHost),
+			StartCursor: c.Labels.Cursor, DataDir: c.DataDir, Verify: mode, IncludeSig: c.Labels.IncludeSig,
+			Cursor: func(l labels.Labeler) (cursor.Store, error) {
+				return rt.cursor(labels.CursorFile(c.DataDir, l), "at the labeler's tip")
+			},
+			ShutdownTimeout: c.ShutdownTimeout, Sink: rt.producer, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic,
+			Logger: rt.log,
+		})
+	})
+}
+
 // source is what every source package's Source offers the wiring.
 type source interface {
 	Run(ctx context.Context) error
@@ -145,7 +167,18 @@ func runSource(ctx context.Context, c *config, name string, build func(*runtime,
 	if err != nil {
 		return err
 	}
-	if rt.server != nil {
+	if ls, ok := src.(interface{ Labelers() []labels.Status }); ok && rt.server != nil {
+		// Each labeler is ready or not on its own: one that is down shows, and holds up no other.
+		for _, l := range ls.Labelers() {
+			rt.server.AddReadiness("labeler "+l.Name()+" connected", func() error {
+				if !l.Connected() {
+					return fmt.Errorf("not connected to labeler %s", l.Name())
+				}
+				return nil
+			})
+			rt.server.AddReadiness("labeler "+l.Name()+" cursor advancing", server.Advancing(c.ReadinessWindow, l.Progress))
+		}
+	} else if rt.server != nil {
 		if cs, ok := src.(connectedSource); ok {
 			rt.server.AddReadiness(name+" connected", func() error {
 				if !cs.Connected() {
@@ -160,6 +193,8 @@ func runSource(ctx context.Context, c *config, name string, build func(*runtime,
 			advancing = server.Advancing(c.ReadinessWindow, ps.Progress)
 		}
 		rt.server.AddReadiness("cursor advancing", advancing)
+	}
+	if rt.server != nil {
 		rt.server.AddReadiness("kafka", func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
@@ -317,6 +352,10 @@ func cursorKey(c *config, command string) string {
 		return "relay:" + c.Relay.Host
 	case "ozone":
 		return "ozone:" + c.Ozone.LabelerDID
+	case "labels":
+		if ls := labels.ParseLabelers(c.Labels.DIDs, c.Labels.Hosts); len(ls) == 1 {
+			return "labels:" + ls[0].Name()
+		}
 	}
 	return command
 }

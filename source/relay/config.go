@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"time"
 
 	"github.com/atkafka/atkafka/cursor"
@@ -32,7 +31,7 @@ const (
 const subscribePath = "/xrpc/com.atproto.sync.subscribeRepos"
 
 // StartLive is the Config.StartCursor value that starts at the relay's tip, ignoring any saved cursor.
-const StartLive = "live"
+const StartLive = stream.Live
 
 // Config configures a Source. The zero value of a field means its default.
 type Config struct {
@@ -147,21 +146,10 @@ func CursorFile(dataDir, host string) (string, error) {
 	return cursorPath(cmp.Or(dataDir, "."), u), nil
 }
 
-// noCursor is the reader's position before it read anything when starting at the tip. (0 is a real cursor: the
-// oldest events the relay keeps.)
-const noCursor = -1
+// noCursor is the reader's position before it read anything when starting at the tip.
+const noCursor = stream.NoCursor
 
 // parseStartCursor interprets Config.StartCursor: fromFile is true for "", seq is noCursor for the tip.
 func parseStartCursor(s string) (seq int64, fromFile bool, err error) {
-	switch s {
-	case "":
-		return noCursor, true, nil
-	case StartLive:
-		return noCursor, false, nil
-	}
-	seq, err = strconv.ParseInt(s, 10, 64)
-	if err != nil || seq < 0 {
-		return noCursor, false, fmt.Errorf("start cursor %q is neither %q nor a relay seq", s, StartLive)
-	}
-	return seq, false, nil
+	return stream.ParseStartCursor(s)
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -176,3 +177,34 @@ type Drop struct {
 
 func (d *Drop) Error() string { return d.Reason + ": " + d.Err.Error() }
 func (d *Drop) Unwrap() error { return d.Err }
+
+// Live is the start cursor that starts at the stream's tip, ignoring any saved cursor.
+const Live = "live"
+
+// NoCursor is a reader's position before it read anything when it started at the tip. (0 is a real cursor: the
+// oldest events the server keeps.)
+const NoCursor = -1
+
+// ParseStartCursor interprets a start cursor setting: "" resumes from the saved cursor (fromStore), Live starts at
+// the tip (NoCursor), and a decimal seq N starts right after N.
+func ParseStartCursor(s string) (seq int64, fromStore bool, err error) {
+	switch s {
+	case "":
+		return NoCursor, true, nil
+	case Live:
+		return NoCursor, false, nil
+	}
+	seq, err = strconv.ParseInt(s, 10, 64)
+	if err != nil || seq < 0 {
+		return NoCursor, false, fmt.Errorf("start cursor %q is neither %q nor a seq", s, Live)
+	}
+	return seq, false, nil
+}
+
+// DescribeCursor is seq for logs: Live for NoCursor.
+func DescribeCursor(seq int64) string {
+	if seq == NoCursor {
+		return Live
+	}
+	return strconv.FormatInt(seq, 10)
+}

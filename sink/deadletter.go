@@ -10,7 +10,7 @@ import (
 // DeadLetter describes an input that could not be turned into events. It is written to the dead-letter topic
 // with the raw input, so that nothing is lost and the evidence can be replayed once the cause is fixed.
 type DeadLetter struct {
-	Source string // relay, tap or ozone
+	Source string // relay, tap, ozone or labels
 	Reason string // a short, bounded kind such as "decode" or "missing_block", also a metric label
 	Err    error
 	DID    string // when known

@@ -82,20 +82,20 @@ func (l *labeler) deadLetter(b *batch, p *problem, did string, raw []byte) {
 
 // check reports why lb cannot become a record, if it cannot, and else its subject's DID.
 func check(lb *frame.Label) (string, *problem) {
+	did, uriErr := subjectDID(lb.URI) // the dead letter of a label with a subject is keyed by it
 	if lb.Err != nil {
-		return "", &problem{"bad_field", lb.Err}
+		return did, &problem{"bad_field", lb.Err}
 	}
 	for _, f := range []struct {
 		name string
 		v    []byte
 	}{{"src", lb.Src}, {"uri", lb.URI}, {"val", lb.Val}, {"cts", lb.Cts}} {
 		if len(f.v) == 0 {
-			return "", &problem{"missing_field", fmt.Errorf("label without %q", f.name)}
+			return did, &problem{"missing_field", fmt.Errorf("label without %q", f.name)}
 		}
 	}
-	did, err := subjectDID(lb.URI)
-	if err != nil {
-		return "", &problem{"bad_uri", err}
+	if uriErr != nil {
+		return "", &problem{"bad_uri", uriErr}
 	}
 	return did, nil
 }

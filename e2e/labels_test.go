@@ -205,7 +205,7 @@ func TestLabelsOzone(t *testing.T) {
 	}
 	tampered := atproto.LabelDefs_Label{Src: string(first.Src), Uri: string(first.URI), Val: "!takedown", Cts: string(first.Cts),
 		Sig: first.Sig, Ver: &first.Ver}
-	replay.Add(labelstest.Frame(t, 1, "#labels", &atproto.LabelSubscribeLabels_Labels{Seq: 3, Labels: []*atproto.LabelDefs_Label{&tampered}}))
+	replay.Add(labelstest.Frame(t, &atproto.LabelSubscribeLabels_Labels{Seq: 3, Labels: []*atproto.LabelDefs_Label{&tampered}}))
 	replayName := strings.TrimPrefix(replay.URL(), "ws://")
 
 	args := []string{"labels", "--labeler", env.OzoneDID, "--labeler-host", replay.URL(), "--plc-host", env.PLCURL,

@@ -231,7 +231,7 @@ func TestVerifyStrict(t *testing.T) {
 	}
 	tampered.Val = "!takedown"
 	lex := tampered.ToLexicon()
-	a.Add(labelstest.Frame(t, 1, "#labels", &atproto.LabelSubscribeLabels_Labels{Seq: 2, Labels: []*atproto.LabelDefs_Label{&lex}}))
+	a.Add(labelstest.Frame(t, &atproto.LabelSubscribeLabels_Labels{Seq: 2, Labels: []*atproto.LabelDefs_Label{&lex}}))
 	pub, err := a.Key.PublicKey()
 	if err != nil {
 		t.Fatal(err)

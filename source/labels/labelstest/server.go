@@ -5,8 +5,6 @@ package labelstest
 
 import (
 	"bytes"
-	"errors"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -17,7 +15,8 @@ import (
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/labeling"
 	"github.com/coder/websocket"
-	cbg "github.com/whyrusleeping/cbor-gen"
+
+	"github.com/atkafka/atkafka/source/relay/relaytest"
 )
 
 // Server is a labeler's stream. Frames get seqs 1, 2, ... in the order they are added; a connection with
@@ -105,7 +104,7 @@ func (s *Server) Emit(labels ...labeling.Label) int64 {
 	s.mu.Lock()
 	body.Seq = int64(len(s.frames) + 1)
 	s.mu.Unlock()
-	return s.Add(Frame(s.t, 1, "#labels", body))
+	return s.Add(Frame(s.t, body))
 }
 
 // Add adds a frame as it is (malformed ones included) under the next seq, which it returns. A #labels frame's
@@ -144,7 +143,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if c := r.URL.Query().Get("cursor"); c != "" {
 		n, err := strconv.Atoi(c)
 		if err != nil || n > next {
-			_ = conn.Write(ctx, websocket.MessageBinary, Frame(s.t, -1, "", &errorBody{"FutureCursor", "Cursor in the future."}))
+			_ = conn.Write(ctx, websocket.MessageBinary, relaytest.ErrorFrame("FutureCursor", "Cursor in the future."))
 			_ = conn.Close(websocket.StatusPolicyViolation, "FutureCursor")
 			return
 		}
@@ -168,47 +167,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Frame encodes a stream message: the header {op, t} (no t for errors, op -1) and body.
-func Frame(t testing.TB, op int64, typ string, body interface{ MarshalCBOR(w io.Writer) error }) []byte {
+// Frame encodes body as a #labels frame.
+func Frame(t testing.TB, body *atproto.LabelSubscribeLabels_Labels) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	cw := cbg.NewCborWriter(&buf)
-	n := uint64(2)
-	if typ == "" {
-		n = 1
-	}
-	err := cw.WriteMajorTypeHeader(cbg.MajMap, n)
-	err = errors.Join(err, writeText(cw, "op"))
-	if op >= 0 {
-		err = errors.Join(err, cw.WriteMajorTypeHeader(cbg.MajUnsignedInt, uint64(op)))
-	} else {
-		err = errors.Join(err, cw.WriteMajorTypeHeader(cbg.MajNegativeInt, uint64(-op-1)))
-	}
-	if typ != "" {
-		err = errors.Join(err, writeText(cw, "t"), writeText(cw, typ))
-	}
-	if err = errors.Join(err, body.MarshalCBOR(&buf)); err != nil {
+	if err := body.MarshalCBOR(&buf); err != nil {
 		t.Fatal(err)
 	}
-	return buf.Bytes()
-}
-
-func writeText(cw *cbg.CborWriter, s string) error {
-	if err := cw.WriteMajorTypeHeader(cbg.MajTextString, uint64(len(s))); err != nil {
-		return err
-	}
-	_, err := cw.WriteString(s)
-	return err
-}
-
-// errorBody is an error frame's body {error, message}.
-type errorBody struct{ name, message string }
-
-// MarshalCBOR writes the body; cbor-gen has no type for it.
-func (e *errorBody) MarshalCBOR(w io.Writer) error {
-	cw := cbg.NewCborWriter(w)
-	if err := cw.WriteMajorTypeHeader(cbg.MajMap, 2); err != nil {
-		return err
-	}
-	return errors.Join(writeText(cw, "error"), writeText(cw, e.name), writeText(cw, "message"), writeText(cw, e.message))
+	return relaytest.Encode(relaytest.Encode(nil, relaytest.Map{{Key: "t", Value: "#labels"}, {Key: "op", Value: 1}}), relaytest.Raw(buf.Bytes()))
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bluesky-social/indigo/api/atproto"
+	"github.com/bluesky-social/indigo/atproto/labeling"
 	"github.com/coder/websocket"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -365,5 +366,36 @@ func checkQueryLabels(t *testing.T, env *testenv.DevEnv, r *labelsRun) {
 		if _, err := base64.RawStdEncoding.DecodeString(got.Sig.Bytes); err != nil || !ok || got != q {
 			t.Errorf("queryLabels has %+v, Kafka %+v", q, got)
 		}
+	}
+}
+
+// TestLabelsExactlyOnce: with --exactly-once the labeler's cursor lives in the cursor topic, and a restart
+// resumes from it: a read_committed consumer sees every label exactly once.
+func TestLabelsExactlyOnce(t *testing.T) {
+	t.Parallel()
+	replay := labelstest.NewServer(t, "did:plc:replaylabeler")
+	emit := func(vals ...string) {
+		for _, v := range vals {
+			replay.Emit(labeling.Label{URI: "did:plc:subject", Val: v, CreatedAt: "2026-07-04T14:38:08.999Z"})
+		}
+	}
+	emit("a", "b", "c")
+	args := []string{"labels", "--labeler-host", replay.URL(), "--exactly-once", "--enrich=false"}
+	p := startAtkafka(t, runConfig{Args: append(args, "--labeler-cursor", "0")})
+	committed := kgo.FetchIsolationLevel(kgo.ReadCommitted())
+	testenv.ReadAll(t, p.Brokers, p.Topic, 3, time.Minute, committed)
+	p.Stop()
+	emit("d", "e")
+	p = startAtkafka(t, runConfig{Args: args, Topic: p.Topic, DataDir: p.DataDir})
+	var vals []string
+	for _, r := range testenv.ReadAll(t, p.Brokers, p.Topic, 5, time.Minute, committed) {
+		var ev labelEvent
+		if err := json.Unmarshal(r.Value, &ev); err != nil {
+			t.Fatal(err)
+		}
+		vals = append(vals, ev.Label.Val)
+	}
+	if strings.Join(vals, "") != "abcde" {
+		t.Errorf("read_committed labels %v, want a to e once each", vals)
 	}
 }

@@ -136,6 +136,8 @@ func (l *labeler) open() error {
 		}
 	}
 	l.lastSeq = start
+	// Read and committed start equal: a labeler with nothing new to say is idle, not stalled.
+	l.read.Store(start)
 	l.cp = newCheckpoint(store, start, metrics.LabelerCursor.WithLabelValues(l.name, "committed"))
 	l.current.Set(float64(start))
 	return nil

@@ -247,3 +247,42 @@ func TestVerifyStrict(t *testing.T) {
 	}
 
 }
+
+// moving is a Directory whose labeler endpoint can change, as after a labeler moved and updated its document.
+type moving struct {
+	mu       sync.Mutex
+	endpoint string
+}
+
+func (m *moving) set(ep string) { m.mu.Lock(); m.endpoint = ep; m.mu.Unlock() }
+
+func (m *moving) LabelerEndpoint(context.Context, string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.endpoint, nil
+}
+
+func (m *moving) LabelKey(context.Context, string, bool) (atcrypto.PublicKey, error) {
+	return nil, errors.New("no keys here")
+}
+
+// A labeler given by DID is resolved again at every connection: when it moves, the source follows it, resuming
+// after the last seq it read.
+func TestLabelerFollowsItsDIDDocument(t *testing.T) {
+	old := labelstest.NewServer(t, "did:plc:labelera")
+	moved := labelstest.NewServer(t, "did:plc:labelera")
+	for _, srv := range []*labelstest.Server{old, moved} {
+		srv.Emit(labeling.Label{URI: "did:plc:alice", Val: "spam", CreatedAt: cts})
+	}
+	dir := &moving{endpoint: strings.Replace(old.URL(), "ws://", "http://", 1)}
+	r := start(t, labels.Config{Labelers: []labels.Labeler{{DID: "did:plc:labelera"}}, DataDir: t.TempDir(), StartCursor: "0",
+		Directory: dir})
+	r.wait(t, 1)
+	dir.set(moved.URL())
+	old.Stop()
+	moved.Emit(labeling.Label{URI: "did:plc:bob", Val: "rude", CreatedAt: cts})
+	recs := r.wait(t, 2)
+	if l := decode(t, recs[1]); l.Label.Val != "rude" || header(recs[1], "seq") != "2" || header(recs[1], "labeler") != "did:plc:labelera" {
+		t.Errorf("after the move: %s %s", header(recs[1], "seq"), recs[1].Value)
+	}
+}

@@ -19,9 +19,13 @@ type Directory interface {
 	// labeler that moved is followed at the next connection.
 	LabelerEndpoint(ctx context.Context, did string) (string, error)
 	// LabelKey returns the #atproto_label key of did. refresh asks for the document anew (after a signature
-	// failed: the labeler may have rotated its key) instead of a cached key.
+	// failed: the labeler may have rotated its key) instead of a cached key. An error wrapping
+	// identity.ErrDIDNotFound or identity.ErrKeyNotDeclared is definitive; any other may pass.
 	LabelKey(ctx context.Context, did string, refresh bool) (atcrypto.PublicKey, error)
 }
+
+// errBadDID is a src that is not a DID: no key can ever be found for it.
+var errBadDID = errors.New("not a DID")
 
 // refreshAfter is how old a cached key must be before a failed signature fetches it again: a stream of forged
 // or corrupt labels then costs one document fetch per interval, not one per label.
@@ -54,7 +58,7 @@ func NewDirectory(plcURL string) *PLCDirectory {
 func (d *PLCDirectory) resolve(ctx context.Context, did string) (*identity.Identity, error) {
 	id, err := syntax.ParseDID(did)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w %q: %v", errBadDID, did, err)
 	}
 	doc, err := d.dir.ResolveDID(ctx, id)
 	if err != nil {
@@ -92,7 +96,7 @@ func (d *PLCDirectory) LabelKey(ctx context.Context, did string, refresh bool) (
 	}
 	key, err := ident.GetPublicKey("atproto_label")
 	if errors.Is(err, identity.ErrKeyNotDeclared) {
-		return nil, fmt.Errorf("the DID document of %s declares no #atproto_label key", did)
+		return nil, fmt.Errorf("the DID document of %s declares no #atproto_label key: %w", did, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("the #atproto_label key of %s: %w", did, err)

@@ -365,7 +365,10 @@ func (l *labeler) send(ctx context.Context) {
 		if b.pos >= 0 {
 			b.msg.Cursor = strconv.FormatInt(b.pos, 10)
 		}
-		w.build(ctx, b)
+		if !w.build(ctx, b) {
+			l.stuck.Add(1) // shutting down: the frame stays before the cursor
+			continue
+		}
 		l.deliver(ctx, b)
 	}
 }

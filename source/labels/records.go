@@ -27,15 +27,16 @@ type worker struct {
 }
 
 // build fills b.msg.Records: a record per label, a dead letter per label that cannot be one, or the whole frame
-// as a dead letter when it is unreadable.
-func (w *worker) build(ctx context.Context, b *batch) {
+// as a dead letter when it is unreadable. It returns false when ctx ended while a label waited for its key: the
+// frame is then not sent, and read again after a restart.
+func (w *worker) build(ctx context.Context, b *batch) bool {
 	l := b.l
 	if b.bad != nil {
 		l.deadLetter(b, b.bad, "", b.raw)
-		return
+		return true
 	}
 	if b.frame.Kind != frame.KindLabels {
-		return // #info: counted and logged when read; its empty message keeps the cursor's order
+		return true // #info: counted and logged when read; its empty message keeps the cursor's order
 	}
 	seq := strconv.AppendInt(nil, b.seq, 10)
 	for i := range b.frame.Labels.Labels {
@@ -43,6 +44,9 @@ func (w *worker) build(ctx context.Context, b *batch) {
 		did, p := check(lb)
 		if p == nil && l.s.cfg.Verify != VerifyOff {
 			if r := l.verify(ctx, lb); r != nil {
+				if ctx.Err() != nil {
+					return false
+				}
 				if l.s.cfg.Verify == VerifyStrict {
 					p = &problem{"verify_" + r.kind, r.err}
 				} else {
@@ -70,6 +74,7 @@ func (w *worker) build(ctx context.Context, b *batch) {
 			b.lag = t
 		}
 	}
+	return true
 }
 
 // deadLetter adds raw (the frame, or one label's encoding) to b's message as a dead letter, and logs it.

@@ -286,3 +286,36 @@ func TestLabelerFollowsItsDIDDocument(t *testing.T) {
 		t.Errorf("after the move: %s %s", header(recs[1], "seq"), recs[1].Value)
 	}
 }
+
+// flaky is a Directory that cannot be reached for its first calls.
+type flaky struct {
+	keys
+	mu    sync.Mutex
+	fails int
+}
+
+func (f *flaky) LabelKey(ctx context.Context, did string, refresh bool) (atcrypto.PublicKey, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fails > 0 {
+		f.fails--
+		return nil, errors.New("connection refused")
+	}
+	return f.keys.LabelKey(ctx, did, refresh)
+}
+
+// In strict mode a directory that cannot be reached holds the labeler up until it answers: its labels are not
+// dead-lettered for a cause that is not theirs. A labeler whose document declares no label key is definitive.
+func TestVerifyStrictWaitsForTheDirectory(t *testing.T) {
+	a := labelstest.NewServer(t, "did:plc:labelera")
+	a.Emit(labeling.Label{URI: "did:plc:alice", Val: "spam", CreatedAt: cts})
+	pub, err := a.Key.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, labels.Config{Labelers: []labels.Labeler{{Host: a.URL()}}, DataDir: t.TempDir(), StartCursor: "0",
+		Verify: labels.VerifyStrict, Directory: &flaky{keys: keys{a.DID: pub}, fails: 1}})
+	if recs := r.wait(t, 1); recs[0].Topic != "" {
+		t.Errorf("label dead-lettered while the directory was down: %s", recs[0].Value)
+	}
+}

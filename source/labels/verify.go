@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
+	"github.com/bluesky-social/indigo/atproto/identity"
+
+	"github.com/atkafka/atkafka/backoff"
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/transform/frame"
 )
@@ -67,9 +71,7 @@ func (lb *labeler) check(ctx context.Context, l *frame.Label) *rejection {
 	unsigned := l.Unsigned(nil)
 	var err error
 	for _, refresh := range []bool{false, true} {
-		kctx, cancel := context.WithTimeout(ctx, keyTimeout)
-		key, kerr := lb.s.cfg.Directory.LabelKey(kctx, string(l.Src), refresh)
-		cancel()
+		key, kerr := lb.labelKey(ctx, string(l.Src), refresh)
 		if kerr != nil {
 			return &rejection{"key_unavailable", kerr}
 		}
@@ -78,4 +80,30 @@ func (lb *labeler) check(ctx context.Context, l *frame.Label) *rejection {
 		}
 	}
 	return &rejection{"failed", fmt.Errorf("signature does not verify with the #atproto_label key of %s: %w", l.Src, err)}
+}
+
+// labelKey returns src's label key. In strict mode a transient failure (the PLC unreachable) is retried with
+// backoff until the directory answers or ctx ends, holding up this labeler: dead-lettering its labels meanwhile
+// would take them out of the stream for a cause that is not theirs.
+func (lb *labeler) labelKey(ctx context.Context, src string, refresh bool) (atcrypto.PublicKey, error) {
+	policy := backoff.New(backoffBase, backoffMax)
+	for {
+		kctx, cancel := context.WithTimeout(ctx, keyTimeout)
+		key, err := lb.s.cfg.Directory.LabelKey(kctx, src, refresh)
+		cancel()
+		if err == nil || lb.s.cfg.Verify != VerifyStrict || definitive(err) || ctx.Err() != nil {
+			return key, err
+		}
+		delay := policy.Next()
+		if policy.Attempt() == 1 {
+			lb.log.Warn("label key unavailable; the labeler waits for it (--verify-labels strict)", "src", src, "err", err,
+				"retry_in", delay.Round(time.Millisecond))
+		}
+		backoff.Sleep(ctx, delay)
+	}
+}
+
+// definitive reports whether a key lookup failed for good: no such DID, or no label key in its document.
+func definitive(err error) bool {
+	return errors.Is(err, identity.ErrDIDNotFound) || errors.Is(err, identity.ErrKeyNotDeclared) || errors.Is(err, errBadDID)
 }

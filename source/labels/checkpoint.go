@@ -28,11 +28,16 @@ type checkpoint struct {
 	gauge     prometheus.Gauge
 }
 
-func newCheckpoint(store cursor.Store, start int64, gauge prometheus.Gauge) *checkpoint {
-	c := &checkpoint{store: store, gauge: gauge}
-	c.committed.Store(start)
+func newCheckpoint(gauge prometheus.Gauge) *checkpoint {
+	c := &checkpoint{gauge: gauge}
 	c.wm = ack.NewWatermark(c.advance)
 	return c
+}
+
+// open sets where the cursor is kept and where it starts, before anything is added.
+func (c *checkpoint) open(store cursor.Store, start int64) {
+	c.store = store
+	c.committed.Store(start)
 }
 
 // add records the next frame read, at seq pos; Done its ticket once Kafka holds the frame's records.

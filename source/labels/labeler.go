@@ -56,8 +56,8 @@ type labeler struct {
 func newLabeler(s *Source, l Labeler) *labeler {
 	name := l.Name()
 	return &labeler{s: s, cfg: l, name: name, log: s.cfg.Logger.With("source", source, "labeler", name),
-		queue: make(chan *batch, s.cfg.MaxInFlight), current: metrics.LabelerCursor.WithLabelValues(name, "current"),
-		up: metrics.LabelerConnected.WithLabelValues(name)}
+		cp: newCheckpoint(metrics.LabelerCursor.WithLabelValues(name, "committed")), queue: make(chan *batch, s.cfg.MaxInFlight),
+		current: metrics.LabelerCursor.WithLabelValues(name, "current"), up: metrics.LabelerConnected.WithLabelValues(name)}
 }
 
 // Name implements Status.

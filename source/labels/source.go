@@ -26,7 +26,6 @@ import (
 	"time"
 
 	"github.com/atkafka/atkafka/cursor"
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/source/stream"
 )
 
@@ -138,7 +137,7 @@ func (l *labeler) open() error {
 	l.lastSeq = start
 	// Read and committed start equal: a labeler with nothing new to say is idle, not stalled.
 	l.read.Store(start)
-	l.cp = newCheckpoint(store, start, metrics.LabelerCursor.WithLabelValues(l.name, "committed"))
+	l.cp.open(store, start)
 	l.current.Set(float64(start))
 	return nil
 }

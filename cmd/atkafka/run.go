@@ -167,9 +167,19 @@ func runSource(ctx context.Context, c *config, name string, build func(*runtime,
 	if err != nil {
 		return err
 	}
-	if ls, ok := src.(interface{ Labelers() []labels.Status }); ok && rt.server != nil {
-		// Each labeler is ready or not on its own: one that is down shows, and holds up no other.
-		for _, l := range ls.Labelers() {
+	if rt.server != nil {
+		addReadiness(rt, c, name, src)
+	}
+	rt.log.Info("atkafka starting", "command", name, "version", version, "topic", c.Topic, "dead_letter_topic", c.DeadLetterTopic)
+	return src.Run(ctx)
+}
+
+// addReadiness adds the /readyz checks of src: connected and its cursor advancing (per labeler for the labels
+// source, so that one labeler down shows and holds up no other), and a Kafka broker answering.
+func addReadiness(rt *runtime, c *config, name string, src source) {
+	switch s := src.(type) {
+	case interface{ Labelers() []labels.Status }:
+		for _, l := range s.Labelers() {
 			rt.server.AddReadiness("labeler "+l.Name()+" connected", func() error {
 				if !l.Connected() {
 					return fmt.Errorf("not connected to labeler %s", l.Name())
@@ -178,7 +188,7 @@ func runSource(ctx context.Context, c *config, name string, build func(*runtime,
 			})
 			rt.server.AddReadiness("labeler "+l.Name()+" cursor advancing", server.Advancing(c.ReadinessWindow, l.Progress))
 		}
-	} else if rt.server != nil {
+	default:
 		if cs, ok := src.(connectedSource); ok {
 			rt.server.AddReadiness(name+" connected", func() error {
 				if !cs.Connected() {
@@ -194,18 +204,14 @@ func runSource(ctx context.Context, c *config, name string, build func(*runtime,
 		}
 		rt.server.AddReadiness("cursor advancing", advancing)
 	}
-	if rt.server != nil {
-		rt.server.AddReadiness("kafka", func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			if err := rt.producer.Ping(ctx); err != nil {
-				return fmt.Errorf("no Kafka broker answers: %w", err)
-			}
-			return nil
-		})
-	}
-	rt.log.Info("atkafka starting", "command", name, "version", version, "topic", c.Topic, "dead_letter_topic", c.DeadLetterTopic)
-	return src.Run(ctx)
+	rt.server.AddReadiness("kafka", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := rt.producer.Ping(ctx); err != nil {
+			return fmt.Errorf("no Kafka broker answers: %w", err)
+		}
+		return nil
+	})
 }
 
 // stage is the transform of the firehose commands: the pipeline and, for the relay with --verify-commits, the

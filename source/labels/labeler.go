@@ -39,8 +39,9 @@ type labeler struct {
 
 	cp    *checkpoint
 	queue chan *batch
-	// stuck counts frames that will never be acknowledged (Run is stopping over them), so drain does not wait.
-	stuck atomic.Int64
+	// inflight counts frames sent and not yet acknowledged; stuck those of them that never will be (Run is
+	// stopping over them), which drain does not wait for.
+	inflight, stuck atomic.Int64
 
 	// Reader-goroutine state.
 	lastSeq int64 // newest seq read: what a reconnect resumes after (noCursor: the tip)
@@ -366,9 +367,9 @@ func (l *labeler) send(ctx context.Context) {
 			b.msg.Cursor = strconv.FormatInt(b.pos, 10)
 		}
 		if !w.build(ctx, b) {
-			l.stuck.Add(1) // shutting down: the frame stays before the cursor
-			continue
+			continue // shutting down: the frame stays before the cursor
 		}
+		l.inflight.Add(1)
 		l.deliver(ctx, b)
 	}
 }
@@ -398,6 +399,7 @@ func (b *batch) finish(err error) {
 		}
 		metrics.ProduceLatency.WithLabelValues(source).Observe(time.Since(b.received).Seconds())
 		l.cp.done(b.ticket)
+		l.inflight.Add(-1)
 		return
 	}
 	if b.dead || errors.Is(err, sink.ErrStopped) {

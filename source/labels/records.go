@@ -21,6 +21,9 @@ const (
 	headerLabeler = "labeler"
 )
 
+// maxVal is the lexicon's limit on a label value, in bytes.
+const maxVal = 128
+
 // worker is the sender's scratch state.
 type worker struct {
 	ev format.Event
@@ -101,6 +104,19 @@ func check(lb *frame.Label) (string, *problem) {
 	}
 	if uriErr != nil {
 		return "", &problem{"bad_uri", uriErr}
+	}
+	// What the record promises its consumers (schema/label-event.json): a DID src, a value within the lexicon's
+	// 128 bytes, RFC 3339 times.
+	if _, err := syntax.ParseDID(string(lb.Src)); err != nil {
+		return did, &problem{"bad_field", fmt.Errorf("src: %w", err)}
+	}
+	if len(lb.Val) > maxVal {
+		return did, &problem{"bad_field", fmt.Errorf("val of %d bytes exceeds the lexicon's %d", len(lb.Val), maxVal)}
+	}
+	for _, ts := range [][]byte{lb.Cts, lb.Exp} {
+		if _, err := syntax.ParseDatetime(string(ts)); len(ts) > 0 && err != nil {
+			return did, &problem{"bad_field", err}
+		}
 	}
 	return did, nil
 }

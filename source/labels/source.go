@@ -163,12 +163,12 @@ func (l *labeler) drain(sent <-chan struct{}, stopWork context.CancelFunc) {
 	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for l.cp.pending() > int(l.stuck.Load()) {
+	for l.inflight.Load() > l.stuck.Load() {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
 			l.log.Warn("shutdown timeout: frames not acknowledged will be read again after a restart",
-				"pending", l.cp.pending(), "timeout", l.s.cfg.ShutdownTimeout)
+				"in_flight", l.inflight.Load(), "timeout", l.s.cfg.ShutdownTimeout)
 			return
 		}
 	}

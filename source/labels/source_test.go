@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -146,12 +147,16 @@ func TestTwoLabelers(t *testing.T) {
 		labeling.Label{URI: "at://bob.test/app.bsky.feed.post/3k", Val: "porn", CreatedAt: cts}, // a handle: no DID to key by
 		labeling.Label{URI: "did:plc:carol", CreatedAt: cts})                                    // no val
 	a.Add([]byte("not cbor"))
+	a.Add(labelstest.Frame(t, &atproto.LabelSubscribeLabels_Labels{Seq: 4, Labels: []*atproto.LabelDefs_Label{
+		{Src: "labeler", Uri: "did:plc:carol", Val: "spam", Cts: cts}, // src not a DID
+		{Src: a.DID, Uri: "did:plc:carol", Val: "spam", Cts: "yesterday"},
+	}}))
 	a.Emit(labeling.Label{URI: "did:plc:alice", Val: "spam", CreatedAt: cts, Negated: &neg})
 	b.Emit(labeling.Label{URI: "did:plc:dave", Val: "rude", CreatedAt: cts})
 
 	r := start(t, labels.Config{Labelers: []labels.Labeler{{Host: a.URL()}, {Host: b.URL()}}, DataDir: dir, StartCursor: "0",
 		IncludeSig: true})
-	recs := r.wait(t, 7)
+	recs := r.wait(t, 9)
 	var fromA, dead []sink.Record
 	for _, rec := range recs {
 		switch {
@@ -169,7 +174,7 @@ func TestTwoLabelers(t *testing.T) {
 	want := []struct {
 		key, val, seq string
 		neg, exp      bool
-	}{{"did:plc:alice", "spam", "1", false, false}, {"did:plc:bob", "!hide", "2", false, true}, {"did:plc:alice", "spam", "4", true, false}}
+	}{{"did:plc:alice", "spam", "1", false, false}, {"did:plc:bob", "!hide", "2", false, true}, {"did:plc:alice", "spam", "5", true, false}}
 	if len(fromA) != len(want) {
 		t.Fatalf("labeler a: %d records, want %d", len(fromA), len(want))
 	}
@@ -184,14 +189,14 @@ func TestTwoLabelers(t *testing.T) {
 	for _, d := range dead {
 		reasons = append(reasons, header(d, "reason"))
 	}
-	if strings.Join(reasons, ",") != "bad_uri,missing_field,decode" {
-		t.Errorf("dead letters %v, want bad_uri, missing_field, decode", reasons)
+	if strings.Join(reasons, ",") != "bad_uri,missing_field,decode,bad_field,bad_field" {
+		t.Errorf("dead letters %v, want bad_uri, missing_field, decode, bad_field twice", reasons)
 	}
 
 	// a goes down; b keeps going, and a's cursor stays at what Kafka has.
 	a.Stop()
 	b.Emit(labeling.Label{URI: "did:plc:erin", Val: "rude", CreatedAt: cts})
-	r.wait(t, 8)
+	r.wait(t, 10)
 	r.stop()
 	if err := <-r.err; err != nil {
 		t.Fatal(err)
@@ -199,7 +204,7 @@ func TestTwoLabelers(t *testing.T) {
 	r.err <- nil // for the cleanup
 	for _, srv := range []*labelstest.Server{a, b} {
 		v, ok, err := cursor.NewFile(labels.CursorFile(dir, labels.Labeler{Host: srv.URL()})).Load()
-		if err != nil || !ok || v != "4" && srv == a || v != "2" && srv == b {
+		if err != nil || !ok || v != "5" && srv == a || v != "2" && srv == b {
 			t.Errorf("cursor of %s: %q %v %v", srv.URL(), v, ok, err)
 		}
 	}
@@ -317,5 +322,60 @@ func TestVerifyStrictWaitsForTheDirectory(t *testing.T) {
 		Verify: labels.VerifyStrict, Directory: &flaky{keys: keys{a.DID: pub}, fails: 1}})
 	if recs := r.wait(t, 1); recs[0].Topic != "" {
 		t.Errorf("label dead-lettered while the directory was down: %s", recs[0].Value)
+	}
+}
+
+// refusing acknowledges with err every message for which refuse says so, and keeps the others.
+type refusing struct {
+	memSink
+	refuse func(msg *sink.Message) bool
+}
+
+func (r *refusing) Send(ctx context.Context, msg *sink.Message) error {
+	if r.refuse(msg) {
+		go msg.Done(errors.New("record too large"))
+		return nil
+	}
+	return r.memSink.Send(ctx, msg)
+}
+
+// A frame Kafka refuses goes to the dead-letter topic whole, and the cursor moves on; when the dead letter is
+// refused too, Run stops with the cursor before the frame.
+func TestRefusedFrameDeadLettered(t *testing.T) {
+	for _, always := range []bool{false, true} {
+		a := labelstest.NewServer(t, "did:plc:labelera")
+		a.Emit(labeling.Label{URI: "did:plc:alice", Val: "spam", CreatedAt: cts})
+		a.Emit(labeling.Label{URI: "did:plc:alice", Val: "rude", CreatedAt: cts})
+		s := &refusing{refuse: func(msg *sink.Message) bool {
+			if len(msg.Records) == 0 {
+				return false
+			}
+			r := msg.Records[0]
+			return r.Topic == "" && strings.Contains(string(r.Value), "spam") || always && r.Topic == "dead"
+		}}
+		dir := t.TempDir()
+		src, err := labels.New(labels.Config{Labelers: []labels.Labeler{{Host: a.URL()}}, DataDir: dir, StartCursor: "0", Sink: s,
+			ShutdownTimeout: 5 * time.Second,
+			DeadLetterTopic: "dead", Logger: testenv.Logger(t, slog.LevelDebug), Pipeline: &transform.Pipeline{Formatter: format.NewFormatter()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err = src.Run(ctx)
+		cancel()
+		v, _, _ := cursor.NewFile(labels.CursorFile(dir, labels.Labeler{Host: a.URL()})).Load()
+		recs := s.snapshot()
+		if always {
+			// The cursor stays at 0, before seq 1; frame 2's record, sent meanwhile, is read again by the next run.
+			if err == nil || !strings.Contains(err.Error(), "also as a dead letter") || v != "0" || len(recs) != 1 {
+				t.Errorf("dead letter refused: Run %v, cursor %q, records %d", err, v, len(recs))
+			}
+			continue
+		}
+		// The dead letter is sent once the refusal is known, maybe after the next frame's records.
+		slices.SortFunc(recs, func(a, b sink.Record) int { return strings.Compare(b.Topic, a.Topic) })
+		if err != nil || v != "2" || len(recs) != 2 || recs[0].Topic != "dead" || header(recs[0], "reason") != "produce_failed" {
+			t.Errorf("records refused: Run %v, cursor %q, records %+v", err, v, recs)
+		}
 	}
 }

@@ -319,6 +319,7 @@ func TestLabelsOzone(t *testing.T) {
 	}
 	p = startAtkafka(t, runConfig{Args: args, Topic: p.Topic, DataDir: p.DataDir})
 	r.wait("the labels made around the kill", func() error { return lastVal(r, env.OzoneDID, "k5") })
+	label(repo(bob.DID), []string{"before-stop"}, none) // maybe not yet streamed when Ozone stops
 	env.StopOzone()
 	eventually(t, 30*time.Second, "the labeler seen down", func() error {
 		m, err := p.Metrics()
@@ -334,6 +335,9 @@ func TestLabelsOzone(t *testing.T) {
 	t.Log("Ozone restarted")
 	label(repo(bob.DID), []string{"after-restart"}, none)
 	r.wait("a label after Ozone's restart", func() error { return lastVal(r, env.OzoneDID, "after-restart") })
+	if recs := r.of(env.OzoneDID); recs[len(recs)-2].ev.Label.Val != "before-stop" {
+		t.Errorf("the label made as Ozone stopped is not right before the one after its restart: %+v", recs[len(recs)-2].ev.Label)
+	}
 
 	// Every label Ozone made is in Kafka, each once except what the killed run had read: between the graceful
 	// restart and the kill (at most one persist interval of them was acknowledged and not yet saved).

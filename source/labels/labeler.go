@@ -115,11 +115,11 @@ func (l *labeler) run(ctx context.Context) error {
 	go func() { defer close(sent); l.send(workCtx) }()
 
 	l.log.Info("labeler starting", "cursor", stream.DescribeCursor(l.lastSeq), "cursor_store", cursor.Describe(l.cp.store))
-	err := l.readLoop(ctx)
+	l.readLoop(ctx)
 	close(l.queue)
 	l.drain(sent, stopWork)
 	stopPersist()
-	err = errors.Join(err, <-persisted)
+	err := <-persisted
 	l.log.Info("labeler stopped", "cursor", l.cp.committed.Load(), "pending", l.cp.pending(), "err", err)
 	if err != nil {
 		return fmt.Errorf("labeler %s: %w", l.name, err)
@@ -127,19 +127,19 @@ func (l *labeler) run(ctx context.Context) error {
 	return nil
 }
 
-// readLoop connects and reads until ctx ends (nil) or a fatal error (returned), reconnecting with capped
-// exponential backoff whenever the connection drops.
-func (l *labeler) readLoop(ctx context.Context) error {
+// readLoop connects and reads until ctx ends or a fatal error, which stops the whole source (Run reports it),
+// reconnecting with capped exponential backoff whenever the connection drops.
+func (l *labeler) readLoop(ctx context.Context) {
 	policy := backoff.New(backoffBase, backoffMax)
 	for {
 		err := l.session(ctx, policy)
 		if ctx.Err() != nil {
-			return nil // a fatal error of the source is Run's to report
+			return
 		}
 		var fatal fatalError
 		if errors.As(err, &fatal) {
 			l.s.fail(fatal.error)
-			return nil
+			return
 		}
 		reason := "network"
 		var d *stream.Drop

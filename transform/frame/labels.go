@@ -3,7 +3,6 @@ package frame
 import (
 	"errors"
 	"fmt"
-	"unicode/utf8"
 
 	"github.com/atkafka/atkafka/transform/dagcbor"
 )
@@ -57,7 +56,7 @@ func (ls *Labels) decode(d *dagcbor.Decoder) error {
 					return 0, fmt.Errorf("label %d: %w", len(ls.Labels)-1, err)
 				}
 			}
-			return eBlocks, nil // the "labels" bit: eBlocks is free in this body
+			return eBlocks, nil // the bit of "labels": this body has no blocks
 		}
 		return 0, d.Skip()
 	})
@@ -124,9 +123,6 @@ func (l *Label) decode(d *dagcbor.Decoder) error {
 		}
 	}
 	l.Raw = d.Since(start)
-	if !utf8.Valid(l.Val) {
-		fieldErr("val", errors.New("invalid UTF-8"))
-	}
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/labeling"
 
+	"github.com/atkafka/atkafka/transform/dagcbor"
 	"github.com/atkafka/atkafka/transform/frame"
 )
 
@@ -58,4 +59,32 @@ func TestLabelsFrame(t *testing.T) {
 	if err := f.Decode(message(t, 1, "#labels", &comatproto.SyncSubscribeRepos_Info{Name: "x"})); err == nil {
 		t.Error("a #labels body without seq and labels decoded")
 	}
+}
+
+// FuzzLabels: whatever a labeler sends, decoding never panics, and a label's Unsigned bytes are one whole
+// DAG-CBOR item.
+func FuzzLabels(f *testing.F) {
+	key, err := atcrypto.GeneratePrivateKeyK256()
+	if err != nil {
+		f.Fatal(err)
+	}
+	l := labeling.Label{SourceDID: "did:plc:l", URI: "did:plc:a", Val: "spam", CreatedAt: "2026-07-04T14:38:08.999Z", Version: 1}
+	if err := l.Sign(key); err != nil {
+		f.Fatal(err)
+	}
+	lex := l.ToLexicon()
+	f.Add(message(f, 1, "#labels", &comatproto.LabelSubscribeLabels_Labels{Seq: 1, Labels: []*comatproto.LabelDefs_Label{&lex}}))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		var fr frame.Frame
+		if fr.Decode(msg) != nil || fr.Kind != frame.KindLabels {
+			return
+		}
+		for _, l := range fr.Labels.Labels {
+			u := l.Unsigned(nil)
+			d := dagcbor.NewDecoder(u)
+			if err := d.Skip(); err != nil || len(d.Remaining()) != 0 {
+				t.Fatalf("unsigned bytes %x of label %x: %v", u, l.Raw, err)
+			}
+		}
+	})
 }

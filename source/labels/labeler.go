@@ -411,8 +411,7 @@ func (b *batch) finish(err error) {
 	// Done must not block: the dead letter is sent from a goroutine of its own.
 	go func() {
 		b.dead, b.vals = true, nil
-		dl := sink.DeadLetter{Source: source, Reason: "produce_failed", Err: fmt.Errorf("labeler %s: %w", l.name, err), Seq: b.seq, Raw: b.raw}
-		b.msg.Records = []sink.Record{dl.Record(l.s.cfg.DeadLetterTopic)}
+		b.msg.Records = []sink.Record{l.deadLetterRecord("produce_failed", err, "", b.seq, b.raw)}
 		metrics.DeadLettered.WithLabelValues(source, "produce_failed").Inc()
 		l.deliver(context.Background(), b)
 	}()

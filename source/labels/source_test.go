@@ -146,7 +146,7 @@ func TestTwoLabelers(t *testing.T) {
 	a.Emit(labeling.Label{URI: "at://did:plc:bob/app.bsky.feed.post/3k", Val: "!hide", CreatedAt: cts, ExpiresAt: &exp},
 		labeling.Label{URI: "at://bob.test/app.bsky.feed.post/3k", Val: "porn", CreatedAt: cts}, // a handle: no DID to key by
 		labeling.Label{URI: "did:plc:carol", CreatedAt: cts})                                    // no val
-	a.Add([]byte("not cbor"))
+	a.Add(append([]byte("not cbor"), make([]byte, 300<<10)...)) // also too big for a dead letter whole
 	a.Add(labelstest.Frame(t, &atproto.LabelSubscribeLabels_Labels{Seq: 4, Labels: []*atproto.LabelDefs_Label{
 		{Src: "labeler", Uri: "did:plc:carol", Val: "spam", Cts: cts}, // src not a DID
 		{Src: a.DID, Uri: "did:plc:carol", Val: "spam", Cts: "yesterday"},
@@ -188,6 +188,9 @@ func TestTwoLabelers(t *testing.T) {
 	var reasons []string
 	for _, d := range dead {
 		reasons = append(reasons, header(d, "reason"))
+		if len(d.Value) > 400<<10 {
+			t.Errorf("a dead letter of %d bytes", len(d.Value))
+		}
 	}
 	if strings.Join(reasons, ",") != "bad_uri,missing_field,decode,bad_field,bad_field" {
 		t.Errorf("dead letters %v, want bad_uri, missing_field, decode, bad_field twice", reasons)

@@ -80,11 +80,6 @@ func (w *worker) build(ctx context.Context, b *batch) bool {
 	return true
 }
 
-// maxDeadLetterRaw is how much of an input a dead letter keeps: its base64 stays well below Kafka's default
-// 1 MB record limit, so that an oversized frame cannot make its own dead letter fail (which would stop the
-// source on every restart). Labels frames are a few hundred bytes; anything near this is broken anyway.
-const maxDeadLetterRaw = 256 << 10
-
 // deadLetter adds raw (the frame, or one label's encoding) to b's message as a dead letter, and logs it.
 func (l *labeler) deadLetter(b *batch, p *problem, did string, raw []byte) {
 	metrics.DeadLettered.WithLabelValues(source, p.kind).Inc()
@@ -92,12 +87,14 @@ func (l *labeler) deadLetter(b *batch, p *problem, did string, raw []byte) {
 	b.msg.Records = append(b.msg.Records, l.deadLetterRecord(p.kind, p.err, did, b.seq, raw))
 }
 
-// deadLetterRecord renders a dead letter of this labeler, its raw input cut to maxDeadLetterRaw.
+// deadLetterRecord renders a dead letter of this labeler, its raw input cut to sink.MaxDeadLetterRaw at once:
+// labels frames are a few hundred bytes, so a bigger one is broken anyway, and a dead letter Kafka refuses would
+// stop the source on every restart.
 func (l *labeler) deadLetterRecord(reason string, err error, did string, seq int64, raw []byte) sink.Record {
 	err = fmt.Errorf("labeler %s: %w", l.name, err)
-	if len(raw) > maxDeadLetterRaw {
-		err = fmt.Errorf("%w (raw truncated from %d to %d bytes)", err, len(raw), maxDeadLetterRaw)
-		raw = raw[:maxDeadLetterRaw]
+	if len(raw) > sink.MaxDeadLetterRaw {
+		err = fmt.Errorf("%w (raw truncated from %d to %d bytes)", err, len(raw), sink.MaxDeadLetterRaw)
+		raw = raw[:sink.MaxDeadLetterRaw]
 	}
 	dl := sink.DeadLetter{Source: source, Reason: reason, Err: err, DID: did, Seq: seq, Raw: raw}
 	return dl.Record(l.s.cfg.DeadLetterTopic)

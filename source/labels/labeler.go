@@ -49,6 +49,9 @@ type labeler struct {
 	reads   atomic.Int64
 	stalled atomic.Bool
 
+	// lastVerifyWarn is when the sender last logged a --verify-labels log failure at warn level.
+	lastVerifyWarn time.Time
+
 	connected atomic.Bool
 	current   prometheus.Gauge
 	up        prometheus.Gauge
@@ -70,7 +73,7 @@ func (l *labeler) Connected() bool { return l.connected.Load() }
 // Progress implements Status.
 func (l *labeler) Progress() (read, committed int64) { return l.read.Load(), l.cp.committed.Load() }
 
-// Stalled and Reads tell stream.Keepalive what the reader does.
+// Stalled reports whether the reader waits for room in the queue (Kafka is behind), for stream.Keepalive.
 func (l *labeler) Stalled() bool { return l.stalled.Load() }
 
 // Reads counts the messages read, for stream.Keepalive.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -53,7 +54,12 @@ func (w *worker) build(ctx context.Context, b *batch) bool {
 				if l.s.cfg.Verify == VerifyStrict {
 					p = &problem{"verify_" + r.kind, r.err}
 				} else {
-					l.log.Warn("label failed verification; produced anyway (--verify-labels log)", "result", r.kind,
+					// A labeler whose labels all fail would log each: warn once a minute, the rest at debug level.
+					level := slog.LevelDebug
+					if time.Since(l.lastVerifyWarn) > time.Minute {
+						level, l.lastVerifyWarn = slog.LevelWarn, time.Now()
+					}
+					l.log.Log(ctx, level, "label failed verification; produced anyway (--verify-labels log)", "result", r.kind,
 						"seq", b.seq, "uri", string(lb.URI), "val", string(lb.Val), "err", r.err)
 				}
 			}

@@ -53,7 +53,7 @@ func globalFlags() []cli.Flag {
 		&cli.IntFlag{Name: "topic-replication-factor", Category: catKafka, Sources: env("TOPIC_REPLICATION_FACTOR"),
 			Usage: "replication factor of a topic atkafka creates (0: the broker's default)"},
 		&cli.BoolFlag{Name: "exactly-once", Category: catKafka, Sources: env("EXACTLY_ONCE"),
-			Usage: "commit records and the source cursor in one Kafka transaction, so a crash neither loses nor repeats anything for consumers reading with isolation.level=read_committed (relay and ozone-events; needs --acks all; adds up to 200ms of latency)"},
+			Usage: "commit records and the source cursor in one Kafka transaction, so a crash neither loses nor repeats anything for consumers reading with isolation.level=read_committed (relay, ozone-events, and labels with one labeler; needs --acks all; adds up to 200ms of latency)"},
 		&cli.StringFlag{Name: "transactional-id", Category: catKafka, Sources: env("TRANSACTIONAL_ID"),
 			Usage: "Kafka transactional id of --exactly-once; a second instance with the same id fences the first (default: atkafka-<command>-<output-topic>)"},
 		&cli.StringFlag{Name: "cursor-topic", Category: catKafka, Sources: env("CURSOR_TOPIC"),

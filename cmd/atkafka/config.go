@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v3"
 
+	"github.com/atkafka/atkafka/source/labels"
 	"github.com/atkafka/atkafka/transform/format"
 )
 
@@ -394,7 +395,7 @@ func (c *config) validateLabels() error {
 	if len(c.Labels.DIDs)+len(c.Labels.Hosts) == 0 {
 		return errors.New("labels needs at least one --labeler DID or --labeler-host")
 	}
-	return nil
+	return labels.CheckLabelers(labels.ParseLabelers(c.Labels.DIDs, c.Labels.Hosts))
 }
 
 // validateOzone checks what only the ozone-events command needs.

@@ -298,6 +298,10 @@ func TestLabelsFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"labels"}, // no labeler
 		{"labels", "--labeler", "did:plc:a", "--verify-labels", "maybe"},
+		{"labels", "--labeler", "did:plc:a,"},               // an empty entry
+		{"labels", "--labeler", "plc:a"},                    // not a DID
+		{"labels", "--labeler-host", "wss://l.test,l.test"}, // the same labeler twice
+		{"labels", "--labeler-host", "ftp://l.test"},
 		{"labels", "--labeler", "did:plc:a", "--labeler-cursor", "-1"},
 		{"labels", "--labeler", "did:plc:a", "--labeler", "did:plc:b", "--exactly-once"}, // one cursor per transaction
 	} {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -108,31 +109,10 @@ func (cfg Config) withDefaults() Config {
 func (cfg Config) validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if len(cfg.Labelers) == 0 {
-		bad("no labeler given")
+	if err := CheckLabelers(cfg.Labelers); err != nil {
+		errs = append(errs, err)
 	}
-	names := map[string]bool{}
-	byDID := false
-	for _, l := range cfg.Labelers {
-		switch {
-		case (l.DID == "") == (l.Host == ""):
-			bad("a labeler is given by DID or by host, not %q and %q", l.DID, l.Host)
-			continue
-		case l.DID != "":
-			byDID = true
-			if _, err := syntax.ParseDID(l.DID); err != nil {
-				bad("labeler DID %q: %v", l.DID, err)
-			}
-		default:
-			if _, err := stream.URL("labeler host", l.Host, subscribePath); err != nil {
-				bad("%w", err)
-			}
-		}
-		if names[l.Name()] {
-			bad("labeler %s given twice", l.Name())
-		}
-		names[l.Name()] = true
-	}
+	byDID := slices.ContainsFunc(cfg.Labelers, func(l Labeler) bool { return l.DID != "" })
 	if (byDID || cfg.Verify != VerifyOff) && cfg.Directory == nil {
 		bad("no DID directory given, needed for labelers given by DID and for verification")
 	}
@@ -155,6 +135,40 @@ func (cfg Config) validate() error {
 		return fmt.Errorf("invalid labels configuration: %w", err)
 	}
 	return nil
+}
+
+// CheckLabelers reports every problem of a labeler list at once: none given, an empty entry, a DID or host that
+// cannot be, one given twice. atkafka checks the flags with it before connecting to anything.
+func CheckLabelers(labelers []Labeler) error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if len(labelers) == 0 {
+		bad("no labeler given")
+	}
+	names := map[string]bool{}
+	for _, l := range labelers {
+		switch {
+		case l.DID == "" && l.Host == "":
+			bad("an empty labeler DID or host")
+			continue
+		case l.DID != "" && l.Host != "":
+			bad("labeler %q and %q: a labeler is given by DID or by host, not both", l.DID, l.Host)
+			continue
+		case l.DID != "":
+			if _, err := syntax.ParseDID(l.DID); err != nil {
+				bad("labeler DID %q: %v", l.DID, err)
+			}
+		default:
+			if _, err := stream.URL("labeler host", l.Host, subscribePath); err != nil {
+				bad("%w", err)
+			}
+		}
+		if names[l.Name()] {
+			bad("labeler %s given twice", l.Name())
+		}
+		names[l.Name()] = true
+	}
+	return errors.Join(errs...)
 }
 
 // CursorFile is the cursor file of l in dataDir ("" meaning the working directory) that a Source keeps when

@@ -14,12 +14,15 @@ import (
 	"github.com/bluesky-social/indigo/api/atproto"
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/labeling"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/atkafka/atkafka/cursor"
+	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/source/labels"
 	"github.com/atkafka/atkafka/source/labels/labelstest"
+	"github.com/atkafka/atkafka/source/relay/relaytest"
 	"github.com/atkafka/atkafka/testenv"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/format"
@@ -380,5 +383,21 @@ func TestRefusedFrameDeadLettered(t *testing.T) {
 		if err != nil || v != "2" || len(recs) != 2 || recs[0].Topic != "dead" || header(recs[0], "reason") != "produce_failed" {
 			t.Errorf("records refused: Run %v, cursor %q, records %+v", err, v, recs)
 		}
+	}
+}
+
+// An #info frame (OutdatedCursor) is counted and logged, not produced, and does not move the cursor.
+func TestInfoCounted(t *testing.T) {
+	a := labelstest.NewServer(t, "did:plc:labelera")
+	a.Add(relaytest.InfoFrame("OutdatedCursor", "Requested cursor exceeded limit. Possibly missing events"))
+	a.Emit(labeling.Label{URI: "did:plc:alice", Val: "spam", CreatedAt: cts})
+	outdated := metrics.SourceEvents.WithLabelValues("labels", "outdated_cursor")
+	before := testutil.ToFloat64(outdated)
+	r := start(t, labels.Config{Labelers: []labels.Labeler{{Host: a.URL()}}, DataDir: t.TempDir(), StartCursor: "0"})
+	if recs := r.wait(t, 1); len(recs) != 1 || header(recs[0], "seq") != "2" {
+		t.Errorf("records %+v", recs)
+	}
+	if got := testutil.ToFloat64(outdated) - before; got != 1 {
+		t.Errorf("outdated_cursor counted %v times, want 1", got)
 	}
 }

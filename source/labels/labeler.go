@@ -24,12 +24,6 @@ import (
 	"github.com/atkafka/atkafka/transform/frame"
 )
 
-// Reconnect backoff, per labeler.
-const (
-	backoffBase = time.Second
-	backoffMax  = time.Minute
-)
-
 // labeler is one labeler's stream: its reader, its sender and its cursor.
 type labeler struct {
 	s    *Source
@@ -133,7 +127,7 @@ func (l *labeler) run(ctx context.Context) error {
 // readLoop connects and reads until ctx ends or a fatal error, which stops the whole source (Run reports it),
 // reconnecting with capped exponential backoff whenever the connection drops.
 func (l *labeler) readLoop(ctx context.Context) {
-	policy := backoff.New(backoffBase, backoffMax)
+	policy := backoff.New(stream.ReconnectBase, stream.ReconnectMax)
 	for {
 		err := l.session(ctx, policy)
 		if ctx.Err() != nil {

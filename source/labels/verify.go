@@ -11,6 +11,7 @@ import (
 
 	"github.com/atkafka/atkafka/backoff"
 	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/source/stream"
 	"github.com/atkafka/atkafka/transform/frame"
 )
 
@@ -86,7 +87,7 @@ func (lb *labeler) check(ctx context.Context, l *frame.Label) *rejection {
 // backoff until the directory answers or ctx ends, holding up this labeler: dead-lettering its labels meanwhile
 // would take them out of the stream for a cause that is not theirs.
 func (lb *labeler) labelKey(ctx context.Context, src string, refresh bool) (atcrypto.PublicKey, error) {
-	policy := backoff.New(backoffBase, backoffMax)
+	policy := backoff.New(stream.ReconnectBase, stream.ReconnectMax)
 	for {
 		kctx, cancel := context.WithTimeout(ctx, keyTimeout)
 		key, err := lb.s.cfg.Directory.LabelKey(kctx, src, refresh)

@@ -19,16 +19,10 @@ import (
 	"github.com/atkafka/atkafka/transform/frame"
 )
 
-// Reconnect backoff.
-const (
-	backoffBase = time.Second
-	backoffMax  = time.Minute
-)
-
 // read connects to the relay and reads from it until ctx ends (nil) or a fatal error (returned), reconnecting
 // with capped exponential backoff whenever the connection drops.
 func (s *Source) read(ctx context.Context) error {
-	policy := backoff.New(backoffBase, backoffMax)
+	policy := backoff.New(stream.ReconnectBase, stream.ReconnectMax)
 	for {
 		err := s.session(ctx, policy)
 		if ctx.Err() != nil {

@@ -28,6 +28,12 @@ const (
 	PingTimeout  = 30 * time.Second
 )
 
+// Reconnect backoff of stream clients: capped exponential (backoff.New(ReconnectBase, ReconnectMax)).
+const (
+	ReconnectBase = time.Second
+	ReconnectMax  = time.Minute
+)
+
 // readBufferSize is how much one read from the connection may fetch. Relays send frames of a few KB back to
 // back; reading them straight from the socket costs a syscall or more per frame, which weighs more than decoding
 // them.

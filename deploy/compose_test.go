@@ -94,6 +94,7 @@ var composeFiles = []struct {
 	{"docker-compose.yml", []string{"ATKAFKA_RELAY_HOST"}},
 	{"docker-compose.tap.yml", []string{"ATKAFKA_TAP_HOST"}},
 	{"docker-compose.ozone.yml", []string{"ATKAFKA_OZONE_PDS_HOST", "ATKAFKA_OZONE_IDENTIFIER", "ATKAFKA_OZONE_PASSWORD", "ATKAFKA_OZONE_LABELER_DID"}},
+	{"docker-compose.labels.yml", []string{"ATKAFKA_LABELERS"}},
 }
 
 var anyATKafkaVar = regexp.MustCompile(`\bATKAFKA_[A-Z0-9_]+`)

@@ -49,6 +49,12 @@ func TestRenderedEventsMatch(t *testing.T) {
 		{DID: did, Timestamp: ts, Identity: &format.Identity{Handle: "a.test", IsActive: ptr(false), Status: "deactivated"}},
 		{DID: did, Timestamp: ts, Account: &format.Account{Active: false, Status: "deactivated"}},
 	}
+	labels := []format.Event{
+		{DID: did, Timestamp: ts, Metadata: meta, Label: &format.Label{Labeler: "did:plc:l", Seq: 9, Ver: 1, Src: "did:plc:l",
+			URI: "at://did:plc:abc/app.bsky.feed.post/3k", CID: "bafyrei", Val: "!hide", Cts: ts, Exp: ts, Sig: []byte{1, 2, 3}}},
+		{DID: did, Timestamp: ts, Label: &format.Label{Labeler: "labeler.test:443", Seq: 10, Src: "did:plc:l", URI: did, Val: "spam",
+			Neg: true, Cts: ts}},
+	}
 	ids, _ := format.NewSnowflake(1)
 	for _, f := range []*format.Formatter{format.NewFormatter(), format.NewFormatter(format.Osprey(ids)),
 		format.NewFormatter(format.Osprey(ids), format.Coordinator())} {
@@ -57,6 +63,11 @@ func TestRenderedEventsMatch(t *testing.T) {
 		}
 		for _, ev := range tap {
 			schematest.Check(t, schematest.TapEvent, f.AppendValue(nil, &ev))
+		}
+		for _, ev := range labels {
+			if _, _, env := schematest.Check(t, schematest.LabelEvent, f.AppendValue(nil, &ev)); f.OspreyCompatible() && env.Name != format.LabelAction {
+				t.Errorf("label action name %q", env.Name)
+			}
 		}
 	}
 }
@@ -75,6 +86,8 @@ func TestSchemasRejectWhatIsNotWritten(t *testing.T) {
 		{"tap-event", "{" + fmt.Sprintf(op, "delete", "") + "}"},
 		{"dead-letter", `{"source":"relay","reason":"decode","error":"x","receivedAt":"2026-07-04T14:38:08Z","raw":"not base64!"}`},
 		{"dead-letter", `{"source":"firehose","reason":"decode","error":"x","receivedAt":"2026-07-04T14:38:08Z","raw":""}`},
+		{"label-event", `{"did":"did:plc:abc","timestamp":"2026-07-04T14:38:08Z","label":{"labeler":"did:plc:l","seq":1,"src":"did:plc:l","uri":"bob.test","val":"x","neg":false,"cts":"2026-07-04T14:38:08Z"}}`},
+		{"label-event", `{"did":"did:plc:abc","timestamp":"2026-07-04T14:38:08Z","label":{"labeler":"did:plc:l","seq":1,"src":"did:plc:l","uri":"did:plc:abc","val":"x","cts":"2026-07-04T14:38:08Z"}}`},
 		{"ozone-event", `{"id":1,"event":{},"subject":{"$type":"x"},"subjectBlobCids":[],"createdBy":"did:plc:m","createdAt":"2026-07-04T14:38:08Z"}`},
 		{"osprey-coordinator", `{"id":12,"name":"account","data":{"info":{"name":"x"}},"secret_data":{}}`},
 		{"osprey-coordinator", `{"id":"12","name":"post","data":{"info":{"name":"x"}},"secret_data":{}}`},

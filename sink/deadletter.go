@@ -7,10 +7,14 @@ import (
 	"time"
 )
 
+// MaxDeadLetterRaw is how much of an input a last-resort dead letter keeps: its base64 stays well below Kafka's
+// default 1 MB record limit, the usual reason a whole input is refused.
+const MaxDeadLetterRaw = 256 << 10
+
 // DeadLetter describes an input that could not be turned into events. It is written to the dead-letter topic
 // with the raw input, so that nothing is lost and the evidence can be replayed once the cause is fixed.
 type DeadLetter struct {
-	Source string // relay, tap or ozone
+	Source string // relay, tap, ozone or labels
 	Reason string // a short, bounded kind such as "decode" or "missing_block", also a metric label
 	Err    error
 	DID    string // when known

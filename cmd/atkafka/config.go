@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/atkafka/atkafka/sink/route"
+	"github.com/atkafka/atkafka/source/labels"
 	"github.com/atkafka/atkafka/transform/format"
 )
 
@@ -39,6 +40,7 @@ type config struct {
 	Relay    relayConfig
 	Tap      tapConfig
 	Ozone    ozoneConfig
+	Labels   labelsConfig
 	Tail     tailConfig
 }
 
@@ -121,6 +123,14 @@ type ozoneConfig struct {
 	LabelerDID   string
 	PollInterval time.Duration
 	CursorFile   string
+}
+
+type labelsConfig struct {
+	DIDs       []string
+	Hosts      []string
+	Cursor     string
+	Verify     string
+	IncludeSig bool
 }
 
 type tailConfig struct {
@@ -249,6 +259,13 @@ func parseConfig(cmd *cli.Command) (*config, error) {
 			PollInterval: cmd.Duration("poll-interval"),
 			CursorFile:   cmd.String("cursor-file"),
 		},
+		Labels: labelsConfig{
+			DIDs:       splitList(cmd.StringSlice("labeler")),
+			Hosts:      splitList(cmd.StringSlice("labeler-host")),
+			Cursor:     cmd.String("labeler-cursor"),
+			Verify:     cmd.String("verify-labels"),
+			IncludeSig: cmd.Bool("include-sig"),
+		},
 		Tail: tailConfig{
 			Topic:         cmd.String("topic"),
 			JSON:          cmd.Bool("json"),
@@ -361,6 +378,14 @@ func (c *config) validate() []error {
 	if c.Relay.VerifyCommits != "" { // "" when the command is not relay
 		check(oneOf("verify-commits", c.Relay.VerifyCommits, "off", "log", "strict"))
 	}
+	if c.Labels.Verify != "" { // "" when the command is not labels
+		check(oneOf("verify-labels", c.Labels.Verify, "off", "log", "strict"))
+	}
+	if cur := c.Labels.Cursor; cur != "" && cur != "live" {
+		if n, err := strconv.ParseInt(cur, 10, 64); err != nil || n < 0 {
+			check(fmt.Errorf("--labeler-cursor %q is neither a sequence number nor \"live\"", cur))
+		}
+	}
 	if cur := c.Relay.Cursor; cur != "" && cur != "live" {
 		if n, err := strconv.ParseInt(cur, 10, 64); err != nil || n < 0 {
 			check(fmt.Errorf("--cursor %q is neither a sequence number nor \"live\"", cur))
@@ -379,10 +404,22 @@ func (c *config) validateExactlyOnce(command string) error {
 		return errors.New("--exactly-once is not supported by firehose tap: Tap's event ids are not a durable, " +
 			"ordered position that could be committed with the records (use firehose relay, or drop --exactly-once)")
 	}
+	if n := len(c.Labels.DIDs) + len(c.Labels.Hosts); command == "labels" && n != 1 {
+		return fmt.Errorf("--exactly-once takes one labeler per process (%d given): the transaction carries one "+
+			"cursor; run a process per labeler, each with its own --transactional-id", n)
+	}
 	if c.Kafka.TransactionalID == "" {
 		c.Kafka.TransactionalID = "atkafka-" + command + "-" + c.Topic
 	}
 	return nil
+}
+
+// validateLabels checks what only the labels command needs.
+func (c *config) validateLabels() error {
+	if len(c.Labels.DIDs)+len(c.Labels.Hosts) == 0 {
+		return errors.New("labels needs at least one --labeler DID or --labeler-host")
+	}
+	return labels.CheckLabelers(labels.ParseLabelers(c.Labels.DIDs, c.Labels.Hosts))
 }
 
 // validateOzone checks what only the ozone-events command needs.

@@ -31,6 +31,16 @@ func (r *recorder) ozone(_ context.Context, c *config) error {
 	r.cmd, r.cfg = "ozone", c
 	return nil
 }
+func (r *recorder) labels(_ context.Context, c *config) error {
+	if err := c.validateLabels(); err != nil {
+		return err
+	}
+	if err := c.validateExactlyOnce("labels"); err != nil {
+		return err
+	}
+	r.cmd, r.cfg = "labels", c
+	return nil
+}
 func (r *recorder) tail(_ context.Context, c *config) error { r.cmd, r.cfg = "tail", c; return nil }
 
 func parse(t *testing.T, args ...string) (*recorder, error) {
@@ -288,5 +298,37 @@ func TestSchemaCommand(t *testing.T) {
 	}
 	if _, err := run("nope"); err == nil || !strings.Contains(err.Error(), "dead-letter") {
 		t.Errorf("unknown schema: %v", err)
+	}
+}
+
+func TestLabelsFlags(t *testing.T) {
+	t.Setenv("ATKAFKA_LABELERS", "did:plc:a,did:plc:b")
+	r, err := parse(t, "labels", "--labeler-host", "wss://l.test", "--labeler-cursor", "0", "--verify-labels", "strict",
+		"--include-sig", "--enrich=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := r.cfg.Labels
+	if r.cmd != "labels" || strings.Join(l.DIDs, ",") != "did:plc:a,did:plc:b" || strings.Join(l.Hosts, ",") != "wss://l.test" ||
+		l.Cursor != "0" || l.Verify != "strict" || !l.IncludeSig || r.cfg.Firehose.Enrich {
+		t.Fatalf("parsed %s %+v", r.cmd, r.cfg)
+	}
+	t.Setenv("ATKAFKA_LABELERS", "")
+	for _, args := range [][]string{
+		{"labels"}, // no labeler
+		{"labels", "--labeler", "did:plc:a", "--verify-labels", "maybe"},
+		{"labels", "--labeler", "did:plc:a,"},               // an empty entry
+		{"labels", "--labeler", "plc:a"},                    // not a DID
+		{"labels", "--labeler-host", "wss://l.test,l.test"}, // the same labeler twice
+		{"labels", "--labeler-host", "ftp://l.test"},
+		{"labels", "--labeler", "did:plc:a", "--labeler-cursor", "-1"},
+		{"labels", "--labeler", "did:plc:a", "--labeler", "did:plc:b", "--exactly-once"}, // one cursor per transaction
+	} {
+		if _, err := parse(t, args...); err == nil {
+			t.Errorf("%v: accepted", args)
+		}
+	}
+	if _, err := parse(t, "labels", "--labeler", "did:plc:a", "--exactly-once"); err != nil {
+		t.Errorf("one labeler with --exactly-once: %v", err)
 	}
 }

@@ -53,7 +53,7 @@ func globalFlags() []cli.Flag {
 		&cli.IntFlag{Name: "topic-replication-factor", Category: catKafka, Sources: env("TOPIC_REPLICATION_FACTOR"),
 			Usage: "replication factor of a topic atkafka creates (0: the broker's default)"},
 		&cli.BoolFlag{Name: "exactly-once", Category: catKafka, Sources: env("EXACTLY_ONCE"),
-			Usage: "commit records and the source cursor in one Kafka transaction, so a crash neither loses nor repeats anything for consumers reading with isolation.level=read_committed (relay and ozone-events; needs --acks all; adds up to 200ms of latency)"},
+			Usage: "commit records and the source cursor in one Kafka transaction, so a crash neither loses nor repeats anything for consumers reading with isolation.level=read_committed (relay, ozone-events, and labels with one labeler; needs --acks all; adds up to 200ms of latency)"},
 		&cli.StringFlag{Name: "transactional-id", Category: catKafka, Sources: env("TRANSACTIONAL_ID"),
 			Usage: "Kafka transactional id of --exactly-once; a second instance with the same id fences the first (default: atkafka-<command>-<output-topic>)"},
 		&cli.StringFlag{Name: "cursor-topic", Category: catKafka, Sources: env("CURSOR_TOPIC"),
@@ -110,7 +110,12 @@ func ospreyFlags() []cli.Flag {
 
 // firehoseFlags shape events for the relay and Tap commands: format, filters and enrichment.
 func firehoseFlags() []cli.Flag {
-	return append(ospreyFlags(), []cli.Flag{
+	return append(append(ospreyFlags(), filterFlags()...), enrichFlags()...)
+}
+
+// filterFlags choose which repository events the firehose commands produce.
+func filterFlags() []cli.Flag {
+	return []cli.Flag{
 		&cli.StringSliceFlag{Name: "metrics-collections", Category: catOps, Sources: env("METRICS_COLLECTIONS"),
 			Usage: "collections kept as metric label values (patterns like app.bsky.*); others are counted as \"other\" (default: app.bsky.*, chat.bsky.*, com.atproto.*)"},
 
@@ -129,7 +134,12 @@ func firehoseFlags() []cli.Flag {
 			Usage:   "produce only events of accounts whose PDS host matches, comma separated; *.bsky.network matches every host under bsky.network"},
 		&cli.StringSliceFlag{Name: "ignored-services", Category: catFilter, Sources: env("IGNORED_SERVICES"),
 			Usage: "drop events of accounts whose PDS host matches (patterns as for --watched-services)"},
+	}
+}
 
+// enrichFlags configure eventMetadata, for the firehose and labels commands.
+func enrichFlags() []cli.Flag {
+	return []cli.Flag{
 		&cli.BoolFlag{Name: "enrich", Category: catEnrich, Sources: env("ENRICH"), Value: true,
 			Usage: "add eventMetadata (DID document, PDS host, handle, account age, profile) to every event with a DID (--enrich=false to turn off)"},
 		&cli.StringFlag{Name: "plc-host", Category: catEnrich, Sources: env("PLC_HOST"), Value: enrich.DefaultPLCHost,
@@ -153,7 +163,7 @@ func firehoseFlags() []cli.Flag {
 			Usage: "PLC requests per second at most (negative: unlimited, for a private mirror); lookups that cannot be granted before an event's deadline are not made"},
 		&cli.FloatFlag{Name: "api-rate-limit", Category: catEnrich, Sources: env("API_RATE_LIMIT"), Value: enrich.DefaultAPIRate,
 			Usage: "AppView requests per second at most (each asks for up to 25 profiles)"},
-	}...)
+	}
 }
 
 func relayFlags() []cli.Flag {
@@ -195,6 +205,21 @@ func ozoneFlags() []cli.Flag {
 			Usage: "wait between polls once all events are read"},
 		&cli.StringFlag{Name: "cursor-file", Sources: env("OZONE_CURSOR_FILE"), Value: "ozone-cursor.txt", TakesFile: true,
 			Usage: "cursor file, one per Kafka cluster: .kafka-<cluster id> is added before its extension; a relative path is inside --data-dir"},
+	}...)
+}
+
+func labelsFlags() []cli.Flag {
+	return append(append(ospreyFlags(), enrichFlags()...), []cli.Flag{
+		&cli.StringSliceFlag{Name: "labeler", Sources: env("LABELERS"),
+			Usage: "labeler DIDs, comma separated; each is resolved (with --plc-host) to the #atproto_labeler endpoint of its DID document at every connection"},
+		&cli.StringSliceFlag{Name: "labeler-host", Sources: env("LABELER_HOSTS"),
+			Usage: "labelers given by host (wss://..., comma separated) instead of DID; /xrpc/com.atproto.label.subscribeLabels is added"},
+		&cli.StringFlag{Name: "labeler-cursor", Sources: env("LABELER_CURSOR"),
+			Usage: "start every labeler once from this seq instead of its saved cursor: 0 replays each labeler's whole history, \"live\" starts at its tip"},
+		&cli.StringFlag{Name: "verify-labels", Sources: env("VERIFY_LABELS"), Value: "off",
+			Usage: "check each label's signature with the #atproto_label key of its src (from --plc-host; fetched again once on failure): off, log (count and log failures, produce anyway) or strict (dead-letter failures with the reason)"},
+		&cli.BoolFlag{Name: "include-sig", Sources: env("LABELS_INCLUDE_SIG"),
+			Usage: "carry each label's signature in its record, as {\"$bytes\": base64}"},
 	}...)
 }
 

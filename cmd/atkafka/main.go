@@ -1,4 +1,5 @@
-// Command atkafka carries AT Protocol events (relay firehose, Tap backfill, Ozone moderation events) into Kafka.
+// Command atkafka carries AT Protocol events (relay firehose, Tap backfill, Ozone moderation events, labels) into
+// Kafka.
 //
 // This package only parses configuration and wires the parts together; the behaviour lives in the packages
 // under source/, transform/ and sink/.
@@ -26,6 +27,7 @@ type commands interface {
 	relay(ctx context.Context, c *config) error
 	tap(ctx context.Context, c *config) error
 	ozone(ctx context.Context, c *config) error
+	labels(ctx context.Context, c *config) error
 	tail(ctx context.Context, c *config) error
 }
 
@@ -55,6 +57,7 @@ func newApp(run commands) *cli.Command {
 				},
 			},
 			{Name: "ozone-events", Usage: "poll an Ozone labeler's moderation events", Flags: ozoneFlags(), Action: action(run.ozone)},
+			{Name: "labels", Usage: "subscribe to labelers' com.atproto.label.subscribeLabels", Flags: labelsFlags(), Action: action(run.labels)},
 			{Name: "tail", Usage: "print events from a topic as they arrive", Flags: tailFlags(), Action: action(run.tail)},
 			{Name: "schema", Usage: "print the JSON Schema of a record shape; without a name, list the names", ArgsUsage: "[NAME]",
 				Action: printSchema},

@@ -17,6 +17,7 @@ import (
 	"github.com/atkafka/atkafka/sink/embedded"
 	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/sink/route"
+	"github.com/atkafka/atkafka/source/labels"
 	"github.com/atkafka/atkafka/source/ozone"
 	"github.com/atkafka/atkafka/source/relay"
 	"github.com/atkafka/atkafka/source/tap"
@@ -100,6 +101,27 @@ func (wiring) ozone(ctx context.Context, c *config) error {
 	})
 }
 
+func (wiring) labels(ctx context.Context, c *config) error {
+	if err := c.validateLabels(); err != nil {
+		return err
+	}
+	mode, err := labels.ParseVerifyMode(c.Labels.Verify)
+	if err != nil {
+		return err
+	}
+	return runSource(ctx, c, "labels", func(rt *runtime, st *stage) (source, error) {
+		return labels.New(labels.Config{
+			Labelers: labels.ParseLabelers(c.Labels.DIDs, c.Labels.Hosts), Directory: labels.NewDirectory(c.Firehose.PLCHost),
+			StartCursor: c.Labels.Cursor, DataDir: c.DataDir, Verify: mode, IncludeSig: c.Labels.IncludeSig,
+			Cursor: func(l labels.Labeler) (cursor.Store, error) {
+				return rt.cursor(labels.CursorFile(c.DataDir, l), "at the labeler's tip")
+			},
+			ShutdownTimeout: c.ShutdownTimeout, Sink: rt.producer, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic,
+			Logger: rt.log,
+		})
+	})
+}
+
 // source is what every source package's Source offers the wiring.
 type source interface {
 	Run(ctx context.Context) error
@@ -147,6 +169,27 @@ func runSource(ctx context.Context, c *config, name string, build func(*runtime,
 		return err
 	}
 	if rt.server != nil {
+		addReadiness(rt, c, name, src)
+	}
+	rt.log.Info("atkafka starting", "command", name, "version", version, "topic", c.Topic, "dead_letter_topic", c.DeadLetterTopic)
+	return src.Run(ctx)
+}
+
+// addReadiness adds the /readyz checks of src: connected and its cursor advancing (per labeler for the labels
+// source, so that one labeler down shows and holds up no other), and a Kafka broker answering.
+func addReadiness(rt *runtime, c *config, name string, src source) {
+	switch s := src.(type) {
+	case interface{ Labelers() []labels.Status }:
+		for _, l := range s.Labelers() {
+			rt.server.AddReadiness("labeler "+l.Name()+" connected", func() error {
+				if !l.Connected() {
+					return fmt.Errorf("not connected to labeler %s", l.Name())
+				}
+				return nil
+			})
+			rt.server.AddReadiness("labeler "+l.Name()+" cursor advancing", server.Advancing(c.ReadinessWindow, l.Progress))
+		}
+	default:
 		if cs, ok := src.(connectedSource); ok {
 			rt.server.AddReadiness(name+" connected", func() error {
 				if !cs.Connected() {
@@ -161,17 +204,15 @@ func runSource(ctx context.Context, c *config, name string, build func(*runtime,
 			advancing = server.Advancing(c.ReadinessWindow, ps.Progress)
 		}
 		rt.server.AddReadiness("cursor advancing", advancing)
-		rt.server.AddReadiness("kafka", func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			if err := rt.producer.Ping(ctx); err != nil {
-				return fmt.Errorf("no Kafka broker answers: %w", err)
-			}
-			return nil
-		})
 	}
-	rt.log.Info("atkafka starting", "command", name, "version", version, "topic", c.Topic, "dead_letter_topic", c.DeadLetterTopic)
-	return src.Run(ctx)
+	rt.server.AddReadiness("kafka", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := rt.producer.Ping(ctx); err != nil {
+			return fmt.Errorf("no Kafka broker answers: %w", err)
+		}
+		return nil
+	})
 }
 
 // stage is the transform of the firehose commands: the pipeline and, for the relay with --verify-commits, the
@@ -320,6 +361,10 @@ func cursorKey(c *config, command string) string {
 		return "relay:" + c.Relay.Host
 	case "ozone":
 		return "ozone:" + c.Ozone.LabelerDID
+	case "labels":
+		if ls := labels.ParseLabelers(c.Labels.DIDs, c.Labels.Hosts); len(ls) == 1 {
+			return "labels:" + ls[0].Name()
+		}
 	}
 	return command
 }

@@ -26,6 +26,7 @@ const (
 	RelayEvent Shape = "relay-event"
 	TapEvent   Shape = "tap-event"
 	OzoneEvent Shape = "ozone-event"
+	LabelEvent Shape = "label-event"
 	DeadLetter Shape = "dead-letter"
 )
 

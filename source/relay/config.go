@@ -9,12 +9,11 @@ import (
 	"net/url"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/atkafka/atkafka/cursor"
 	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/source/stream"
 	"github.com/atkafka/atkafka/transform"
 )
 
@@ -32,7 +31,7 @@ const (
 const subscribePath = "/xrpc/com.atproto.sync.subscribeRepos"
 
 // StartLive is the Config.StartCursor value that starts at the relay's tip, ignoring any saved cursor.
-const StartLive = "live"
+const StartLive = stream.Live
 
 // Config configures a Source. The zero value of a field means its default.
 type Config struct {
@@ -129,30 +128,7 @@ func (cfg Config) validate() error {
 
 // subscribeURL turns a Host setting into the websocket URL of subscribeRepos, without a cursor.
 func subscribeURL(host string) (*url.URL, error) {
-	if !strings.Contains(host, "://") {
-		host = "wss://" + host
-	}
-	u, err := url.Parse(host)
-	if err != nil {
-		return nil, fmt.Errorf("relay host %q: %w", host, err)
-	}
-	switch u.Scheme {
-	case "ws", "wss":
-	case "http":
-		u.Scheme = "ws"
-	case "https":
-		u.Scheme = "wss"
-	default:
-		return nil, fmt.Errorf("relay host %q: scheme must be ws, wss, http or https", host)
-	}
-	if u.Host == "" {
-		return nil, fmt.Errorf("relay host %q has no host name", host)
-	}
-	if !strings.HasSuffix(u.Path, subscribePath) {
-		u.Path = strings.TrimRight(u.Path, "/") + subscribePath
-	}
-	u.RawPath, u.Fragment = "", ""
-	return u, nil
+	return stream.URL("relay host", host, subscribePath)
 }
 
 // cursorPath names the cursor file after the relay's host and port, so that two relays never share one.
@@ -170,21 +146,10 @@ func CursorFile(dataDir, host string) (string, error) {
 	return cursorPath(cmp.Or(dataDir, "."), u), nil
 }
 
-// noCursor is the reader's position before it read anything when starting at the tip. (0 is a real cursor: the
-// oldest events the relay keeps.)
-const noCursor = -1
+// noCursor is the reader's position before it read anything when starting at the tip.
+const noCursor = stream.NoCursor
 
 // parseStartCursor interprets Config.StartCursor: fromFile is true for "", seq is noCursor for the tip.
 func parseStartCursor(s string) (seq int64, fromFile bool, err error) {
-	switch s {
-	case "":
-		return noCursor, true, nil
-	case StartLive:
-		return noCursor, false, nil
-	}
-	seq, err = strconv.ParseInt(s, 10, 64)
-	if err != nil || seq < 0 {
-		return noCursor, false, fmt.Errorf("start cursor %q is neither %q nor a relay seq", s, StartLive)
-	}
-	return seq, false, nil
+	return stream.ParseStartCursor(s)
 }

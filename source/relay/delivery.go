@@ -9,10 +9,6 @@ import (
 	"github.com/atkafka/atkafka/sink"
 )
 
-// maxDeadLetterRaw is how much of a frame the last-resort dead letter keeps: its base64 stays well below
-// Kafka's default 1 MB record limit, the usual reason a whole frame is refused.
-const maxDeadLetterRaw = 256 << 10
-
 // stage is how far the delivery of a frame has fallen back.
 type stage uint8
 
@@ -50,7 +46,7 @@ func (s *Source) retry(ctx context.Context) {
 
 // redeliver handles a message Kafka refused for good (a record too large, a topic it may not write, ...). The
 // cursor must not move past a frame Kafka does not hold, so the frame falls back to the dead-letter topic:
-// whole first, then truncated to maxDeadLetterRaw. When even that is refused the source stops with an error:
+// whole first, then truncated to sink.MaxDeadLetterRaw. When even that is refused the source stops with an error:
 // the frame stays pending, the saved cursor stays before it, and a restart (after fixing Kafka) retries it.
 func (s *Source) redeliver(ctx context.Context, j *job) {
 	if errors.Is(j.failure, sink.ErrStopped) {
@@ -71,7 +67,7 @@ func (s *Source) redeliver(ctx context.Context, j *job) {
 	}
 	raw := j.raw
 	if next == stageTruncated {
-		raw = raw[:maxDeadLetterRaw]
+		raw = raw[:sink.MaxDeadLetterRaw]
 		p.err = fmt.Errorf("%w (raw truncated from %d to %d bytes)", p.err, len(j.raw), len(raw))
 	}
 	clear(j.records)
@@ -85,7 +81,7 @@ func (j *job) fallback() (stage, bool) {
 	switch {
 	case j.stage == stageRecords && j.bad == nil:
 		return stageDeadLetter, true
-	case j.stage < stageTruncated && len(j.raw) > maxDeadLetterRaw:
+	case j.stage < stageTruncated && len(j.raw) > sink.MaxDeadLetterRaw:
 		return stageTruncated, true
 	}
 	return 0, false

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/atkafka/atkafka/source/relay/relaytest"
+	"github.com/atkafka/atkafka/source/stream"
 	"github.com/atkafka/atkafka/testenv"
 )
 
@@ -42,7 +43,7 @@ func FuzzFrame(f *testing.F) {
 		j.raw = append(j.raw[:0], msg...)
 		j.truncated = 0
 		if err := src.handle(j); err != nil {
-			var d *drop
+			var d *stream.Drop
 			var fatal fatalError
 			if !errors.As(err, &d) && !errors.As(err, &fatal) {
 				t.Fatalf("handle returned %T %v", err, err)

@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"strconv"
 	"time"
 
@@ -15,36 +13,16 @@ import (
 
 	"github.com/atkafka/atkafka/backoff"
 	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/source/stream"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/dagcbor"
 	"github.com/atkafka/atkafka/transform/frame"
 )
 
-// Connection timing. Relays ping rarely or never, so the client pings: without it a half-open TCP connection
-// (a relay host that vanished) would look like a quiet firehose forever.
-const (
-	dialTimeout  = 30 * time.Second
-	pingInterval = 30 * time.Second
-	pingTimeout  = 30 * time.Second
-	backoffBase  = time.Second
-	backoffMax   = time.Minute
-)
-
-var errPingTimeout = errors.New("relay did not answer a ping")
-
-// drop is a connection that ended for a reason worth reconnecting over. reason is a bounded metric label.
-type drop struct {
-	reason string
-	err    error
-}
-
-func (d *drop) Error() string { return d.reason + ": " + d.err.Error() }
-func (d *drop) Unwrap() error { return d.err }
-
 // read connects to the relay and reads from it until ctx ends (nil) or a fatal error (returned), reconnecting
 // with capped exponential backoff whenever the connection drops.
 func (s *Source) read(ctx context.Context) error {
-	policy := backoff.New(backoffBase, backoffMax)
+	policy := backoff.New(stream.ReconnectBase, stream.ReconnectMax)
 	for {
 		err := s.session(ctx, policy)
 		if ctx.Err() != nil {
@@ -59,9 +37,9 @@ func (s *Source) read(ctx context.Context) error {
 			return fatal.error
 		}
 		reason := "network"
-		var d *drop
+		var d *stream.Drop
 		if errors.As(err, &d) {
-			reason = d.reason
+			reason = d.Reason
 		}
 		metrics.Reconnects.WithLabelValues(label, reason).Inc()
 		delay := policy.Next()
@@ -76,23 +54,18 @@ func (s *Source) read(ctx context.Context) error {
 // session runs one connection until it drops.
 func (s *Source) session(ctx context.Context, policy *backoff.Policy) error {
 	u := s.connectURL()
-	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	conn, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{HTTPClient: httpClient, HTTPHeader: http.Header{"User-Agent": {"atkafka"}}})
-	cancel()
+	conn, err := stream.Dial(ctx, u)
 	if err != nil {
-		return &drop{"dial", err}
+		return &stream.Drop{Reason: "dial", Err: err}
 	}
 	defer conn.CloseNow()
-	// The frame size limit is enforced while reading (readLimited), so that an oversized frame is dead-lettered
-	// instead of ending the connection, which would only fetch the same frame again on reconnect.
-	conn.SetReadLimit(-1)
 	s.connected.Store(true)
 	defer s.connected.Store(false)
 	s.log.Info("connected to relay", "cursor", describeCursor(s.lastSeq), "after_attempts", policy.Attempt())
 
 	sctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	go s.keepalive(sctx, conn, stop)
+	go stream.Keepalive(sctx, conn, activity{s}, stop)
 	// Reads get a context that never ends, and the session's end closes the connection instead: a cancellable
 	// context costs a timer registration per message inside the websocket library.
 	defer context.AfterFunc(sctx, func() { conn.CloseNow() })()
@@ -104,7 +77,7 @@ func (s *Source) session(ctx context.Context, policy *backoff.Policy) error {
 		}
 		if err := s.readMessage(rctx, conn, j); err != nil {
 			s.jobs.put(j)
-			return &drop{closeReason(sctx, err), err}
+			return &stream.Drop{Reason: stream.CloseReason(sctx, err), Err: err}
 		}
 		if err := s.handle(j); err != nil {
 			return err
@@ -124,41 +97,11 @@ func (s *Source) connectURL() string {
 	return u.String()
 }
 
-// closeReason names why a read failed, as a bounded label.
-func closeReason(ctx context.Context, err error) string {
-	if errors.Is(context.Cause(ctx), errPingTimeout) {
-		return "ping_timeout"
-	}
-	if websocket.CloseStatus(err) != -1 {
-		return "closed" // the relay closed the connection properly: a restart or a deploy
-	}
-	return "network"
-}
+// activity tells stream.Keepalive what the reader does.
+type activity struct{ s *Source }
 
-// keepalive pings the relay and ends the session when it stops answering. A reader stalled by backpressure
-// does not read pongs, so no verdict is made while it is stalled or while frames keep arriving.
-func (s *Source) keepalive(ctx context.Context, conn *websocket.Conn, stop context.CancelCauseFunc) {
-	t := time.NewTicker(pingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if s.stalled.Load() {
-			continue
-		}
-		before := s.reads.Load()
-		pctx, cancel := context.WithTimeout(ctx, pingTimeout)
-		err := conn.Ping(pctx)
-		cancel()
-		if err != nil && ctx.Err() == nil && !s.stalled.Load() && s.reads.Load() == before {
-			stop(errPingTimeout)
-			return
-		}
-	}
-}
+func (a activity) Stalled() bool { return a.s.stalled.Load() }
+func (a activity) Reads() int64  { return a.s.reads.Load() }
 
 // nextJob waits for a free job: while none is free, Kafka is behind and the relay is not read.
 func (s *Source) nextJob(ctx context.Context) (*job, error) {
@@ -185,33 +128,13 @@ func (s *Source) readMessage(ctx context.Context, conn *websocket.Conn, j *job) 
 	}
 	j.received = time.Now()
 	s.reads.Add(1)
-	if j.raw, j.truncated, err = readLimited(r, j.raw[:0], s.cfg.MaxFrameBytes); err != nil {
+	if j.raw, j.truncated, err = stream.ReadLimited(r, j.raw[:0], s.cfg.MaxFrameBytes); err != nil {
 		return err
 	}
 	if typ != websocket.MessageBinary {
 		j.bad = &problem{"not_binary", errors.New("text message on a binary stream")}
 	}
 	return nil
-}
-
-// readLimited appends what r holds to buf, up to limit bytes; the rest is read and discarded, and its size
-// returned, so that an oversized message costs no memory.
-func readLimited(r io.Reader, buf []byte, limit int) ([]byte, int, error) {
-	for len(buf) < limit {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)] // let append pick the growth
-		}
-		n, err := r.Read(buf[len(buf):min(cap(buf), limit)])
-		buf = buf[:len(buf)+n]
-		if errors.Is(err, io.EOF) {
-			return buf, 0, nil
-		}
-		if err != nil {
-			return buf, 0, err
-		}
-	}
-	dropped, err := io.Copy(io.Discard, r)
-	return buf, int(dropped), err
 }
 
 // handle decodes the frame in j and dispatches it to its worker. Error frames end the session.
@@ -244,8 +167,9 @@ func (s *Source) handle(j *job) error {
 		err := s.errorFrame(&j.frame.Error)
 		s.jobs.put(j)
 		return err
-	case frame.KindUnknown:
-		// A valid envelope of a type this build does not know: keep it raw rather than lose it.
+	case frame.KindUnknown, frame.KindLabels:
+		// A valid envelope of a type this build does not know (or a labeler's, on a relay stream): keep it raw
+		// rather than lose it.
 		metrics.SourceEvents.WithLabelValues(label, "unknown_type").Inc()
 		j.seq, j.did = peek(j.raw)
 		j.bad = &problem{"unknown_type", fmt.Errorf("unknown message type %q", j.frame.Type)}
@@ -401,10 +325,10 @@ func (s *Source) errorFrame(e *frame.ErrorFrame) error {
 			"tip, or --cursor N with a seq it has (the saved cursor is in %s)", s.url.Host, s.lastSeq, msg, s.CursorPath())}
 	case "ConsumerTooSlow":
 		metrics.SourceEvents.WithLabelValues(label, "consumer_too_slow").Inc()
-		return &drop{"consumer_too_slow", fmt.Errorf("relay error frame ConsumerTooSlow: %s", msg)}
+		return &stream.Drop{Reason: "consumer_too_slow", Err: fmt.Errorf("relay error frame ConsumerTooSlow: %s", msg)}
 	}
 	metrics.SourceEvents.WithLabelValues(label, "error_frame").Inc()
-	return &drop{"error_frame", fmt.Errorf("relay error frame %q: %s", name, msg)}
+	return &stream.Drop{Reason: "error_frame", Err: fmt.Errorf("relay error frame %q: %s", name, msg)}
 }
 
 // info handles an #info frame's side effects; the frame itself becomes a record like any event.

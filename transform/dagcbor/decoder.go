@@ -74,6 +74,10 @@ func (d *Decoder) Reset(b []byte) { d.data, d.off = b, 0 }
 // Offset returns how many bytes have been consumed.
 func (d *Decoder) Offset() int { return d.off }
 
+// Since returns the input consumed from offset start (an earlier Offset) to the current position: the
+// encoding of the items read in between, aliasing the input.
+func (d *Decoder) Since(start int) []byte { return d.data[start:d.off] }
+
 // Remaining returns the bytes not yet consumed (aliasing the input).
 func (d *Decoder) Remaining() []byte { return d.data[d.off:] }
 

@@ -5,10 +5,13 @@
 // Rendering appends to a caller-owned buffer without reflection: it runs once per record on the hot path.
 package format
 
-import "strconv"
+import (
+	"encoding/base64"
+	"strconv"
+)
 
 // Event is the source-neutral form of one Kafka record's payload. Exactly one of Operation, Account, Identity,
-// Info and Sync is set.
+// Info, Sync and Label is set.
 type Event struct {
 	DID string
 	// Timestamp is the event time as RFC 3339, as the source reported it.
@@ -23,6 +26,7 @@ type Event struct {
 	Identity  *Identity
 	Info      *Info
 	Sync      *Sync
+	Label     *Label
 }
 
 // Operation is one record create, update or delete in a repository.
@@ -64,6 +68,26 @@ type Sync struct {
 	Commit string // the signed commit's CID
 }
 
+// Label is one label from a labeler's com.atproto.label.subscribeLabels stream: the fields of
+// com.atproto.label.defs#label, plus where it came from. The event's DID is the subject's account.
+type Label struct {
+	Labeler string // the DID or host atkafka subscribed to
+	Seq     int64  // the stream's seq of the #labels frame that carried it
+	Ver     int64  // omitted when 0 (absent)
+	Src     string
+	URI     string
+	CID     string // omitted when empty
+	Val     string
+	Neg     bool
+	Cts     string
+	Exp     string // omitted when empty
+	Sig     []byte // omitted when nil; rendered as {"$bytes": base64}
+}
+
+// LabelAction is the Osprey action name of a label event, negations included: rules tell them apart by
+// $.label.neg, as they tell creates from deletes by the action name only for repository operations.
+const LabelAction = "label"
+
 // ActionName is the event's kind as Osprey rules and the handled_events metric name it.
 func (e *Event) ActionName() string {
 	switch {
@@ -85,6 +109,8 @@ func (e *Event) ActionName() string {
 		return "info"
 	case e.Sync != nil:
 		return "sync"
+	case e.Label != nil:
+		return LabelAction
 	}
 	return "unknown"
 }
@@ -151,6 +177,38 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 		dst = append(dst, `,"commit":`...)
 		dst = AppendString(dst, e.Sync.Commit)
 		dst = append(dst, '}')
+	case e.Label != nil:
+		dst = e.Label.appendJSON(append(dst, `,"label":`...))
+	}
+	return append(dst, '}')
+}
+
+func (l *Label) appendJSON(dst []byte) []byte {
+	dst = append(dst, `{"labeler":`...)
+	dst = AppendString(dst, l.Labeler)
+	dst = append(dst, `,"seq":`...)
+	dst = strconv.AppendInt(dst, l.Seq, 10)
+	if l.Ver != 0 {
+		dst = append(dst, `,"ver":`...)
+		dst = strconv.AppendInt(dst, l.Ver, 10)
+	}
+	dst = append(dst, `,"src":`...)
+	dst = AppendString(dst, l.Src)
+	dst = append(dst, `,"uri":`...)
+	dst = AppendString(dst, l.URI)
+	dst = appendOptString(dst, "cid", l.CID)
+	dst = append(dst, `,"val":`...)
+	dst = AppendString(dst, l.Val)
+	dst = append(dst, `,"neg":`...)
+	dst = strconv.AppendBool(dst, l.Neg)
+	dst = append(dst, `,"cts":`...)
+	dst = AppendString(dst, l.Cts)
+	dst = appendOptString(dst, "exp", l.Exp)
+	if l.Sig != nil {
+		// The atproto data model's bytes: unpadded standard base64.
+		dst = append(dst, `,"sig":{"$bytes":"`...)
+		dst = base64.RawStdEncoding.AppendEncode(dst, l.Sig)
+		dst = append(dst, `"}`...)
 	}
 	return append(dst, '}')
 }

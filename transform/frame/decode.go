@@ -33,6 +33,8 @@ func (f *Frame) Decode(msg []byte) error {
 			kind, err = KindAccount, f.Account.decode(&d)
 		case "#info":
 			kind, err = KindInfo, f.Info.decode(&d)
+		case "#labels":
+			kind, err = KindLabels, f.Labels.decode(&d)
 		default:
 			f.Type = typ
 			return nil

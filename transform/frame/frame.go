@@ -1,4 +1,5 @@
-// Package frame decodes websocket messages of com.atproto.sync.subscribeRepos (the relay firehose) into
+// Package frame decodes websocket messages of com.atproto.sync.subscribeRepos (the relay firehose) and of
+// com.atproto.label.subscribeLabels (a labeler's stream, which uses the same framing) into
 // typed events, without reflection and without allocating once a [Frame] is reused.
 //
 // Every []byte and [dagcbor.Link] in a decoded Frame aliases the message it was decoded from: it is valid
@@ -24,9 +25,10 @@ const (
 	KindAccount              // "#account"
 	KindInfo                 // "#info"
 	KindError                // an error frame (header op -1)
+	KindLabels               // "#labels", of com.atproto.label.subscribeLabels
 )
 
-var kindNames = [...]string{"unknown", "commit", "sync", "identity", "account", "info", "error"}
+var kindNames = [...]string{"unknown", "commit", "sync", "identity", "account", "info", "error", "labels"}
 
 // String returns a short lowercase name ("commit", "error", ...), suitable as a metric label.
 func (k Kind) String() string {
@@ -48,6 +50,7 @@ type Frame struct {
 	Account  Account
 	Info     Info
 	Error    ErrorFrame
+	Labels   Labels
 }
 
 // Commit is a "#commit" event: a repository change, with the blocks it touched.

@@ -91,8 +91,8 @@ func TestSmallEvents(t *testing.T) {
 		t.Errorf("error frame: %+v", f.Error)
 	}
 
-	must(t, f.Decode(message(t, 1, "#labels", &comatproto.SyncSubscribeRepos_Info{Name: "whatever"})))
-	if f.Kind != frame.KindUnknown || string(f.Type) != "#labels" {
+	must(t, f.Decode(message(t, 1, "#future", &comatproto.SyncSubscribeRepos_Info{Name: "whatever"})))
+	if f.Kind != frame.KindUnknown || string(f.Type) != "#future" {
 		t.Errorf("unknown type: kind %s, type %q", f.Kind, f.Type)
 	}
 }

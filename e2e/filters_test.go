@@ -57,7 +57,7 @@ func TestFilterEverythingResumes(t *testing.T) {
 	plc := newFakePLC(t)
 	dir := t.TempDir()
 	// No capture account lives on this host, and the two whose DID the PLC does not know match no host at all.
-	p := startAtkafka(t, runConfig{DataDir: dir, Args: relayArgs(srv.URL(), "--plc-host", plc.URL,
+	p := startAtkafka(t, runConfig{DataDir: dir, Args: relayArgs(srv.URL(), "--plc-host", plc.URL, "--plc-rate-limit", "-1",
 		"--watched-services", "pds.example.invalid", "--enrich=false")})
 	eventually(t, time.Minute, "the cursor file to reach the capture's last seq", func() error {
 		if seq, ok := p.Cursor(); !ok || seq != srv.LastSeq() {

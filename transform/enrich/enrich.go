@@ -51,7 +51,6 @@ const (
 	DefaultFetchTimeout     = 10 * time.Second
 	DefaultConcurrency      = 256
 	DefaultProfileBatchWait = 5 * time.Millisecond
-	DefaultMaxQueued        = 256
 )
 
 // Config configures an Enricher. Every zero field takes its default (the Default constants), so Config{} works
@@ -102,10 +101,6 @@ type Config struct {
 	// Concurrency bounds the requests in flight to each endpoint (the PLC, the AppView, did:web hosts); default
 	// DefaultConcurrency. Negative: unbounded. At a PLC 50 ms away, 2,000 new accounts a second need about 100.
 	Concurrency int
-	// MaxQueued bounds the events waiting at once for an endpoint's rate-limit tokens or concurrency slots;
-	// default DefaultMaxQueued. Waiting events hold their source's in-flight slots: keep it well below
-	// --max-inflight-frames. Events beyond it go on without what they would have waited for.
-	MaxQueued int
 	// ProfileBatchWait is how long a profile lookup waits for others to share its getProfiles request (up to
 	// 25 accounts); default DefaultProfileBatchWait.
 	ProfileBatchWait time.Duration
@@ -181,7 +176,6 @@ func New(cfg Config) (*Enricher, error) {
 	def(&cfg.APIRate, DefaultAPIRate)
 	def(&cfg.Concurrency, DefaultConcurrency)
 	def(&cfg.ProfileBatchWait, DefaultProfileBatchWait)
-	def(&cfg.MaxQueued, DefaultMaxQueued)
 	def(&cfg.LookupTimeout, DefaultLookupTimeout)
 	def(&cfg.FetchTimeout, DefaultFetchTimeout)
 	if cfg.HTTPClient == nil {
@@ -194,6 +188,8 @@ func New(cfg Config) (*Enricher, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 
+	// A tenth of the deadline: at the defaults, an event queues at most 200 ms for a rate-limit token.
+	maxWait := cfg.LookupTimeout / 10
 	base, cancel := context.WithCancel(context.Background())
 	e := &Enricher{
 		timeout:  cfg.LookupTimeout,
@@ -201,8 +197,8 @@ func New(cfg Config) (*Enricher, error) {
 		apiHost:  apiHost,
 		log:      cfg.Logger,
 		cancel:   cancel,
-		plc:      newEndpoint("plc", cfg.HTTPClient, limiter(cfg.PLCRate, cfg.PLCBurst), cfg.Concurrency, cfg.MaxQueued, cfg.Logger, true),
-		web:      newEndpoint("did:web", cfg.HTTPClient, limiter(cfg.PLCRate, cfg.PLCBurst), cfg.Concurrency, cfg.MaxQueued, cfg.Logger, false),
+		plc:      newEndpoint("plc", cfg.HTTPClient, limiter(cfg.PLCRate, cfg.PLCBurst), cfg.Concurrency, maxWait, cfg.Logger, true),
+		web:      newEndpoint("did:web", cfg.HTTPClient, limiter(cfg.PLCRate, cfg.PLCBurst), cfg.Concurrency, maxWait, cfg.Logger, false),
 		webURL:   func(host string) string { return "https://" + host + "/.well-known/did.json" },
 		docReqs:  newRequestCounters(metrics.PLCRequests, "doc"),
 		profReqs: newRequestCounters(metrics.APIRequests, "profile"),
@@ -212,7 +208,7 @@ func New(cfg Config) (*Enricher, error) {
 	}
 	e.accounts = newStore("doc", cfg.DocCacheSize, cfg.DocTTL, cfg.NotFoundTTL, cfg.FailureTTL, cfg.FetchTimeout, base, e.docReqs, e.fetchAccount)
 	if apiHost != "" {
-		e.api = newEndpoint("api", cfg.HTTPClient, limiter(cfg.APIRate, cfg.APIBurst), cfg.Concurrency, cfg.MaxQueued, cfg.Logger, true)
+		e.api = newEndpoint("api", cfg.HTTPClient, limiter(cfg.APIRate, cfg.APIBurst), cfg.Concurrency, maxWait, cfg.Logger, true)
 		e.batcher = newProfileBatcher(e, cfg.ProfileBatchWait)
 		go e.batcher.run(base)
 		e.profiles = newStore("profile", cfg.ProfileCacheSize, cfg.ProfileTTL, cfg.NotFoundTTL, cfg.FailureTTL, cfg.FetchTimeout, base, e.profReqs, e.batcher.fetch)

@@ -198,7 +198,7 @@ func (e *Enricher) fetchAccount(ctx context.Context, did string, deadline time.T
 		return nil, resNotFound
 	}
 	if webHost != "" {
-		body, res := e.web.get(ctx, e.docReqs, e.webURL(webHost), deadline, 1)
+		body, res := e.web.get(ctx, e.docReqs, e.webURL(webHost), deadline)
 		if res != resOK {
 			return nil, res
 		}
@@ -209,7 +209,7 @@ func (e *Enricher) fetchAccount(ctx context.Context, did string, deadline time.T
 		}
 		return a, resOK
 	}
-	body, res := e.plc.get(ctx, e.docReqs, e.plcHost+"/"+did+"/log/audit", deadline, 1)
+	body, res := e.plc.get(ctx, e.docReqs, e.plcHost+"/"+did+"/log/audit", deadline)
 	if res != resOK {
 		return nil, res
 	}

@@ -101,7 +101,7 @@ func (b *profileBatcher) send(ctx context.Context, batch []*profileRequest) {
 		}
 		u.WriteString("actors=" + url.QueryEscape(r.did))
 	}
-	body, res := b.e.api.get(ctx, b.e.profReqs, u.String(), deadline, len(batch))
+	body, res := b.e.api.get(ctx, b.e.profReqs, u.String(), deadline)
 	var views map[string][]byte
 	if res == resOK {
 		if views = parseProfiles(body); views == nil {

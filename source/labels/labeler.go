@@ -359,7 +359,7 @@ func (l *labeler) send(ctx context.Context) {
 			continue
 		}
 		b.ticket = l.cp.add(b.pos)
-		b.msg = sink.Message{Done: b.finish, Position: uint64(b.ticket)}
+		b.msg = sink.Message{Done: b.finish, Mark: sink.Mark{Position: uint64(b.ticket)}}
 		if b.pos >= 0 {
 			b.msg.Cursor = strconv.FormatInt(b.pos, 10)
 		}

@@ -92,7 +92,7 @@ func benchFrames(b *testing.B, p *transform.Pipeline) {
 		}
 		j = <-src.queues[0] // ready once its metadata is
 		w.build(ctx, j)
-		src.wm.Done(j.ticket)
+		src.cp.Done(&j.msg)
 		src.jobs.put(j)
 		if i%len(frames) == len(frames)-1 {
 			src.lastSeq = noCursor // the corpus starts over

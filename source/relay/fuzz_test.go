@@ -66,7 +66,7 @@ func FuzzFrame(f *testing.F) {
 		if bad && (dead != 1 || len(j.records) != 1) {
 			t.Fatalf("undecodable frame gave %d records, %d dead letters; want one dead letter", len(j.records), dead)
 		}
-		src.wm.Done(j.ticket)
+		src.cp.Done(&j.msg)
 		src.jobs.put(j)
 	})
 }

@@ -473,7 +473,15 @@ func TestConfig(t *testing.T) {
 	if _, err := New(Config{}); err == nil || !strings.Contains(err.Error(), "Sink") || !strings.Contains(err.Error(), "DeadLetterTopic") {
 		t.Errorf("New(Config{}) = %v, want errors naming Sink and DeadLetterTopic", err)
 	}
+	if _, err := New(Config{Sink: committer{}, Pipeline: testPipeline(), DeadLetterTopic: "dlq"}); err == nil || !strings.Contains(err.Error(), "exactly-once") {
+		t.Errorf("New with a sink.Committer = %v, want it refused", err)
+	}
 }
+
+// committer is an exactly-once sink, which Tap must refuse: its events carry no cursor.
+type committer struct{ sink.Func }
+
+func (committer) CommitsCursor() {}
 
 func TestRecordTime(t *testing.T) {
 	recv := time.Date(2026, 7, 4, 1, 2, 3, 0, time.UTC)

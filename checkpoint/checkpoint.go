@@ -14,7 +14,6 @@ package checkpoint
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/atkafka/atkafka/ack"
@@ -56,9 +55,7 @@ type Checkpoint[P any] struct {
 	moved chan struct{} // capacity 1: the watermark moved since the saver last looked
 	slots chan struct{} // the window: one per position added and not yet saved; nil without a window
 
-	mu          sync.Mutex
-	outstanding int           // messages added and neither delivered nor abandoned
-	settled     chan struct{} // closed and replaced whenever outstanding drops
+	inFlight InFlight // messages added and neither delivered nor abandoned
 
 	added ack.Ticket // the ticket of the next Add
 	// start is where the run resumed (Resume), the cursor to keep until the first commit point.
@@ -80,7 +77,7 @@ func New[P any](cfg Config[P]) *Checkpoint[P] {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &Checkpoint[P]{cfg: cfg, moved: make(chan struct{}, 1), settled: make(chan struct{})}
+	c := &Checkpoint[P]{cfg: cfg, moved: make(chan struct{}, 1)}
 	if sink.CommitsCursor(cfg.Sink) {
 		c.committer = true
 		c.seq = &sequencer{sink: cfg.Sink, held: map[uint64]*sink.Message{}, abandon: c.Abandon}
@@ -124,9 +121,7 @@ func (c *Checkpoint[P]) Add(ctx context.Context, msg *sink.Message, pos P) error
 			return context.Cause(ctx)
 		}
 	}
-	c.mu.Lock()
-	c.outstanding++
-	c.mu.Unlock()
+	c.inFlight.Add()
 	// Tickets count from 0 in the order of Add, so the entry can carry its own: the saver needs it.
 	msg.Mark = sink.Mark{Position: uint64(c.wm.Add(entry[P]{pos: pos, ticket: c.added}))}
 	c.added++
@@ -149,38 +144,16 @@ func (c *Checkpoint[P]) Send(ctx context.Context, msg *sink.Message) error {
 // Done records that Kafka acknowledged msg: the cursor may move past it.
 func (c *Checkpoint[P]) Done(msg *sink.Message) {
 	c.wm.Done(ack.Ticket(msg.Position))
-	c.settle()
+	c.inFlight.Settle()
 }
 
 // Abandon records that msg will not be delivered in this run (the sink refused it for good, or stopped): it
 // stays pending, so the cursor never passes it and a restart reads it again, but Drain no longer waits for it.
-func (c *Checkpoint[P]) Abandon(*sink.Message) { c.settle() }
-
-func (c *Checkpoint[P]) settle() {
-	c.mu.Lock()
-	c.outstanding--
-	close(c.settled)
-	c.settled = make(chan struct{})
-	c.mu.Unlock()
-}
+func (c *Checkpoint[P]) Abandon(*sink.Message) { c.inFlight.Settle() }
 
 // Drain waits until every message added was delivered or abandoned, or ctx ends, and returns how many were
 // neither: those are read again after a restart.
-func (c *Checkpoint[P]) Drain(ctx context.Context) int {
-	for {
-		c.mu.Lock()
-		n, settled := c.outstanding, c.settled
-		c.mu.Unlock()
-		if n <= 0 {
-			return 0
-		}
-		select {
-		case <-settled:
-		case <-ctx.Done():
-			return n
-		}
-	}
-}
+func (c *Checkpoint[P]) Drain(ctx context.Context) int { return c.inFlight.Wait(ctx) }
 
 // Committed returns the newest position such that it and every position added before it were delivered; ok is
 // false while there is none.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/atkafka/atkafka/sink/sinktest"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
 	"github.com/atkafka/atkafka/testenv"
 	"github.com/atkafka/atkafka/transform"
@@ -67,7 +68,7 @@ func BenchmarkFrameEnriched(b *testing.B) {
 // benchFrames runs the reader's handling and a worker's build of every corpus frame, in a loop, with p.
 func benchFrames(b *testing.B, p *transform.Pipeline) {
 	frames := relaytest.CorpusFrames(b)
-	src, err := New(Config{Host: "ws://127.0.0.1:1", DataDir: b.TempDir(), Sink: &memSink{}, Pipeline: p,
+	src, err := New(Config{Host: "ws://127.0.0.1:1", DataDir: b.TempDir(), Sink: &sinktest.Sink{}, Pipeline: p,
 		DeadLetterTopic: "dead", MaxInFlight: 1, Workers: 1, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)

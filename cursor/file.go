@@ -2,18 +2,15 @@
 package cursor
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 )
 
-// Store keeps a source's cursor: a File, or (exactly-once) the Kafka cursor topic, whose Save is a no-op because
-// the transaction that delivered the records stored the cursor with them.
+// Store keeps a source's cursor: a File, or (exactly-once) the Kafka cursor topic, which package checkpoint only
+// loads, since the transaction that delivered the records stored the cursor with them.
 type Store interface {
 	// Load returns the stored cursor; ok is false when none was ever saved.
 	Load() (value string, ok bool, err error)
@@ -85,33 +82,4 @@ func (f *File) Save(value string) error {
 		return fmt.Errorf("save cursor: fsync folder: %w", err)
 	}
 	return nil
-}
-
-// Persist saves current() to f every interval when it changed, and once more when ctx ends, so that a graceful
-// shutdown leaves the newest committed position on disk. current reports ok=false while there is nothing to save.
-// Save errors are logged and retried on the next tick; the last one is returned if the final save fails.
-func Persist(ctx context.Context, f Store, interval time.Duration, current func() (string, bool), log *slog.Logger) error {
-	var saved string
-	save := func() error {
-		v, ok := current()
-		if !ok || v == saved {
-			return nil
-		}
-		if err := f.Save(v); err != nil {
-			log.Error("cursor not saved; will retry", "path", Describe(f), "err", err)
-			return err
-		}
-		saved = v
-		return nil
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return save()
-		case <-t.C:
-			_ = save()
-		}
-	}
 }

@@ -31,12 +31,15 @@ type Message struct {
 	// after a record failed for good (the first such error). It must not block for long.
 	Done func(err error)
 
-	// Position and Cursor are for transactional sinks (exactly-once), which commit records and the source cursor
-	// together and so must know both; at-least-once sinks ignore them.
-	//
-	// Position is the message's ordinal in its source's read order: the ack.Ticket the source got from its
-	// Watermark, contiguous from 0 for the first message of the source's run. A message Done failed is sent again
-	// with the same Position (as a dead letter, say), and the sink holds back every later one until it is.
+	// Mark is the message's place in its source's checkpoint, set by package checkpoint (and only there): a
+	// Committer needs it, other sinks ignore it.
+	Mark
+}
+
+// Mark is a message's place in its source's read order, with the cursor that its delivery makes durable.
+type Mark struct {
+	// Position is the message's ordinal in its source run's read order, contiguous from 0 for the run's first
+	// message. A message Done failed is sent again with the same Position (as a dead letter, say).
 	Position uint64
 	// Cursor is the source's cursor value once this message and every one before it are delivered; empty when
 	// the message does not move the cursor (nothing was read before it yet).
@@ -54,6 +57,33 @@ type Sink interface {
 	// the sources, and returns an error only when ctx ends or the sink is closed; in that case msg.Done is not
 	// called.
 	Send(ctx context.Context, msg *Message) error
+}
+
+// Committer is an exactly-once sink: it writes each message's Mark.Cursor to Kafka in the same transaction as
+// the records before it, so that the cursor and the records are durable together. It must receive one source
+// run's messages in Position order with their Marks, which package checkpoint guarantees: a source hands its
+// messages to a checkpoint.Checkpoint, never to a Committer directly, and a source without an ordered cursor
+// (Tap) refuses one. A decorator in front of a Committer must keep the order and the Marks, and have Unwrap.
+type Committer interface {
+	Sink
+	// CommitsCursor marks the sink as one that stores the cursor itself; it does nothing.
+	CommitsCursor()
+}
+
+// CommitsCursor reports whether s is a Committer, or a decorator (one with Unwrap() Sink, such as a router) in
+// front of one: its messages then reach a sink that commits their cursor.
+func CommitsCursor(s Sink) bool {
+	for s != nil {
+		if _, ok := s.(Committer); ok {
+			return true
+		}
+		d, ok := s.(interface{ Unwrap() Sink })
+		if !ok {
+			return false
+		}
+		s = d.Unwrap()
+	}
+	return false
 }
 
 // Func adapts a function to the Sink interface.

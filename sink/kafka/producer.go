@@ -130,7 +130,7 @@ const inlineHeaders = 4
 // back, finds the rest without a closure per record; and with the headers inline, queuing a record costs one
 // pooled object instead of three allocations.
 type pending struct {
-	rec     kgo.Record // first: see recordPending
+	rec     kgo.Record // first: see recordPending (a compile-time check keeps it there)
 	headers [inlineHeaders]kgo.RecordHeader
 	d       *delivery
 	size    int64
@@ -143,6 +143,10 @@ var pendingPool = sync.Pool{New: func() any { return new(pending) }}
 func recordPending(r *kgo.Record) *pending {
 	return (*pending)(unsafe.Pointer(r)) // r is &pending.rec, the first field
 }
+
+// recordPending's cast needs rec at offset 0 of pending: moving it fails to compile here ([N]struct{} is not
+// [0]struct{}), instead of corrupting memory at run time.
+var _ [0]struct{} = [unsafe.Offsetof(pending{}.rec)]struct{}{}
 
 // topicMetrics holds the per-topic metric children, resolved once instead of by label per record.
 type topicMetrics struct {

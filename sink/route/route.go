@@ -113,8 +113,7 @@ func (cfg Config) Topics() []string {
 // per topic. Records already addressed to another topic (dead letters) keep it. msg itself is left as it is, so a
 // source that sends it again routes it again the same way.
 func (s *Sink) Send(ctx context.Context, msg *sink.Message) error {
-	routed := &sink.Message{Done: msg.Done, Position: msg.Position, Cursor: msg.Cursor,
-		Records: make([]sink.Record, 0, len(msg.Records))}
+	routed := &sink.Message{Done: msg.Done, Mark: msg.Mark, Records: make([]sink.Record, 0, len(msg.Records))}
 	for _, r := range msg.Records {
 		if r.Topic != "" && r.Topic != s.main {
 			routed.Records = append(routed.Records, r)
@@ -136,6 +135,10 @@ func (s *Sink) Send(ctx context.Context, msg *sink.Message) error {
 	}
 	return s.next.Send(ctx, routed)
 }
+
+// Unwrap returns the sink s hands the messages to, so that sink.CommitsCursor sees through s: it keeps their
+// order and Marks.
+func (s *Sink) Unwrap() sink.Sink { return s.next }
 
 // topic is the topic of the first route matching collection, else the main topic.
 func (s *Sink) topic(collection string) string {

@@ -63,7 +63,7 @@ func TestRouting(t *testing.T) {
 			t.Fatal(err)
 		}
 		done := 0
-		msg := &sink.Message{Records: slices.Clone(in), Done: func(error) { done++ }, Position: 7, Cursor: "42"}
+		msg := &sink.Message{Records: slices.Clone(in), Done: func(error) { done++ }, Mark: sink.Mark{Position: 7, Cursor: "42"}}
 		if err := s.Send(context.Background(), msg); err != nil {
 			t.Fatal(err)
 		}
@@ -105,5 +105,25 @@ func BenchmarkSend(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = s.Send(context.Background(), msg)
+	}
+}
+
+// committer stands for an exactly-once sink.
+type committer struct{ capture }
+
+func (*committer) CommitsCursor() {}
+
+func TestCommitsCursorSeesThroughTheRouter(t *testing.T) {
+	for _, c := range []struct {
+		next sink.Sink
+		want bool
+	}{{&capture{}, false}, {&committer{}, true}} {
+		s, err := New(c.next, Config{Topic: "main"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sink.CommitsCursor(s); got != c.want {
+			t.Errorf("CommitsCursor(router in front of %T) = %v", c.next, got)
+		}
 	}
 }

@@ -14,9 +14,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/atkafka/atkafka/ack"
 	"github.com/atkafka/atkafka/backoff"
-	"github.com/atkafka/atkafka/cursor"
+	"github.com/atkafka/atkafka/checkpoint"
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/source/stream"
@@ -31,11 +30,13 @@ type labeler struct {
 	name string
 	log  *slog.Logger
 
-	cp    *checkpoint
+	// cp orders the frames' positions, saves the cursor and drains; made by openCheckpoint once the store is known.
+	cp    *checkpoint.Checkpoint[int64]
 	queue chan *batch
-	// inflight counts frames sent and not yet acknowledged; stuck those of them that never will be (Run is
-	// stopping over them), which drain does not wait for.
-	inflight, stuck atomic.Int64
+	// committed is the seq up to which Kafka holds everything: the start until a frame was acknowledged, so that
+	// readiness can ask before Run opened the checkpoint.
+	committed      atomic.Int64
+	committedGauge prometheus.Gauge
 
 	// Reader-goroutine state.
 	lastSeq int64 // newest seq read: what a reconnect resumes after (noCursor: the tip)
@@ -54,7 +55,7 @@ type labeler struct {
 func newLabeler(s *Source, l Labeler) *labeler {
 	name := l.Name()
 	return &labeler{s: s, cfg: l, name: name, log: s.cfg.Logger.With("source", source, "labeler", name),
-		cp: newCheckpoint(metrics.LabelerCursor.WithLabelValues(name, "committed")), queue: make(chan *batch, s.cfg.MaxInFlight),
+		committedGauge: metrics.LabelerCursor.WithLabelValues(name, "committed"), queue: make(chan *batch, s.cfg.MaxInFlight),
 		current: metrics.LabelerCursor.WithLabelValues(name, "current"), up: metrics.LabelerConnected.WithLabelValues(name)}
 }
 
@@ -65,7 +66,7 @@ func (l *labeler) Name() string { return l.name }
 func (l *labeler) Connected() bool { return l.connected.Load() }
 
 // Progress implements Status.
-func (l *labeler) Progress() (read, committed int64) { return l.read.Load(), l.cp.committed.Load() }
+func (l *labeler) Progress() (read, committed int64) { return l.read.Load(), l.committed.Load() }
 
 // Stalled reports whether the reader waits for room in the queue (Kafka is behind), for stream.Keepalive.
 func (l *labeler) Stalled() bool { return l.stalled.Load() }
@@ -87,11 +88,10 @@ type batch struct {
 	waiting atomic.Int32
 	ready   chan struct{}
 
-	ticket ack.Ticket
-	msg    sink.Message
-	vals   []string // values of the labels in msg, counted once Kafka has them
-	lag    time.Time
-	dead   bool // msg is the frame as a dead letter: a refusal now stops the source
+	msg  sink.Message
+	vals []string // values of the labels in msg, counted once Kafka has them
+	lag  time.Time
+	dead bool // msg is the frame as a dead letter: a refusal now stops the source
 }
 
 // problem is why a frame, or a label of it, could not become a record.
@@ -104,20 +104,16 @@ type problem struct {
 func (l *labeler) run(ctx context.Context) error {
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
-	persistCtx, stopPersist := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopPersist()
-	persisted := make(chan error, 1)
-	go func() { persisted <- l.cp.persist(persistCtx, l.log) }()
+	l.cp.Start()
 	sent := make(chan struct{})
 	go func() { defer close(sent); l.send(workCtx) }()
 
-	l.log.Info("labeler starting", "cursor", stream.DescribeCursor(l.lastSeq), "cursor_store", cursor.Describe(l.cp.store))
+	l.log.Info("labeler starting", "cursor", stream.DescribeCursor(l.lastSeq), "cursor_store", l.cp.Describe())
 	l.readLoop(ctx)
 	close(l.queue)
 	l.drain(sent, stopWork)
-	stopPersist()
-	err := <-persisted
-	l.log.Info("labeler stopped", "cursor", l.cp.committed.Load(), "pending", l.cp.pending(), "err", err)
+	err := l.cp.Close()
+	l.log.Info("labeler stopped", "cursor", l.committed.Load(), "err", err)
 	if err != nil {
 		return fmt.Errorf("labeler %s: %w", l.name, err)
 	}
@@ -327,7 +323,7 @@ func (l *labeler) errorFrame(e *frame.ErrorFrame) error {
 		return fatalError{fmt.Errorf("labeler %s rejected cursor %d as ahead of its newest label (FutureCursor: %s): "+
 			"the labeler was reset or is not the one this cursor came from; restart with --labeler-cursor live to start "+
 			"at its tip, or --labeler-cursor N with a seq it has (the saved cursor is in %s)",
-			l.name, l.lastSeq, msg, cursor.Describe(l.cp.store))}
+			l.name, l.lastSeq, msg, l.cp.Describe())}
 	}
 	metrics.SourceEvents.WithLabelValues(source, "error_frame").Inc()
 	return &stream.Drop{Reason: "error_frame", Err: fmt.Errorf("labeler error frame %q: %s", name, msg)}
@@ -358,15 +354,12 @@ func (l *labeler) send(ctx context.Context) {
 		case <-ctx.Done():
 			continue
 		}
-		b.ticket = l.cp.add(b.pos)
-		b.msg = sink.Message{Done: b.finish, Position: uint64(b.ticket)}
-		if b.pos >= 0 {
-			b.msg.Cursor = strconv.FormatInt(b.pos, 10)
-		}
+		b.msg = sink.Message{Done: b.finish}
+		_ = l.cp.Add(context.Background(), &b.msg, b.pos) // no window: the queue bounds the frames in flight
 		if !w.build(ctx, b) {
-			continue // shutting down: the frame stays before the cursor
+			l.cp.Abandon(&b.msg) // shutting down: the frame stays before the cursor
+			continue
 		}
-		l.inflight.Add(1)
 		l.deliver(ctx, b)
 	}
 }
@@ -374,8 +367,8 @@ func (l *labeler) send(ctx context.Context) {
 // deliver hands b's message to the sink. If ctx ended the frame stays pending, and is read again after a
 // restart; any other refusal means the sink is gone.
 func (l *labeler) deliver(ctx context.Context, b *batch) {
-	if err := l.s.cfg.Sink.Send(ctx, &b.msg); err != nil {
-		l.stuck.Add(1)
+	if err := l.cp.Send(ctx, &b.msg); err != nil {
+		l.cp.Abandon(&b.msg)
 		if ctx.Err() == nil {
 			l.s.fail(fmt.Errorf("labeler %s: sink refused the message of seq %d: %w", l.name, b.seq, err))
 		}
@@ -395,12 +388,11 @@ func (b *batch) finish(err error) {
 			metrics.LabelLagSeconds.WithLabelValues(l.name).Set(time.Since(b.lag).Seconds())
 		}
 		metrics.ProduceLatency.WithLabelValues(source).Observe(time.Since(b.received).Seconds())
-		l.cp.done(b.ticket)
-		l.inflight.Add(-1)
+		l.cp.Done(&b.msg)
 		return
 	}
 	if b.dead || errors.Is(err, sink.ErrStopped) {
-		l.stuck.Add(1)
+		l.cp.Abandon(&b.msg)
 		l.s.fail(fmt.Errorf("labeler %s: kafka refused the frame of seq %d for good, also as a dead letter: %w; "+
 			"the cursor stays before it, so a restart retries it", l.name, b.seq, err))
 		return

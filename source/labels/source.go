@@ -5,7 +5,7 @@
 // eventMetadata lookups of their subjects, and a sender goroutine that, in read order, renders each frame's labels
 // (verifying them when asked) and sends them as one sink.Message. A labeler that is down, slow or broken holds up
 // no other. Each labeler has a cursor of its own, the seq of its stream, which moves past a frame only once Kafka
-// acknowledged that frame's records and every one before it (checkpoint).
+// acknowledged that frame's records and every one before it (a checkpoint.Checkpoint per labeler).
 //
 // Frames are sent in read order per labeler, so a subject's labels, keyed by its DID, reach their partition in
 // the labeler's order: a negation never overtakes the label it negates.
@@ -23,7 +23,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/atkafka/atkafka/cursor"
 	"github.com/atkafka/atkafka/source/stream"
@@ -137,7 +136,7 @@ func (l *labeler) open() error {
 	l.lastSeq = start
 	// Read and committed start equal: a labeler with nothing new to say is idle, not stalled.
 	l.read.Store(start)
-	l.cp.open(store, start)
+	l.openCheckpoint(store, start)
 	l.current.Set(float64(start))
 	return nil
 }
@@ -161,15 +160,8 @@ func (l *labeler) drain(sent <-chan struct{}, stopWork context.CancelFunc) {
 		stopWork()
 		<-sent
 	}
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for l.inflight.Load() > l.stuck.Load() {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			l.log.Warn("shutdown timeout: frames not acknowledged will be read again after a restart",
-				"in_flight", l.inflight.Load(), "timeout", l.s.cfg.ShutdownTimeout)
-			return
-		}
+	if n := l.cp.Drain(ctx); n > 0 {
+		l.log.Warn("shutdown timeout: frames not acknowledged will be read again after a restart",
+			"in_flight", n, "timeout", l.s.cfg.ShutdownTimeout)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/sink/sinktest"
 	"github.com/atkafka/atkafka/source/labels"
 	"github.com/atkafka/atkafka/source/labels/labelstest"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
@@ -27,26 +28,6 @@ import (
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/format"
 )
-
-// memSink keeps every record it is sent and acknowledges it at once.
-type memSink struct {
-	mu      sync.Mutex
-	records []sink.Record
-}
-
-func (m *memSink) Send(_ context.Context, msg *sink.Message) error {
-	m.mu.Lock()
-	m.records = append(m.records, msg.Records...)
-	m.mu.Unlock()
-	go msg.Done(nil)
-	return nil
-}
-
-func (m *memSink) snapshot() []sink.Record {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]sink.Record(nil), m.records...)
-}
 
 // keys is a Directory of fixed label keys.
 type keys map[string]atcrypto.PublicKey
@@ -64,14 +45,14 @@ func (k keys) LabelKey(_ context.Context, did string, _ bool) (atcrypto.PublicKe
 
 type run struct {
 	src  *labels.Source
-	sink *memSink
+	sink *sinktest.Sink
 	err  chan error
 	stop context.CancelFunc
 }
 
 func start(t *testing.T, cfg labels.Config) *run {
 	t.Helper()
-	r := &run{sink: &memSink{}, err: make(chan error, 1)}
+	r := &run{sink: &sinktest.Sink{}, err: make(chan error, 1)}
 	cfg.Sink, cfg.DeadLetterTopic, cfg.Logger = r.sink, "dead", testenv.Logger(t, slog.LevelDebug)
 	cfg.Pipeline = &transform.Pipeline{Formatter: format.NewFormatter()}
 	src, err := labels.New(cfg)
@@ -86,11 +67,11 @@ func start(t *testing.T, cfg labels.Config) *run {
 }
 
 // wait returns the records once there are n of them.
-func (r *run) wait(t *testing.T, n int) []sink.Record {
+func (r *run) wait(t *testing.T, n int) []sinktest.Record {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		recs := r.sink.snapshot()
+		recs := r.sink.Records()
 		if len(recs) >= n {
 			return recs
 		}
@@ -116,7 +97,7 @@ type labelRecord struct {
 	} `json:"label"`
 }
 
-func decode(t *testing.T, r sink.Record) labelRecord {
+func decode(t *testing.T, r sinktest.Record) labelRecord {
 	t.Helper()
 	var l labelRecord
 	schematest.Check(t, schematest.LabelEvent, r.Value)
@@ -124,15 +105,6 @@ func decode(t *testing.T, r sink.Record) labelRecord {
 		t.Fatalf("%s: %v", r.Value, err)
 	}
 	return l
-}
-
-func header(r sink.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
 }
 
 const cts = "2026-07-04T14:38:08.999Z"
@@ -160,16 +132,16 @@ func TestTwoLabelers(t *testing.T) {
 	r := start(t, labels.Config{Labelers: []labels.Labeler{{Host: a.URL()}, {Host: b.URL()}}, DataDir: dir, StartCursor: "0",
 		IncludeSig: true})
 	recs := r.wait(t, 9)
-	var fromA, dead []sink.Record
+	var fromA, dead []sinktest.Record
 	for _, rec := range recs {
 		switch {
 		case rec.Topic == "dead":
 			schematest.Check(t, schematest.DeadLetter, rec.Value)
 			dead = append(dead, rec)
-		case header(rec, "labeler") == strings.TrimPrefix(a.URL(), "ws://"):
+		case rec.Header("labeler") == strings.TrimPrefix(a.URL(), "ws://"):
 			fromA = append(fromA, rec)
 		default:
-			if l := decode(t, rec); rec.Topic != "" || string(rec.Key) != "did:plc:dave" || l.Label.Val != "rude" || header(rec, "seq") != "1" {
+			if l := decode(t, rec); rec.Topic != "" || rec.Key != "did:plc:dave" || l.Label.Val != "rude" || rec.Header("seq") != "1" {
 				t.Errorf("labeler b's record: %s %s", rec.Key, rec.Value)
 			}
 		}
@@ -183,14 +155,14 @@ func TestTwoLabelers(t *testing.T) {
 	}
 	for i, w := range want {
 		l := decode(t, fromA[i])
-		if string(fromA[i].Key) != w.key || l.DID != w.key || l.Label.Val != w.val || header(fromA[i], "seq") != w.seq ||
+		if fromA[i].Key != w.key || l.DID != w.key || l.Label.Val != w.val || fromA[i].Header("seq") != w.seq ||
 			l.Label.Neg != w.neg || (l.Label.Exp != "") != w.exp || l.Label.Sig == nil {
-			t.Errorf("record %d: key %s seq %s %s", i, fromA[i].Key, header(fromA[i], "seq"), fromA[i].Value)
+			t.Errorf("record %d: key %s seq %s %s", i, fromA[i].Key, fromA[i].Header("seq"), fromA[i].Value)
 		}
 	}
 	var reasons []string
 	for _, d := range dead {
-		reasons = append(reasons, header(d, "reason"))
+		reasons = append(reasons, d.Header("reason"))
 		if len(d.Value) > 400<<10 {
 			t.Errorf("a dead letter of %d bytes", len(d.Value))
 		}
@@ -253,7 +225,7 @@ func TestVerifyStrict(t *testing.T) {
 	if recs[0].Topic != "" || decode(t, recs[0]).Label.Val != "spam" {
 		t.Errorf("signed label: %s %s", recs[0].Topic, recs[0].Value)
 	}
-	if recs[1].Topic != "dead" || header(recs[1], "reason") != "verify_failed" {
+	if recs[1].Topic != "dead" || recs[1].Header("reason") != "verify_failed" {
 		t.Errorf("tampered label: %s %s", recs[1].Topic, recs[1].Value)
 	}
 
@@ -293,8 +265,8 @@ func TestLabelerFollowsItsDIDDocument(t *testing.T) {
 	old.Stop()
 	moved.Emit(labeling.Label{URI: "did:plc:bob", Val: "rude", CreatedAt: cts})
 	recs := r.wait(t, 2)
-	if l := decode(t, recs[1]); l.Label.Val != "rude" || header(recs[1], "seq") != "2" || header(recs[1], "labeler") != "did:plc:labelera" {
-		t.Errorf("after the move: %s %s", header(recs[1], "seq"), recs[1].Value)
+	if l := decode(t, recs[1]); l.Label.Val != "rude" || recs[1].Header("seq") != "2" || recs[1].Header("labeler") != "did:plc:labelera" {
+		t.Errorf("after the move: %s %s", recs[1].Header("seq"), recs[1].Value)
 	}
 }
 
@@ -331,20 +303,6 @@ func TestVerifyStrictWaitsForTheDirectory(t *testing.T) {
 	}
 }
 
-// refusing acknowledges with err every message for which refuse says so, and keeps the others.
-type refusing struct {
-	memSink
-	refuse func(msg *sink.Message) bool
-}
-
-func (r *refusing) Send(ctx context.Context, msg *sink.Message) error {
-	if r.refuse(msg) {
-		go msg.Done(errors.New("record too large"))
-		return nil
-	}
-	return r.memSink.Send(ctx, msg)
-}
-
 // A frame Kafka refuses goes to the dead-letter topic whole, and the cursor moves on; when the dead letter is
 // refused too, Run stops with the cursor before the frame.
 func TestRefusedFrameDeadLettered(t *testing.T) {
@@ -352,12 +310,14 @@ func TestRefusedFrameDeadLettered(t *testing.T) {
 		a := labelstest.NewServer(t, "did:plc:labelera")
 		a.Emit(labeling.Label{URI: "did:plc:alice", Val: "spam", CreatedAt: cts})
 		a.Emit(labeling.Label{URI: "did:plc:alice", Val: "rude", CreatedAt: cts})
-		s := &refusing{refuse: func(msg *sink.Message) bool {
+		s := &sinktest.Sink{Fail: func(msg *sink.Message) error {
 			if len(msg.Records) == 0 {
-				return false
+				return nil
 			}
-			r := msg.Records[0]
-			return r.Topic == "" && strings.Contains(string(r.Value), "spam") || always && r.Topic == "dead"
+			if r := msg.Records[0]; r.Topic == "" && strings.Contains(string(r.Value), "spam") || always && r.Topic == "dead" {
+				return errors.New("record too large")
+			}
+			return nil
 		}}
 		dir := t.TempDir()
 		src, err := labels.New(labels.Config{Labelers: []labels.Labeler{{Host: a.URL()}}, DataDir: dir, StartCursor: "0", Sink: s,
@@ -370,7 +330,7 @@ func TestRefusedFrameDeadLettered(t *testing.T) {
 		err = src.Run(ctx)
 		cancel()
 		v, _, _ := cursor.NewFile(labels.CursorFile(dir, labels.Labeler{Host: a.URL()})).Load()
-		recs := s.snapshot()
+		recs := s.Records()
 		if always {
 			// The cursor stays at 0, before seq 1; frame 2's record, sent meanwhile, is read again by the next run.
 			if err == nil || !strings.Contains(err.Error(), "also as a dead letter") || v != "0" || len(recs) != 1 {
@@ -379,8 +339,8 @@ func TestRefusedFrameDeadLettered(t *testing.T) {
 			continue
 		}
 		// The dead letter is sent once the refusal is known, maybe after the next frame's records.
-		slices.SortFunc(recs, func(a, b sink.Record) int { return strings.Compare(b.Topic, a.Topic) })
-		if err != nil || v != "2" || len(recs) != 2 || recs[0].Topic != "dead" || header(recs[0], "reason") != "produce_failed" {
+		slices.SortFunc(recs, func(a, b sinktest.Record) int { return strings.Compare(b.Topic, a.Topic) })
+		if err != nil || v != "2" || len(recs) != 2 || recs[0].Topic != "dead" || recs[0].Header("reason") != "produce_failed" {
 			t.Errorf("records refused: Run %v, cursor %q, records %+v", err, v, recs)
 		}
 	}
@@ -394,7 +354,7 @@ func TestInfoCounted(t *testing.T) {
 	outdated := metrics.SourceEvents.WithLabelValues("labels", "outdated_cursor")
 	before := testutil.ToFloat64(outdated)
 	r := start(t, labels.Config{Labelers: []labels.Labeler{{Host: a.URL()}}, DataDir: t.TempDir(), StartCursor: "0"})
-	if recs := r.wait(t, 1); len(recs) != 1 || header(recs[0], "seq") != "2" {
+	if recs := r.wait(t, 1); len(recs) != 1 || recs[0].Header("seq") != "2" {
 		t.Errorf("records %+v", recs)
 	}
 	if got := testutil.ToFloat64(outdated) - before; got != 1 {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/atkafka/atkafka/cursor"
 	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/sink/sinktest"
 	"github.com/atkafka/atkafka/testenv"
 )
 
@@ -228,59 +229,27 @@ func (f *fakeOzone) counts() (logins, refreshes, queries int) {
 	return f.logins, f.refreshes, f.queries
 }
 
-// memSink records messages. With autoAck it acknowledges each at once, from another goroutine like a real sink.
-type memSink struct {
-	autoAck bool
-	mu      sync.Mutex
-	msgs    []*sink.Message
-	acked   map[string]int // key -> acks
-	order   []string       // keys in ack order
-	fail    map[string]int // key -> how many deliveries still fail
-}
-
-func newMemSink(autoAck bool) *memSink {
-	return &memSink{autoAck: autoAck, acked: map[string]int{}, fail: map[string]int{}}
-}
-
-func (m *memSink) Send(ctx context.Context, msg *sink.Message) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
+// ackedKeys returns the keys of the records s delivered, in delivery order.
+func ackedKeys(s *sinktest.Sink) []string {
+	var keys []string
+	for _, r := range s.Records() {
+		keys = append(keys, r.Key)
 	}
-	m.mu.Lock()
-	m.msgs = append(m.msgs, msg)
-	m.mu.Unlock()
-	if m.autoAck {
-		go m.ack(msg)
+	return keys
+}
+
+// failTimes fails the first n deliveries of the event with key.
+func failTimes(key string, n int) func(*sink.Message) error {
+	var mu sync.Mutex
+	return func(msg *sink.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if string(msg.Records[0].Key) != key || n == 0 {
+			return nil
+		}
+		n--
+		return fmt.Errorf("delivery of %s failed", key)
 	}
-	return nil
-}
-
-func (m *memSink) ack(msg *sink.Message) {
-	key := string(msg.Records[0].Key)
-	m.mu.Lock()
-	if m.fail[key] > 0 {
-		m.fail[key]--
-		m.mu.Unlock()
-		msg.Done(fmt.Errorf("delivery of %s failed", key))
-		return
-	}
-	m.acked[key]++
-	m.order = append(m.order, key)
-	m.mu.Unlock()
-	msg.Done(nil)
-}
-
-// sent returns the messages received so far.
-func (m *memSink) sent() []*sink.Message {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]*sink.Message(nil), m.msgs...)
-}
-
-func (m *memSink) ackedKeys() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]string(nil), m.order...)
 }
 
 // testEnv is one Source wired to a fake and a cursor file.

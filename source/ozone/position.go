@@ -26,6 +26,10 @@ func (p position) String() string {
 	return p.createdAt.Format(isoMillis) + " " + strconv.FormatInt(p.id, 10)
 }
 
+// cursor is the stored cursor of p. A zero position comes only from events without a readable createdAt before any
+// other, with no cursor to start from: it is no cursor (saving it would mean "start over").
+func (p position) cursor() (string, bool) { return p.String(), !p.createdAt.IsZero() }
+
 // ozoneCursor is the queryEvents cursor that resumes right after p (see TimeIdKeyset in @atproto/ozone).
 func (p position) ozoneCursor() string {
 	return strconv.FormatInt(p.createdAt.UnixMilli(), 10) + "::" + strconv.FormatInt(p.id, 10)

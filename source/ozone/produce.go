@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/atkafka/atkafka/ack"
 	"github.com/atkafka/atkafka/backoff"
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
@@ -166,32 +165,24 @@ type delivery struct {
 	s        *Source
 	ctx      context.Context
 	msg      *sink.Message
-	ticket   ack.Ticket
 	received time.Time
 }
 
-// send waits for room in the in-flight window, records pos in the watermark and hands rec to the sink.
+// send waits for room in the in-flight window, records pos in the checkpoint and hands rec to the sink.
 func (s *Source) send(ctx context.Context, rec sink.Record, pos position) error {
-	select {
-	case s.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+	d := &delivery{s: s, ctx: ctx, received: time.Now()}
+	d.msg = &sink.Message{Records: []sink.Record{rec}, Done: d.done}
+	if err := s.cp.Add(ctx, d.msg, pos); err != nil {
+		return err
 	}
-	s.sent++
-	d := &delivery{s: s, ctx: ctx, ticket: s.wm.Add(mark{pos: pos, n: s.sent}), received: time.Now()}
-	d.msg = &sink.Message{Records: []sink.Record{rec}, Done: d.done, Position: uint64(d.ticket)}
-	if !pos.createdAt.IsZero() { // as for the cursor file: a zero position is no cursor
-		d.msg.Cursor = pos.String()
-	}
-	s.unacked.Add(1)
 	return d.send()
 }
 
 // send hands the message to the sink, retrying while the sink refuses it for a reason other than ctx ending. A
-// message abandoned because ctx ended stays pending in the watermark, so the cursor never passes it.
+// message abandoned because ctx ended stays pending in the checkpoint, so the cursor never passes it.
 func (d *delivery) send() error {
 	for {
-		err := d.s.cfg.Sink.Send(d.ctx, d.msg)
+		err := d.s.cp.Send(d.ctx, d.msg)
 		if err == nil {
 			return nil
 		}
@@ -199,7 +190,7 @@ func (d *delivery) send() error {
 			d.s.stop(err)
 		}
 		if d.ctx.Err() != nil || !backoff.Sleep(d.ctx, d.s.sinkRetry.failed(err)) {
-			d.s.unacked.Add(-1)
+			d.s.cp.Abandon(d.msg)
 			return d.ctx.Err()
 		}
 	}
@@ -211,7 +202,7 @@ func (d *delivery) done(err error) {
 	s := d.s
 	if errors.Is(err, sink.ErrStopped) {
 		s.stop(err)
-		s.unacked.Add(-1)
+		s.cp.Abandon(d.msg)
 		return
 	}
 	if err != nil {
@@ -220,12 +211,11 @@ func (d *delivery) done(err error) {
 				_ = d.send()
 				return
 			}
-			s.unacked.Add(-1)
+			s.cp.Abandon(d.msg)
 		}()
 		return
 	}
 	s.sinkRetry.ok()
 	metrics.ProduceLatency.WithLabelValues(sourceLabel).Observe(time.Since(d.received).Seconds())
-	s.wm.Done(d.ticket)
-	s.unacked.Add(-1)
+	s.cp.Done(d.msg)
 }

@@ -8,11 +8,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"time"
 
-	"github.com/atkafka/atkafka/ack"
 	"github.com/atkafka/atkafka/backoff"
+	"github.com/atkafka/atkafka/checkpoint"
 	"github.com/atkafka/atkafka/cursor"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/transform/format"
@@ -48,8 +47,8 @@ type Config struct {
 	// emitEvent transaction plus the clock skew between the hosts. Default 2s; negative disables it.
 	SettleDelay time.Duration
 	// Cursor stores the position of the last acknowledged event; see the package documentation for its format.
-	// A cursor file (atkafka's is bound to its Kafka cluster: cursor.ForCluster), or in exactly-once mode the Kafka
-	// cursor topic (every message then carries its Position and Cursor for the transactional sink).
+	// A cursor file (atkafka's is bound to its Kafka cluster: cursor.ForCluster), or in exactly-once mode (Sink is
+	// a sink.Committer) the Kafka cursor topic, only loaded: the sink commits the cursor with the records.
 	Cursor cursor.Store
 	// Sink receives one message per event.
 	Sink sink.Sink
@@ -81,11 +80,9 @@ type Source struct {
 	minBackoff, maxBackoff time.Duration
 	drainTimeout           time.Duration
 
-	wm        *ack.Watermark[mark]
-	slots     chan struct{} // one per event handed to the sink and not yet saved in the cursor file
-	wake      chan struct{} // the watermark moved: the persister has something to save
-	sent      int           // messages handed to the sink; used by the polling goroutine only
-	unacked   atomic.Int64  // messages the sink accepted and has not called Done for yet
+	// cp orders the events' positions, saves the cursor as soon as it moves, bounds the events read and not yet
+	// saved to maxInFlight, and drains.
+	cp        *checkpoint.Checkpoint[position]
 	sinkRetry *retrier
 	lastRead  position // of the newest event read; used by the polling goroutine only
 	// stop ends Run with a sink that stopped for good (sink.ErrStopped): retrying cannot deliver anything.
@@ -123,9 +120,12 @@ func New(cfg Config) (*Source, error) {
 		minBackoff:   500 * time.Millisecond,
 		maxBackoff:   30 * time.Second,
 		drainTimeout: drainTimeout,
-		slots:        make(chan struct{}, maxInFlight),
-		wake:         make(chan struct{}, 1),
 	}
+	// The in-flight window counts events read but not yet durable in the cursor store, rather than events not yet
+	// acknowledged by Kafka: that is what bounds the repeats after a kill -9 to one window. The cursor is therefore
+	// saved as soon as it moves (one fsync per Kafka acknowledgement batch, cheap at Ozone's event rates).
+	s.cp = checkpoint.New(checkpoint.Config[position]{Sink: cfg.Sink, Store: cfg.Cursor, Cursor: position.cursor,
+		Window: maxInFlight, OnAdvance: advanced, Logger: log})
 	s.auth = &authenticator{xrpc: xc, identifier: cfg.Identifier, password: cfg.Password, log: log, now: s.now}
 	return s, nil
 }
@@ -169,21 +169,14 @@ func (s *Source) Run(ctx context.Context) error {
 	if err := s.startSession(ctx); err != nil || ctx.Err() != nil {
 		return err
 	}
-	s.wm = ack.NewWatermark(s.advanced)
 	s.sinkRetry = s.newRetrier("kafka delivery")
 	outer := ctx
 	ctx, s.stop = context.WithCancelCause(ctx)
 	defer s.stop(nil)
-	persistCtx, stopPersist := context.WithCancel(context.WithoutCancel(ctx))
-	persisted := make(chan struct{})
-	go func() {
-		defer close(persisted)
-		s.persist(persistCtx)
-	}()
+	s.cp.Start()
 	pollErr := s.poll(ctx, start)
 	s.drain()
-	stopPersist()
-	<-persisted
+	_ = s.cp.Close() // a failed final save is logged; it only repeats the last events after a restart
 	if pollErr != nil {
 		return pollErr
 	}
@@ -195,13 +188,13 @@ func (s *Source) Run(ctx context.Context) error {
 
 // loadCursor returns the position to resume after, or nil to start at Ozone's oldest event.
 func (s *Source) loadCursor() (*position, error) {
-	line, ok, err := s.cfg.Cursor.Load()
+	line, ok, err := s.cp.Load()
 	if err != nil || !ok {
 		return nil, err
 	}
 	p, legacy, err := parsePosition(line)
 	if err != nil {
-		return nil, fmt.Errorf("ozone: %s: %w", cursor.Describe(s.cfg.Cursor), err)
+		return nil, fmt.Errorf("ozone: %s: %w", s.cp.Describe(), err)
 	}
 	if legacy {
 		s.log.Info("starting from a timestamp cursor of an earlier bridge; events of that millisecond may repeat",

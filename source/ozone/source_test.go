@@ -20,6 +20,7 @@ import (
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/sink/sinktest"
 )
 
 // keys returns the decimal ids 1..n.
@@ -46,17 +47,17 @@ func TestPagesInOrderAndProducesViewsUnchanged(t *testing.T) {
 	for i := range 250 {
 		e.fake.add(base.Add(time.Duration(i/3)*time.Millisecond).Format(isoMillis), 1) // three per millisecond
 	}
-	ms := newMemSink(true)
+	ms := &sinktest.Sink{}
 	stop := run(t, e.source(e.config(ms)))
 	// The empty page that ends the catch-up may be asked for after the last ack: wait for both before stopping.
 	waitFor(t, 10*time.Second, "250 acks and the empty page", func() bool {
 		_, _, q := e.fake.counts()
-		return len(ms.ackedKeys()) == 250 && q >= 4
+		return len(ackedKeys(ms)) == 250 && q >= 4
 	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	sent := ms.sent()
+	sent := ms.Messages()
 	for i, m := range sent {
 		rec := m.Records[0]
 		want := e.fake.events[i].view()
@@ -93,11 +94,11 @@ func TestSameMillisecondAcrossRestart(t *testing.T) {
 	e.fake.add("2026-07-04T10:00:00.124Z", 1)
 
 	// First run: the sink acknowledges ids 1..4 only; 5..8 stay in flight when the process stops.
-	held := newMemSink(false)
+	held := sinktest.Holding()
 	stop := run(t, e.source(e.config(held)))
-	waitFor(t, 5*time.Second, "8 sends", func() bool { return len(held.sent()) == 8 })
-	for _, m := range held.sent()[:4] {
-		held.ack(m)
+	waitFor(t, 5*time.Second, "8 sends", func() bool { return len(held.Messages()) == 8 })
+	for _, m := range held.Messages()[:4] {
+		held.Ack(m)
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -106,12 +107,12 @@ func TestSameMillisecondAcrossRestart(t *testing.T) {
 		t.Fatalf("cursor %q, want %q", got, want)
 	}
 
-	ms := newMemSink(true)
+	ms := &sinktest.Sink{}
 	stop = run(t, e.source(e.config(ms)))
-	waitFor(t, 5*time.Second, "4 acks", func() bool { return len(ms.ackedKeys()) >= 4 })
+	waitFor(t, 5*time.Second, "4 acks", func() bool { return len(ackedKeys(ms)) >= 4 })
 	time.Sleep(100 * time.Millisecond) // several more polls: nothing else may arrive
 	_ = stop()
-	if got := ms.ackedKeys(); !slices.Equal(got, keys(5, 8)) && !slices.Equal(sortedKeys(got), keys(5, 8)) {
+	if got := ackedKeys(ms); !slices.Equal(got, keys(5, 8)) && !slices.Equal(sortedKeys(got), keys(5, 8)) {
 		t.Fatalf("after restart got %v, want 5..8 once each", got)
 	}
 	if got, want := e.cursorLine(), "2026-07-04T10:00:00.124Z 8"; got != want {
@@ -131,18 +132,18 @@ func TestCursorMovesOnlyAfterDone(t *testing.T) {
 	e.fake.add("2026-07-04T10:00:00.001Z", 1)
 	e.fake.add("2026-07-04T10:00:00.002Z", 1)
 	e.fake.add("2026-07-04T10:00:00.003Z", 1)
-	held := newMemSink(false)
+	held := sinktest.Holding()
 	s := e.source(e.config(held))
 	stop := run(t, s)
-	waitFor(t, 5*time.Second, "3 sends", func() bool { return len(held.sent()) == 3 })
-	m := held.sent()
-	held.ack(m[1])
-	held.ack(m[2])
+	waitFor(t, 5*time.Second, "3 sends", func() bool { return len(held.Messages()) == 3 })
+	m := held.Messages()
+	held.Ack(m[1])
+	held.Ack(m[2])
 	time.Sleep(300 * time.Millisecond)
 	if line := e.cursorLine(); line != "" {
 		t.Fatalf("cursor %q saved while event 1 is unacknowledged", line)
 	}
-	held.ack(m[0])
+	held.Ack(m[0])
 	waitFor(t, 5*time.Second, "cursor after 3", func() bool { return e.cursorLine() == "2026-07-04T10:00:00.003Z 3" })
 	_ = stop()
 }
@@ -151,12 +152,12 @@ func TestCursorMovesOnlyAfterDone(t *testing.T) {
 func TestFailedDeliveryIsRetried(t *testing.T) {
 	e := newTestEnv(t)
 	e.fake.add("2026-07-04T10:00:00.001Z", 3)
-	ms := newMemSink(true)
-	ms.fail["2"] = 2
+	ms := &sinktest.Sink{}
+	ms.Fail = failTimes("2", 2)
 	stop := run(t, e.source(e.config(ms)))
-	waitFor(t, 5*time.Second, "3 acks", func() bool { return len(ms.ackedKeys()) == 3 })
+	waitFor(t, 5*time.Second, "3 acks", func() bool { return len(ackedKeys(ms)) == 3 })
 	_ = stop()
-	if got := sortedKeys(ms.ackedKeys()); !slices.Equal(got, keys(1, 3)) {
+	if got := sortedKeys(ackedKeys(ms)); !slices.Equal(got, keys(1, 3)) {
 		t.Fatalf("acked %v", got)
 	}
 	if got, want := e.cursorLine(), "2026-07-04T10:00:00.001Z 3"; got != want {
@@ -173,12 +174,12 @@ func TestLegacyTimestampCursor(t *testing.T) {
 	if err := os.WriteFile(e.cursor.Path(), []byte("2026-07-04T12:00:00.123+02:00\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ms := newMemSink(true)
+	ms := &sinktest.Sink{}
 	stop := run(t, e.source(e.config(ms)))
-	waitFor(t, 5*time.Second, "3 acks", func() bool { return len(ms.ackedKeys()) >= 3 })
+	waitFor(t, 5*time.Second, "3 acks", func() bool { return len(ackedKeys(ms)) >= 3 })
 	time.Sleep(50 * time.Millisecond)
 	_ = stop()
-	if got := sortedKeys(ms.ackedKeys()); !slices.Equal(got, keys(2, 4)) {
+	if got := sortedKeys(ackedKeys(ms)); !slices.Equal(got, keys(2, 4)) {
 		t.Fatalf("got %v, want 2..4", got)
 	}
 	if got, want := e.cursorLine(), "2026-07-04T10:00:00.124Z 4"; got != want {
@@ -201,16 +202,16 @@ func TestCursorFilePerCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := e.config(newMemSink(true))
+		cfg := e.config(&sinktest.Sink{})
 		cfg.Cursor = store
-		ms := cfg.Sink.(*memSink)
+		ms := cfg.Sink.(*sinktest.Sink)
 		stop := run(t, e.source(cfg))
 		last := strconv.Itoa(len(e.fake.events))
-		waitFor(t, 5*time.Second, "the last event acknowledged", func() bool { return slices.Contains(ms.ackedKeys(), last) })
+		waitFor(t, 5*time.Second, "the last event acknowledged", func() bool { return slices.Contains(ackedKeys(ms), last) })
 		if err := stop(); err != nil { // after the drain: every event sent was acknowledged
 			t.Fatal(err)
 		}
-		return sortedKeys(ms.ackedKeys())
+		return sortedKeys(ackedKeys(ms))
 	}
 	real := cursor.Cluster{ID: "real"}
 	if got := runWith(real); !slices.Equal(got, keys(2, 3)) {
@@ -230,7 +231,7 @@ func TestMalformedCursorFileFailsStartUp(t *testing.T) {
 	if err := os.WriteFile(e.cursor.Path(), []byte("yesterday\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := e.source(e.config(newMemSink(true)))
+	s := e.source(e.config(&sinktest.Sink{}))
 	if err := s.Run(t.Context()); err == nil || !strings.Contains(err.Error(), e.cursor.Path()) {
 		t.Fatalf("Run = %v, want an error naming the cursor file", err)
 	}
@@ -240,12 +241,12 @@ func TestMalformedCursorFileFailsStartUp(t *testing.T) {
 func TestExpiredTokenRefreshes(t *testing.T) {
 	e := newTestEnv(t)
 	e.fake.add("2026-07-04T10:00:00.001Z", 1)
-	ms := newMemSink(true)
+	ms := &sinktest.Sink{}
 	stop := run(t, e.source(e.config(ms)))
-	waitFor(t, 5*time.Second, "first event", func() bool { return len(ms.ackedKeys()) == 1 })
+	waitFor(t, 5*time.Second, "first event", func() bool { return len(ackedKeys(ms)) == 1 })
 	e.fake.expireTokens()
 	e.fake.add("2026-07-04T10:00:00.002Z", 1)
-	waitFor(t, 5*time.Second, "second event", func() bool { return len(ms.ackedKeys()) == 2 })
+	waitFor(t, 5*time.Second, "second event", func() bool { return len(ackedKeys(ms)) == 2 })
 	_ = stop()
 	logins, refreshes, _ := e.fake.counts()
 	if logins != 1 || refreshes != 1 {
@@ -257,16 +258,16 @@ func TestExpiredTokenRefreshes(t *testing.T) {
 func TestRefreshFailureLogsInAgain(t *testing.T) {
 	e := newTestEnv(t)
 	e.fake.add("2026-07-04T10:00:00.001Z", 1)
-	ms := newMemSink(true)
+	ms := &sinktest.Sink{}
 	stop := run(t, e.source(e.config(ms)))
-	waitFor(t, 5*time.Second, "first event", func() bool { return len(ms.ackedKeys()) == 1 })
+	waitFor(t, 5*time.Second, "first event", func() bool { return len(ackedKeys(ms)) == 1 })
 	before := testutil.ToFloat64(metrics.OzoneAuthRefresh.WithLabelValues("login", "ok"))
 	e.fake.mu.Lock()
 	e.fake.failRefresh = true
 	e.fake.mu.Unlock()
 	e.fake.expireTokens()
 	e.fake.add("2026-07-04T10:00:00.002Z", 1)
-	waitFor(t, 5*time.Second, "second event", func() bool { return len(ms.ackedKeys()) == 2 })
+	waitFor(t, 5*time.Second, "second event", func() bool { return len(ackedKeys(ms)) == 2 })
 	_ = stop()
 	if logins, refreshes, _ := e.fake.counts(); logins != 2 || refreshes != 1 {
 		t.Fatalf("logins %d refreshes %d, want 2 and 1", logins, refreshes)
@@ -281,7 +282,7 @@ func TestRefreshBeforeExpiry(t *testing.T) {
 	e := newTestEnv(t)
 	e.fake.accessTTL = 2 * time.Second // renewed at exp - 0.5s
 	e.fake.add("2026-07-04T10:00:00.001Z", 1)
-	ms := newMemSink(true)
+	ms := &sinktest.Sink{}
 	stop := run(t, e.source(e.config(ms)))
 	waitFor(t, 10*time.Second, "a refresh", func() bool { _, r, _ := e.fake.counts(); return r >= 1 })
 	_ = stop()
@@ -312,7 +313,7 @@ func TestRenewTime(t *testing.T) {
 
 func TestWrongPasswordFailsStartUpWithoutThePassword(t *testing.T) {
 	e := newTestEnv(t)
-	cfg := e.config(newMemSink(true))
+	cfg := e.config(&sinktest.Sink{})
 	cfg.Password = "wrong-" + fakePassword
 	var logs logBuffer
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -337,7 +338,7 @@ func TestWrongPasswordFailsStartUpWithoutThePassword(t *testing.T) {
 func TestWrongLabelerFailsStartUp(t *testing.T) {
 	e := newTestEnv(t)
 	e.fake.add("2026-07-04T10:00:00.001Z", 1)
-	cfg := e.config(newMemSink(true))
+	cfg := e.config(&sinktest.Sink{})
 	cfg.LabelerDID = "did:plc:notthelabeler"
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -372,11 +373,11 @@ func TestBackoffOn5xxAnd429(t *testing.T) {
 		return true
 	}
 	var logs logBuffer
-	cfg := e.config(newMemSink(true))
+	cfg := e.config(&sinktest.Sink{})
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	ms := cfg.Sink.(*memSink)
+	ms := cfg.Sink.(*sinktest.Sink)
 	stop := run(t, e.source(cfg))
-	waitFor(t, 10*time.Second, "the event", func() bool { return len(ms.ackedKeys()) == 1 })
+	waitFor(t, 10*time.Second, "the event", func() bool { return len(ackedKeys(ms)) == 1 })
 	recovered := time.Now()
 	_ = stop()
 	e.fake.mu.Lock()
@@ -401,7 +402,7 @@ func TestBackoffOn5xxAnd429(t *testing.T) {
 // The PDS being unreachable at start-up is waited out, not a start-up error.
 func TestPDSDownAtStartUpIsRetried(t *testing.T) {
 	e := newTestEnv(t)
-	cfg := e.config(newMemSink(true))
+	cfg := e.config(&sinktest.Sink{})
 	cfg.PDSHost = "http://127.0.0.1:1"
 	s := e.source(cfg)
 	stop := run(t, s)
@@ -422,7 +423,7 @@ func TestMalformedEvents(t *testing.T) {
 			e.fake.addRaw("2026-07-04T10:00:00.003Z", `{"createdAt":"2026-07-04T10:00:00.003Z"}`)
 			e.fake.addRaw("2026-07-04T10:00:00.004Z", `{"id":4,"createdAt":"soon","event":{}}`)
 			before := testutil.ToFloat64(metrics.DecodeErrors.WithLabelValues("ozone", "missing_id"))
-			ms := newMemSink(true)
+			ms := &sinktest.Sink{}
 			cfg := e.config(ms)
 			cfg.DeadLetterTopic = dlt
 			stop := run(t, e.source(cfg))
@@ -430,10 +431,10 @@ func TestMalformedEvents(t *testing.T) {
 			if dlt != "" {
 				want = 4
 			}
-			waitFor(t, 5*time.Second, "acks", func() bool { return len(ms.ackedKeys()) == want })
+			waitFor(t, 5*time.Second, "acks", func() bool { return len(ackedKeys(ms)) == want })
 			time.Sleep(50 * time.Millisecond)
 			_ = stop()
-			if got := len(ms.sent()); got != want {
+			if got := len(ms.Messages()); got != want {
 				t.Fatalf("%d messages, want %d", got, want)
 			}
 			if after := testutil.ToFloat64(metrics.DecodeErrors.WithLabelValues("ozone", "missing_id")); after != before+1 {
@@ -442,7 +443,7 @@ func TestMalformedEvents(t *testing.T) {
 			if got, want := e.cursorLine(), "2026-07-04T10:00:00.001Z 1"; got != want {
 				t.Fatalf("cursor %q, want %q", got, want)
 			}
-			for _, m := range ms.sent() {
+			for _, m := range ms.Messages() {
 				if r := m.Records[0]; dlt != "" && string(r.Key) == "<unknown>" {
 					if r.Topic != dlt {
 						t.Fatalf("dead letter on topic %q", r.Topic)
@@ -458,12 +459,12 @@ func TestMalformedEvents(t *testing.T) {
 func TestSettleDelay(t *testing.T) {
 	e := newTestEnv(t)
 	e.fake.add(time.Now().UTC().Format(isoMillis), 1)
-	ms := newMemSink(true)
+	ms := &sinktest.Sink{}
 	cfg := e.config(ms)
 	cfg.SettleDelay = 300 * time.Millisecond
 	began := time.Now()
 	stop := run(t, e.source(cfg))
-	waitFor(t, 5*time.Second, "the event", func() bool { return len(ms.ackedKeys()) == 1 })
+	waitFor(t, 5*time.Second, "the event", func() bool { return len(ackedKeys(ms)) == 1 })
 	if d := time.Since(began); d < 250*time.Millisecond {
 		t.Fatalf("event read %v after creation, before the settle delay", d)
 	}
@@ -474,17 +475,17 @@ func TestSettleDelay(t *testing.T) {
 func TestInFlightBounded(t *testing.T) {
 	e := newTestEnv(t)
 	e.fake.add("2026-07-04T10:00:00.001Z", 1000)
-	held := newMemSink(false)
+	held := sinktest.Holding()
 	stop := run(t, e.source(e.config(held)))
-	waitFor(t, 5*time.Second, "a full window", func() bool { return len(held.sent()) == maxInFlight })
+	waitFor(t, 5*time.Second, "a full window", func() bool { return len(held.Messages()) == maxInFlight })
 	time.Sleep(100 * time.Millisecond)
-	if n := len(held.sent()); n != maxInFlight {
+	if n := len(held.Messages()); n != maxInFlight {
 		t.Fatalf("%d messages in flight, want at most %d", n, maxInFlight)
 	}
-	for _, m := range held.sent()[:10] {
-		held.ack(m)
+	for _, m := range held.Messages()[:10] {
+		held.Ack(m)
 	}
-	waitFor(t, 5*time.Second, "the window to move", func() bool { return len(held.sent()) == maxInFlight+10 })
+	waitFor(t, 5*time.Second, "the window to move", func() bool { return len(held.Messages()) == maxInFlight+10 })
 	_ = stop()
 }
 
@@ -515,7 +516,7 @@ func TestParsePosition(t *testing.T) {
 
 func TestNewValidates(t *testing.T) {
 	e := newTestEnv(t)
-	good := e.config(newMemSink(true))
+	good := e.config(&sinktest.Sink{})
 	for name, mutate := range map[string]func(*Config){
 		"no password": func(c *Config) { c.Password = "" },
 		"bad host":    func(c *Config) { c.PDSHost = "pds.example.com" },

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/atkafka/atkafka/sink/sinktest"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
 	"github.com/atkafka/atkafka/testenv"
 	"github.com/atkafka/atkafka/transform"
@@ -67,7 +68,7 @@ func BenchmarkFrameEnriched(b *testing.B) {
 // benchFrames runs the reader's handling and a worker's build of every corpus frame, in a loop, with p.
 func benchFrames(b *testing.B, p *transform.Pipeline) {
 	frames := relaytest.CorpusFrames(b)
-	src, err := New(Config{Host: "ws://127.0.0.1:1", DataDir: b.TempDir(), Sink: &memSink{}, Pipeline: p,
+	src, err := New(Config{Host: "ws://127.0.0.1:1", DataDir: b.TempDir(), Sink: &sinktest.Sink{}, Pipeline: p,
 		DeadLetterTopic: "dead", MaxInFlight: 1, Workers: 1, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
@@ -92,7 +93,7 @@ func benchFrames(b *testing.B, p *transform.Pipeline) {
 		}
 		j = <-src.queues[0] // ready once its metadata is
 		w.build(ctx, j)
-		src.wm.Done(j.ticket)
+		src.cp.Done(&j.msg)
 		src.jobs.put(j)
 		if i%len(frames) == len(frames)-1 {
 			src.lastSeq = noCursor // the corpus starts over

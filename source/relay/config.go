@@ -59,7 +59,7 @@ type Config struct {
 	// acknowledged. Frames still pending then are read again after a restart. Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
 
-	// Sink receives one message per frame. Required.
+	// Sink receives one message per frame, through the source's checkpoint. Required.
 	Sink sink.Sink
 	// Pipeline filters, enriches and renders events. Required, with a Formatter.
 	Pipeline *transform.Pipeline
@@ -70,8 +70,8 @@ type Config struct {
 	// Verifier checks #commit and #sync frames (Sync 1.1) before they are rendered; nil verifies nothing.
 	Verifier Verifier
 	// Cursor keeps the committed cursor; nil means the cursor file in DataDir (CursorFile), bound to no Kafka
-	// cluster. In exactly-once mode it reads the Kafka cursor topic (kafka.TxnProducer), and every message carries
-	// its Position and Cursor for the sink.
+	// cluster. In exactly-once mode (Sink is a sink.Committer, kafka.TxnProducer) it is the Kafka cursor topic,
+	// only loaded: the sink commits the cursor with the records.
 	Cursor cursor.Store
 }
 

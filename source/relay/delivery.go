@@ -28,7 +28,7 @@ func (j *job) finish(err error) {
 		return
 	}
 	s.latency.Observe(time.Since(j.received).Seconds())
-	s.wm.Done(j.ticket)
+	s.cp.Done(&j.msg)
 	s.jobs.put(j)
 }
 
@@ -51,12 +51,12 @@ func (s *Source) retry(ctx context.Context) {
 func (s *Source) redeliver(ctx context.Context, j *job) {
 	if errors.Is(j.failure, sink.ErrStopped) {
 		// Not this frame's fault (an exactly-once producer fenced by another instance): no dead letter, stop.
-		s.fail(fmt.Errorf("frame seq %d not delivered: %w", j.seq, j.failure))
+		s.fail(j, fmt.Errorf("frame seq %d not delivered: %w", j.seq, j.failure))
 		return
 	}
 	next, ok := j.fallback()
 	if !ok {
-		s.fail(fmt.Errorf("kafka refused frame seq %d (did %s) for good, also as a dead letter: %w; "+
+		s.fail(j, fmt.Errorf("kafka refused frame seq %d (did %s) for good, also as a dead letter: %w; "+
 			"the cursor stays before it, so a restart retries it", j.seq, j.did, j.failure))
 		return
 	}

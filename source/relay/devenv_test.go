@@ -122,8 +122,8 @@ func (x *expectations) check(t *testing.T, records []record, dids []string) {
 		if !slices.Contains(dids, e.DID) {
 			t.Errorf("event of an unknown DID: %s", r.Value)
 		}
-		if r.Key != e.DID || r.header("seq") == "" {
-			t.Errorf("record key %q, seq header %q for %s", r.Key, r.header("seq"), e.key())
+		if r.Key != e.DID || r.Header("seq") == "" {
+			t.Errorf("record key %q, seq header %q for %s", r.Key, r.Header("seq"), e.key())
 		}
 		if e.Sync != nil && (e.Sync.Rev == "" || !strings.HasPrefix(e.Sync.Commit, "bafy")) {
 			t.Errorf("sync event without rev or commit: %s", r.Value)

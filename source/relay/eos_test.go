@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/sink/sinktest"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
 	"github.com/atkafka/atkafka/testenv"
 )
@@ -135,7 +136,7 @@ func TestStoppedSinkStopsWithoutDeadLetters(t *testing.T) {
 	defer srv.Close()
 	fenced := fmt.Errorf("%w: fenced", sink.ErrStopped)
 	var positions sync.Map
-	s := &memSink{fail: func(msg *sink.Message) error {
+	s := &sinktest.Sink{Fail: func(msg *sink.Message) error {
 		if _, dup := positions.LoadOrStore(msg.Position, true); dup {
 			t.Errorf("position %d sent twice", msg.Position)
 		}
@@ -156,7 +157,7 @@ func TestStoppedSinkStopsWithoutDeadLetters(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not stop on a stopped sink")
 	}
-	if dl := s.topic(cfg.DeadLetterTopic); len(dl) > 0 {
+	if dl := s.Topic(cfg.DeadLetterTopic); len(dl) > 0 {
 		t.Errorf("%d dead letters for a stopped sink", len(dl))
 	}
 }
@@ -168,7 +169,7 @@ func TestMessagesCarryPositionAndCursor(t *testing.T) {
 	defer srv.Close()
 	var mu sync.Mutex
 	cursors := map[uint64]string{}
-	s := &memSink{fail: func(msg *sink.Message) error {
+	s := &sinktest.Sink{Fail: func(msg *sink.Message) error {
 		mu.Lock()
 		cursors[msg.Position] = msg.Cursor
 		mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/atkafka/atkafka/sink/sinktest"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
 	"github.com/atkafka/atkafka/source/stream"
 	"github.com/atkafka/atkafka/testenv"
@@ -30,7 +31,7 @@ func FuzzFrame(f *testing.F) {
 	f.Add(relaytest.Message(1, "#sync", relaytest.Map{{Key: "did", Value: "did:plc:x"}, {Key: "seq", Value: 5}}))
 	f.Add([]byte{0xff})
 
-	mem := &memSink{}
+	mem := &sinktest.Sink{}
 	src, err := New(Config{Host: "ws://127.0.0.1:1", DataDir: f.TempDir(), Sink: mem, Pipeline: standardPipeline(),
 		DeadLetterTopic: "dead", MaxInFlight: 1, Workers: 1, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -66,7 +67,7 @@ func FuzzFrame(f *testing.F) {
 		if bad && (dead != 1 || len(j.records) != 1) {
 			t.Fatalf("undecodable frame gave %d records, %d dead letters; want one dead letter", len(j.records), dead)
 		}
-		src.wm.Done(j.ticket)
+		src.cp.Done(&j.msg)
 		src.jobs.put(j)
 	})
 }

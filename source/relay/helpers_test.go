@@ -1,19 +1,17 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/sink/sinktest"
 	"github.com/atkafka/atkafka/testenv"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/format"
@@ -21,67 +19,10 @@ import (
 )
 
 // record is a produced record as tests see it, copied out of the source's buffers.
-type record struct {
-	Topic   string
-	Key     string
-	Value   []byte
-	Headers map[string]string
-}
-
-func (r record) header(k string) string { return r.Headers[k] }
-
-// memSink acknowledges every message from another goroutine, as a real sink does, and keeps copies.
-type memSink struct {
-	mu      sync.Mutex
-	records []record
-	msgs    int
-	// fail, if set, decides the Done error of a message.
-	fail func(msg *sink.Message) error
-}
-
-func (m *memSink) Send(ctx context.Context, msg *sink.Message) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	m.msgs++
-	var err error
-	if m.fail != nil {
-		err = m.fail(msg)
-	}
-	if err == nil {
-		for _, r := range msg.Records {
-			m.records = append(m.records, copyRecord(r.Topic, r.Key, r.Value, r.Headers))
-		}
-	}
-	m.mu.Unlock()
-	go msg.Done(err)
-	return nil
-}
+type record = sinktest.Record
 
 func copyRecord(topic string, key, value []byte, headers []sink.Header) record {
-	r := record{Topic: topic, Key: string(key), Value: bytes.Clone(value), Headers: map[string]string{}}
-	for _, h := range headers {
-		r.Headers[h.Key] = string(h.Value)
-	}
-	return r
-}
-
-func (m *memSink) all() []record {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Clone(m.records)
-}
-
-// topic returns the records sent to topic ("" is the output topic).
-func (m *memSink) topic(topic string) []record {
-	var out []record
-	for _, r := range m.all() {
-		if r.Topic == topic {
-			out = append(out, r)
-		}
-	}
-	return out
+	return sinktest.Copy(sink.Record{Topic: topic, Key: key, Value: value, Headers: headers})
 }
 
 func testLogger(t testing.TB) *slog.Logger { return testenv.Logger(t, slog.LevelInfo) }
@@ -267,7 +208,7 @@ func checkCorpus(t testing.TB, records []record) {
 		if r.Key != e.DID {
 			t.Errorf("record key %q, event did %q", r.Key, e.DID)
 		}
-		if r.header("seq") == "" {
+		if r.Header("seq") == "" {
 			t.Errorf("record %s has no seq header", e.key())
 		}
 		got[e.key()] = append(got[e.key()], e)
@@ -333,7 +274,7 @@ func gotOps(t testing.TB, records []record) map[opID]int {
 	t.Helper()
 	got := map[opID]int{}
 	for _, r := range records {
-		seq, err := strconv.ParseInt(r.header("seq"), 10, 64)
+		seq, err := strconv.ParseInt(r.Header("seq"), 10, 64)
 		if err != nil {
 			continue // #info
 		}

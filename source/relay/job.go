@@ -3,7 +3,6 @@ package relay
 import (
 	"time"
 
-	"github.com/atkafka/atkafka/ack"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/frame"
@@ -23,7 +22,6 @@ type job struct {
 	raw      []byte // the websocket message; frame and record keys alias it
 	frame    frame.Frame
 	received time.Time
-	ticket   ack.Ticket
 	// seq is the frame's own seq (0 when unknown), did its DID ("" when unknown): both for logs and dead letters.
 	seq int64
 	did []byte

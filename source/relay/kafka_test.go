@@ -142,10 +142,10 @@ func checkHeaders(t testing.TB, frames [][]byte, records []record) {
 		if e.Operation == nil {
 			continue
 		}
-		if rev := revs[r.header("seq")]; rev == "" || r.header("rev") != rev {
-			t.Errorf("%s: seq header %q, rev header %q (frame rev %q)", e.key(), r.header("seq"), r.header("rev"), rev)
+		if rev := revs[r.Header("seq")]; rev == "" || r.Header("rev") != rev {
+			t.Errorf("%s: seq header %q, rev header %q (frame rev %q)", e.key(), r.Header("seq"), r.Header("rev"), rev)
 		}
-		if r.header("collection") != e.Operation.Collection || r.header("action") != e.Operation.Action {
+		if r.Header("collection") != e.Operation.Collection || r.Header("action") != e.Operation.Action {
 			t.Errorf("%s: headers %v", e.key(), r.Headers)
 		}
 	}

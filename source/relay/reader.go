@@ -260,18 +260,13 @@ func (s *Source) logSeqAnomaly(msg string, last, seq int64) {
 	}
 }
 
-// dispatch records j's position, starts the lookups its frame needs and, once they are done (or its deadline
-// passed), queues it on the worker owning its DID (j.ready). Frames of one DID stay in read order; a frame
-// waiting for its account's metadata holds back no other DID's frames. Queues hold every job, so this never
+// dispatch records j's position in the checkpoint, in read order, so that the cursor passes no frame still
+// waiting for its metadata or its worker. It then starts the lookups the frame needs and, once they are done (or
+// its deadline passed), queues it on the worker owning its DID (j.ready). Frames of one DID stay in read order; a
+// frame waiting for its account's metadata holds back no other DID's frames. Queues hold every job, so this never
 // blocks.
 func (s *Source) dispatch(j *job, pos int64) {
-	j.ticket = s.wm.Add(pos)
-	// For a transactional sink: the ticket orders the messages, and pos is the cursor once this frame and every
-	// one before it are in Kafka (the watermark's own commit point). 0 is no cursor: nothing read yet.
-	j.msg.Position = uint64(j.ticket)
-	if pos > 0 {
-		j.msg.Cursor = strconv.FormatInt(pos, 10)
-	}
+	_ = s.cp.Add(context.Background(), &j.msg, pos) // no window: the job pool bounds the frames in flight
 	pe := &j.pend
 	pe.DID, pe.Deadline, pe.Invalidate = "", time.Time{}, 0
 	if j.bad == nil && j.did != nil {

@@ -168,7 +168,7 @@ func checkKeysAndOrder(t testing.TB, recs []record) {
 	last := map[string]int64{}
 	for _, r := range recs {
 		e := decodeEvent(t, r.Value)
-		seq, _ := strconv.ParseInt(r.header("seq"), 10, 64)
+		seq, _ := strconv.ParseInt(r.Header("seq"), 10, 64)
 		if r.Key != e.DID || seq < last[e.DID] {
 			t.Errorf("record %s key %q seq %d after seq %d", e.key(), r.Key, seq, last[e.DID])
 		}

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/atkafka/atkafka/sink/sinktest"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/enrich"
@@ -54,7 +55,7 @@ func TestSlowAccountHoldsOnlyItself(t *testing.T) {
 		records[string(did)] += n
 	}
 	lookups := &heldLookups{held: held, release: make(chan struct{})}
-	var mem memSink
+	var mem sinktest.Sink
 	cfg := testConfig(t, srv.URL(), &mem)
 	cfg.StartCursor = "0"
 	cfg.Pipeline = &transform.Pipeline{Formatter: format.NewFormatter(), Enricher: lookups, OmitMetadata: true}
@@ -67,14 +68,14 @@ func TestSlowAccountHoldsOnlyItself(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for len(mem.all()) < others {
+	for len(mem.Records()) < others {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of the %d records of other accounts produced while one account's lookup hangs", len(mem.all()), others)
+			t.Fatalf("%d of the %d records of other accounts produced while one account's lookup hangs", len(mem.Records()), others)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond) // room for a wrong record or cursor move to show
-	for _, rec := range mem.all() {
+	for _, rec := range mem.Records() {
 		if rec.Key == held {
 			t.Fatalf("a record of the held account was produced before its lookup answered: %s", rec.Value)
 		}
@@ -86,9 +87,9 @@ func TestSlowAccountHoldsOnlyItself(t *testing.T) {
 	close(lookups.release)
 	r.waitCommitted(t, srv.LastSeq(), 30*time.Second)
 	var seqs []int64
-	for _, rec := range mem.all() {
+	for _, rec := range mem.Records() {
 		if rec.Key == held {
-			seqs = append(seqs, atoi(rec.header(headerSeq)))
+			seqs = append(seqs, atoi(rec.Header(headerSeq)))
 		}
 	}
 	if len(seqs) == 0 {
@@ -107,7 +108,7 @@ func TestShutdownWhileFramesWait(t *testing.T) {
 	frames := relaytest.CorpusFrames(t)
 	srv := relaytest.NewServer(frames)
 	defer srv.Close()
-	var mem memSink
+	var mem sinktest.Sink
 	cfg := testConfig(t, srv.URL(), &mem)
 	cfg.StartCursor = "0"
 	slow := &slowLookups{delay: 300 * time.Millisecond}

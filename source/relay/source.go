@@ -43,26 +43,26 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/atkafka/atkafka/ack"
+	"github.com/atkafka/atkafka/checkpoint"
 	"github.com/atkafka/atkafka/cursor"
 	"github.com/atkafka/atkafka/metrics"
 )
 
-// persistInterval is how often the committed cursor is written to disk: a crash re-reads at most this much more
+// saveInterval is how often the committed cursor is written to disk: a crash re-reads at most this much more
 // than was in flight.
-const persistInterval = time.Second
+const saveInterval = time.Second
 
 // label is the source label of every metric this package sets.
 const label = "relay"
 
 // Source reads a relay firehose into a sink. Create it with New and start it with Run.
 type Source struct {
-	cfg  Config
-	url  *url.URL
-	file cursor.Store // Config.Cursor, or the cursor file
-	log  *slog.Logger
+	cfg Config
+	url *url.URL
+	log *slog.Logger
 
-	wm   *ack.Watermark[int64]
+	// cp orders the frames' positions, saves the cursor (Config.Cursor, or the cursor file) and drains.
+	cp   *checkpoint.Checkpoint[int64]
 	jobs *pool
 	// preparing counts the frames dispatched and not yet queued on a worker (waiting for their metadata).
 	preparing sync.WaitGroup
@@ -74,9 +74,6 @@ type Source struct {
 	connected atomic.Bool
 	progress  atomic.Int64 // Unix nanoseconds when the committed cursor last moved
 	committed atomic.Int64
-	// stuck counts frames that will never be acknowledged (their delivery failed for good), so that shutdown
-	// does not wait for them.
-	stuck atomic.Int64
 	// stopRead ends the read loop with a fatal error; set by Run.
 	stopRead context.CancelCauseFunc
 
@@ -103,7 +100,6 @@ func New(cfg Config) (*Source, error) {
 	s := &Source{
 		cfg:             cfg,
 		url:             u,
-		file:            cfg.Cursor,
 		log:             cfg.Logger.With("source", label, "relay", u.Host),
 		queues:          make([]chan *job, cfg.Workers),
 		retries:         make(chan *job, cfg.MaxInFlight),
@@ -112,11 +108,13 @@ func New(cfg Config) (*Source, error) {
 		lag:             metrics.LagSeconds.WithLabelValues(label),
 		latency:         metrics.ProduceLatency.WithLabelValues(label),
 	}
-	if s.file == nil {
-		s.file = cursor.NewFile(cursorPath(cfg.DataDir, u))
+	store := cfg.Cursor
+	if store == nil {
+		store = cursor.NewFile(cursorPath(cfg.DataDir, u))
 	}
 	s.gaps.every = 10 * time.Second
-	s.wm = ack.NewWatermark(s.advance)
+	s.cp = checkpoint.New(checkpoint.Config[int64]{Sink: cfg.Sink, Store: store, Cursor: seqCursor, SaveEvery: saveInterval,
+		OnAdvance: s.advance, Logger: s.log})
 	s.jobs = newPool(s, cfg.MaxInFlight)
 	for i := range s.queues {
 		// A queue can hold every job, so the reader never waits on one busy worker while others idle.
@@ -127,7 +125,7 @@ func New(cfg Config) (*Source, error) {
 
 // CursorPath returns where the committed cursor is kept: the cursor file's path, unless Config.Cursor said
 // otherwise.
-func (s *Source) CursorPath() string { return cursor.Describe(s.file) }
+func (s *Source) CursorPath() string { return s.cp.Describe() }
 
 // Connected reports whether the source is connected to the relay right now.
 func (s *Source) Connected() bool { return s.connected.Load() }
@@ -150,10 +148,9 @@ func (s *Source) advance(pos int64) {
 	}
 }
 
-// committedCursor is what the cursor file should hold.
-func (s *Source) committedCursor() (string, bool) {
-	c := s.committed.Load()
-	return strconv.FormatInt(c, 10), c > 0
+// seqCursor is the stored cursor of a position: its seq, none before the first frame with one.
+func seqCursor(seq int64) (string, bool) {
+	return strconv.FormatInt(seq, 10), seq > 0
 }
 
 // fatalError ends Run instead of reconnecting.
@@ -161,10 +158,10 @@ type fatalError struct{ error }
 
 func (e fatalError) Unwrap() error { return e.error }
 
-// fail stops the source with err. The frame that caused it stays pending, so the cursor never moves past it and
-// a restart reads it again.
-func (s *Source) fail(err error) {
-	s.stuck.Add(1)
+// fail stops the source with err. The frame that caused it, j's, stays pending, so the cursor never moves past
+// it and a restart reads it again.
+func (s *Source) fail(j *job, err error) {
+	s.cp.Abandon(&j.msg)
 	s.stopRead(fatalError{err})
 }
 
@@ -183,17 +180,15 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 	s.lastSeq = start
 	s.committed.Store(max(start, 0))
+	s.cp.Resume(start)
 
 	readCtx, stopRead := context.WithCancelCause(ctx)
 	defer stopRead(nil)
 	s.stopRead = stopRead
-	// Workers and the cursor writer outlive ctx: they finish what was read before shutting down.
+	// Workers and the checkpoint outlive ctx: they finish what was read before shutting down.
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
-	persistCtx, stopPersist := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopPersist()
-	persisted := make(chan error, 1)
-	go func() { persisted <- cursor.Persist(persistCtx, s.file, persistInterval, s.committedCursor, s.log) }()
+	s.cp.Start()
 
 	var workers, retrier sync.WaitGroup
 	for _, q := range s.queues {
@@ -210,8 +205,7 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 	s.drain(&workers, stopWork)
 	retrier.Wait()
-	stopPersist()
-	err = errors.Join(err, <-persisted)
+	err = errors.Join(err, s.cp.Close())
 	s.log.Info("relay source stopped", "cursor", s.committed.Load(), "in_flight", s.jobs.inFlight(), "err", err)
 	return err
 }
@@ -222,7 +216,7 @@ func (s *Source) startPosition() (int64, error) {
 	if !fromFile {
 		return seq, nil
 	}
-	v, ok, err := s.file.Load()
+	v, ok, err := s.cp.Load()
 	if err != nil || !ok {
 		return noCursor, err
 	}
@@ -254,16 +248,9 @@ func (s *Source) drain(workers *sync.WaitGroup, stopWork context.CancelFunc) {
 		stopWork() // unblocks Sends waiting for a broker that is not coming back in time
 		<-sent
 	}
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for s.jobs.inFlight() > int(s.stuck.Load()) {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			s.log.Warn("shutdown timeout: frames not acknowledged will be read again after a restart",
-				"in_flight", s.jobs.inFlight(), "timeout", s.cfg.ShutdownTimeout)
-			return
-		}
+	if n := s.cp.Drain(ctx); n > 0 {
+		s.log.Warn("shutdown timeout: frames not acknowledged will be read again after a restart",
+			"in_flight", n, "timeout", s.cfg.ShutdownTimeout)
 	}
 }
 

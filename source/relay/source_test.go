@@ -12,6 +12,7 @@ import (
 	"github.com/atkafka/atkafka/cursor"
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/sink/sinktest"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/enrich"
@@ -22,7 +23,7 @@ import (
 func TestCorpusInMemory(t *testing.T) {
 	srv := relaytest.NewServer(relaytest.CorpusFrames(t))
 	defer srv.Close()
-	var mem memSink
+	var mem sinktest.Sink
 	cfg := testConfig(t, srv.URL(), &mem)
 	cfg.StartCursor = "0"
 	r := start(t, cfg)
@@ -30,8 +31,8 @@ func TestCorpusInMemory(t *testing.T) {
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	checkCorpus(t, mem.topic(""))
-	if got := mem.topic("dead"); len(got) != 0 {
+	checkCorpus(t, mem.Topic(""))
+	if got := mem.Topic("dead"); len(got) != 0 {
 		t.Errorf("%d dead letters, want none", len(got))
 	}
 }
@@ -39,7 +40,7 @@ func TestCorpusInMemory(t *testing.T) {
 func TestFutureCursorStops(t *testing.T) {
 	srv := relaytest.NewServer(relaytest.CorpusFrames(t))
 	defer srv.Close()
-	cfg := testConfig(t, srv.URL(), &memSink{})
+	cfg := testConfig(t, srv.URL(), &sinktest.Sink{})
 	cfg.StartCursor = "99999999999"
 	src, err := New(cfg)
 	if err != nil {
@@ -66,7 +67,7 @@ func TestOutdatedCursorCounted(t *testing.T) {
 	defer srv.Close()
 	counter := metrics.SourceEvents.WithLabelValues(label, "outdated_cursor")
 	before := testutil.ToFloat64(counter)
-	var mem memSink
+	var mem sinktest.Sink
 	cfg := testConfig(t, srv.URL(), &mem)
 	cfg.StartCursor = "5"
 	r := start(t, cfg)
@@ -75,7 +76,7 @@ func TestOutdatedCursorCounted(t *testing.T) {
 		t.Errorf("outdated_cursor counted %v times, want 1", got)
 	}
 	var info []record
-	for _, rec := range mem.topic("") {
+	for _, rec := range mem.Topic("") {
 		if rec.Key == "<unknown>" {
 			info = append(info, rec)
 		}
@@ -92,7 +93,7 @@ func TestRefusedRecordsDeadLettered(t *testing.T) {
 	srv := relaytest.NewServer(frames)
 	defer srv.Close()
 	refused := itoa(srv.FirstSeq() + 10)
-	mem := &memSink{fail: func(msg *sink.Message) error {
+	mem := &sinktest.Sink{Fail: func(msg *sink.Message) error {
 		for _, r := range msg.Records {
 			if r.Topic == "" && headerValue(r.Headers, "seq") == refused {
 				return errors.New("MESSAGE_TOO_LARGE")
@@ -104,8 +105,8 @@ func TestRefusedRecordsDeadLettered(t *testing.T) {
 	cfg.StartCursor = "0"
 	r := start(t, cfg)
 	r.waitCommitted(t, srv.LastSeq(), 30*time.Second)
-	dead := mem.topic("dead")
-	if len(dead) != 1 || dead[0].header("reason") != "produce_failed" || dead[0].header("seq") != refused {
+	dead := mem.Topic("dead")
+	if len(dead) != 1 || dead[0].Header("reason") != "produce_failed" || dead[0].Header("seq") != refused {
 		t.Fatalf("dead letters %v, want one produce_failed for seq %s", dead, refused)
 	}
 	if !r.Connected() || time.Since(r.LastProgress()) > time.Minute {
@@ -120,7 +121,7 @@ func TestRefusedDeadLetterStops(t *testing.T) {
 	srv := relaytest.NewServer(frames)
 	defer srv.Close()
 	refused := srv.FirstSeq() + 10
-	mem := &memSink{fail: func(msg *sink.Message) error {
+	mem := &sinktest.Sink{Fail: func(msg *sink.Message) error {
 		for _, r := range msg.Records {
 			if headerValue(r.Headers, "seq") == itoa(refused) {
 				return errors.New("TOPIC_AUTHORIZATION_FAILED")
@@ -150,7 +151,7 @@ func TestFilters(t *testing.T) {
 	frames := relaytest.CorpusFrames(t)
 	srv := relaytest.NewServer(frames)
 	defer srv.Close()
-	var mem memSink
+	var mem sinktest.Sink
 	cfg := testConfig(t, srv.URL(), &mem)
 	cfg.StartCursor = "0"
 	enricher := &observer{}
@@ -160,7 +161,7 @@ func TestFilters(t *testing.T) {
 	r := start(t, cfg)
 	r.waitCommitted(t, srv.LastSeq(), 30*time.Second)
 	likes := 0
-	for _, rec := range mem.topic("") {
+	for _, rec := range mem.Topic("") {
 		e := decodeEvent(t, rec.Value)
 		if e.DID == "did:plc:wq4aajammjtxdomz3e23667t" {
 			t.Errorf("filtered account produced %s", e.key())
@@ -178,8 +179,8 @@ func TestFilters(t *testing.T) {
 	if enricher.identities.Load() != 1 {
 		t.Errorf("%d #identity invalidations, want 1", enricher.identities.Load())
 	}
-	if mem.msgs != len(frames) {
-		t.Errorf("%d messages for %d frames: filtered frames must still be sent", mem.msgs, len(frames))
+	if len(mem.Messages()) != len(frames) {
+		t.Errorf("%d messages for %d frames: filtered frames must still be sent", len(mem.Messages()), len(frames))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/schema/schematest"
+	"github.com/atkafka/atkafka/sink/sinktest"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
 	"github.com/atkafka/atkafka/testenv"
 	"github.com/atkafka/atkafka/transform/frame"
@@ -72,7 +73,7 @@ func verifyCorpus(t *testing.T, mode verify.Mode) (srv *relaytest.Server, forged
 func TestVerifyStrict(t *testing.T) {
 	srv, forged, forgedCommits, v := verifyCorpus(t, verify.ModeStrict)
 	defer srv.Close()
-	var mem memSink
+	var mem sinktest.Sink
 	cfg := testConfig(t, srv.URL(), &mem)
 	cfg.StartCursor, cfg.Verifier = "0", v
 	dead := metrics.DeadLettered.WithLabelValues(label, "verify_bad_signature")
@@ -82,19 +83,19 @@ func TestVerifyStrict(t *testing.T) {
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	for _, rec := range mem.topic("") {
+	for _, rec := range mem.Topic("") {
 		if rec.Key == forged && decodeEvent(t, rec.Value).Operation != nil {
 			t.Errorf("operation of the forged DID produced: %s", rec.Value)
 		}
 	}
-	letters := mem.topic("dead")
+	letters := mem.Topic("dead")
 	if len(letters) != forgedCommits {
 		t.Errorf("%d dead letters, want %d (the forged DID's commits)", len(letters), forgedCommits)
 	}
 	for _, l := range letters {
 		schematest.Check(t, schematest.DeadLetter, l.Value)
-		if l.Key != forged || l.header("reason") != "verify_bad_signature" {
-			t.Errorf("dead letter key %q reason %q", l.Key, l.header("reason"))
+		if l.Key != forged || l.Header("reason") != "verify_bad_signature" {
+			t.Errorf("dead letter key %q reason %q", l.Key, l.Header("reason"))
 		}
 	}
 	if got := testutil.ToFloat64(dead) - n; got != float64(forgedCommits) {
@@ -102,7 +103,7 @@ func TestVerifyStrict(t *testing.T) {
 	}
 	// Everything else of the oracle is there: 148 commits verified on the way.
 	produced := 0
-	for _, rec := range mem.topic("") {
+	for _, rec := range mem.Topic("") {
 		if rec.Key != forged {
 			produced++
 		}
@@ -116,7 +117,7 @@ func TestVerifyStrict(t *testing.T) {
 func TestVerifyLog(t *testing.T) {
 	srv, _, forgedCommits, v := verifyCorpus(t, verify.ModeLog)
 	defer srv.Close()
-	var mem memSink
+	var mem sinktest.Sink
 	cfg := testConfig(t, srv.URL(), &mem)
 	cfg.StartCursor, cfg.Verifier = "0", v
 	failures := metrics.VerifyFailures.WithLabelValues(string(verify.ReasonBadSignature))
@@ -126,8 +127,8 @@ func TestVerifyLog(t *testing.T) {
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	checkCorpus(t, mem.topic(""))
-	if got := mem.topic("dead"); len(got) != 0 {
+	checkCorpus(t, mem.Topic(""))
+	if got := mem.Topic("dead"); len(got) != 0 {
 		t.Errorf("%d dead letters in log mode, want none", len(got))
 	}
 	if got := testutil.ToFloat64(failures) - n; got != float64(forgedCommits) {

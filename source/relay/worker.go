@@ -66,8 +66,8 @@ func (s *Source) work(ctx context.Context, q <-chan *job) {
 // restart; any other refusal means the sink is gone, which no retry of ours fixes.
 func (s *Source) send(ctx context.Context, j *job) {
 	j.msg.Records = j.records
-	if err := s.cfg.Sink.Send(ctx, &j.msg); err != nil && ctx.Err() == nil {
-		s.fail(fmt.Errorf("sink refused the message of frame seq %d: %w", j.seq, err))
+	if err := s.cp.Send(ctx, &j.msg); err != nil && ctx.Err() == nil {
+		s.fail(j, fmt.Errorf("sink refused the message of frame seq %d: %w", j.seq, err))
 	}
 }
 

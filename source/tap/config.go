@@ -71,6 +71,11 @@ func (c Config) validate() error {
 	if c.Sink == nil {
 		errs = append(errs, errors.New("tap: Config.Sink is required"))
 	}
+	if sink.CommitsCursor(c.Sink) {
+		// A Committer stores a cursor with the records and needs messages in cursor order: Tap acks each event on
+		// its own, in any order, and has no cursor to give it.
+		errs = append(errs, errors.New("tap: Config.Sink stores a source cursor (exactly-once), and Tap events have none"))
+	}
 	if c.Pipeline == nil || c.Pipeline.Formatter == nil {
 		errs = append(errs, errors.New("tap: Config.Pipeline with a Formatter is required"))
 	}

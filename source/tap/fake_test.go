@@ -15,7 +15,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/testenv"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/format"
@@ -134,66 +133,6 @@ func recordJSON(id uint64, live bool, did, collection, rkey, action, record stri
 func identityJSON(id uint64, did, handle string, active bool, status string) string {
 	return fmt.Sprintf(`{"id":%d,"type":"identity","identity":{"did":%q,"handle":%q,"is_active":%t,"status":%q}}`,
 		id, did, handle, active, status)
-}
-
-// testSink records messages. By default it acknowledges each at once from another goroutine; hold makes it keep
-// Done until release.
-type testSink struct {
-	mu      sync.Mutex
-	msgs    []*sink.Message
-	held    []*sink.Message
-	hold    bool
-	failErr error
-	added   chan struct{}
-}
-
-func newTestSink() *testSink { return &testSink{added: make(chan struct{}, 1<<20)} }
-
-func (s *testSink) Send(ctx context.Context, msg *sink.Message) error {
-	s.mu.Lock()
-	s.msgs = append(s.msgs, msg)
-	hold, err := s.hold, s.failErr
-	if hold {
-		s.held = append(s.held, msg)
-	}
-	s.mu.Unlock()
-	s.added <- struct{}{}
-	if !hold {
-		go msg.Done(err)
-	}
-	return nil
-}
-
-// release acknowledges every held message.
-func (s *testSink) release() {
-	s.mu.Lock()
-	held := s.held
-	s.held, s.hold = nil, false
-	s.mu.Unlock()
-	for _, m := range held {
-		m.Done(nil)
-	}
-}
-
-func (s *testSink) waitMessages(t testing.TB, n int) []*sink.Message {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		s.mu.Lock()
-		got := len(s.msgs)
-		s.mu.Unlock()
-		if got >= n {
-			break
-		}
-		select {
-		case <-s.added:
-		case <-deadline:
-			t.Fatalf("sink got %d of %d messages", got, n)
-		}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]*sink.Message(nil), s.msgs...)
 }
 
 func testPipeline() *transform.Pipeline {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/atkafka/atkafka/checkpoint"
 	"github.com/atkafka/atkafka/metrics"
 )
 
@@ -32,7 +33,7 @@ type session struct {
 	// stopping is closed when the reader must stop handing events to workers.
 	stopping chan struct{}
 	// inflight counts the messages handed to the sink whose Done has not run yet.
-	inflight sync.WaitGroup
+	inflight checkpoint.InFlight
 	// active is set once the first message arrived, telling Run that the connection worked and backoff can reset.
 	active atomic.Bool
 }
@@ -114,17 +115,13 @@ func (ss *session) run(ctx context.Context) error {
 }
 
 // drain waits, up to DrainTimeout, for Kafka to acknowledge what the workers handed to the sink, so that a
-// graceful stop acks it instead of leaving Tap to resend it. The workers have stopped: no Add races this Wait.
+// graceful stop acks it instead of leaving Tap to resend it.
 func (ss *session) drain() {
-	done := make(chan struct{})
-	go func() { ss.inflight.Wait(); close(done) }()
-	t := time.NewTimer(ss.src.cfg.DrainTimeout)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
+	ctx, cancel := context.WithTimeout(context.Background(), ss.src.cfg.DrainTimeout)
+	defer cancel()
+	if n := ss.inflight.Wait(ctx); n > 0 {
 		ss.src.log.Warn("stopping before Kafka acknowledged every event; Tap will send those again",
-			"timeout", ss.src.cfg.DrainTimeout)
+			"events", n, "timeout", ss.src.cfg.DrainTimeout)
 	}
 }
 

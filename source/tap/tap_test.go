@@ -21,6 +21,7 @@ import (
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/sink/sinktest"
 	"github.com/atkafka/atkafka/transform/enrich"
 )
 
@@ -42,8 +43,7 @@ func sortedIDs(ids []uint64) []uint64 { slices.Sort(ids); return ids }
 
 func TestRecordsAckedOnlyAfterKafka(t *testing.T) {
 	tap := newFakeTap(t, "")
-	snk := newTestSink()
-	snk.hold = true
+	snk := sinktest.Holding()
 	src, _ := startSource(t, Config{Host: tap.host(), Sink: snk, Workers: 1})
 	conn := tap.accept(t)
 
@@ -56,7 +56,7 @@ func TestRecordsAckedOnlyAfterKafka(t *testing.T) {
 	conn.send(t, recordJSON(3, true, didB, "app.bsky.actor.profile", "self", "update", `{"displayName":"B"}`))
 	conn.send(t, identityJSON(4, didB, "b.test", false, "deactivated"))
 
-	msgs := snk.waitMessages(t, 4)
+	msgs := snk.WaitMessages(t, 4)
 	after := time.Now()
 	conn.noAck(t, 200*time.Millisecond)
 	if !src.LastProgress().IsZero() {
@@ -116,7 +116,7 @@ func TestRecordsAckedOnlyAfterKafka(t *testing.T) {
 		}
 	}
 
-	snk.release()
+	snk.Release()
 	if got := sortedIDs(conn.waitAcks(t, 4, 5*time.Second)); !slices.Equal(got, []uint64{1, 2, 3, 4}) {
 		t.Errorf("acks %v", got)
 	}
@@ -153,8 +153,7 @@ func (f accountFunc) KeepAccount(did string, _ *enrich.Metadata) bool { return f
 
 func TestFilteredEventsAckedAtOnce(t *testing.T) {
 	tap := newFakeTap(t, "")
-	snk := newTestSink()
-	snk.hold = true
+	snk := sinktest.Holding()
 	p := testPipeline()
 	p.Collections = collectionFunc(func(c string) bool { return c != "app.bsky.feed.like" })
 	p.Accounts = accountFunc(func(did string) bool { return did != didB })
@@ -167,27 +166,28 @@ func TestFilteredEventsAckedAtOnce(t *testing.T) {
 	if got := sortedIDs(conn.waitAcks(t, 2, 5*time.Second)); !slices.Equal(got, []uint64{2, 3}) {
 		t.Errorf("filtered acks %v, want [2 3]", got)
 	}
-	snk.waitMessages(t, 1)
+	snk.WaitMessages(t, 1)
 	conn.noAck(t, 100*time.Millisecond)
-	snk.release()
+	snk.Release()
 	if got := conn.waitAcks(t, 1, 5*time.Second); got[0] != 1 {
 		t.Errorf("ack %v, want 1", got)
 	}
-	if n := len(snk.waitMessages(t, 1)); n != 1 {
+	if n := len(snk.WaitMessages(t, 1)); n != 1 {
 		t.Errorf("sink got %d messages, want only the kept one", n)
 	}
 }
 
 func TestKafkaFailureIsNotAcked(t *testing.T) {
 	tap := newFakeTap(t, "")
-	snk := newTestSink()
-	snk.failErr = errors.New("broker said no")
+	snk := &sinktest.Sink{}
+	failure := errors.New("broker said no")
+	snk.Fail = func(*sink.Message) error { return failure }
 	startSource(t, Config{Host: tap.host(), Sink: snk})
 	conn := tap.accept(t)
 
 	before := testutil.ToFloat64(acksKafkaError)
 	conn.send(t, recordJSON(1, true, didA, "app.bsky.feed.post", "3kabc", "create", `{}`))
-	snk.waitMessages(t, 1)
+	snk.WaitMessages(t, 1)
 	conn.noAck(t, 300*time.Millisecond)
 	if got := testutil.ToFloat64(acksKafkaError) - before; got != 1 {
 		t.Errorf("acks_sent{status=kafka_error} grew by %v, want 1", got)
@@ -196,8 +196,7 @@ func TestKafkaFailureIsNotAcked(t *testing.T) {
 
 func TestMalformedEventsAreDeadLettered(t *testing.T) {
 	tap := newFakeTap(t, "")
-	snk := newTestSink()
-	snk.hold = true
+	snk := sinktest.Holding()
 	startSource(t, Config{Host: tap.host(), Sink: snk, DeadLetterTopic: "dlq"})
 	conn := tap.accept(t)
 
@@ -212,7 +211,7 @@ func TestMalformedEventsAreDeadLettered(t *testing.T) {
 	for _, in := range inputs {
 		conn.send(t, in)
 	}
-	msgs := snk.waitMessages(t, len(inputs))
+	msgs := snk.WaitMessages(t, len(inputs))
 	conn.noAck(t, 200*time.Millisecond)
 
 	var raws []string
@@ -239,7 +238,7 @@ func TestMalformedEventsAreDeadLettered(t *testing.T) {
 		t.Errorf("decode_errors{kind=decode} grew by %v, want 3", got)
 	}
 
-	snk.release()
+	snk.Release()
 	if got := sortedIDs(conn.waitAcks(t, 4, 5*time.Second)); !slices.Equal(got, []uint64{7, 8, 9, 10}) {
 		t.Errorf("acks %v, want [7 8 9 10]", got)
 	}
@@ -248,15 +247,14 @@ func TestMalformedEventsAreDeadLettered(t *testing.T) {
 
 func TestReconnectDropsAcksOfTheDeadConnection(t *testing.T) {
 	tap := newFakeTap(t, "")
-	snk := newTestSink()
-	snk.hold = true
+	snk := sinktest.Holding()
 	src, _ := startSource(t, Config{Host: tap.host(), Sink: snk})
 	reconnects := metrics.Reconnects.WithLabelValues("tap", "read")
 	before := testutil.ToFloat64(reconnects)
 
 	first := tap.accept(t)
 	first.send(t, recordJSON(1, true, didA, "app.bsky.feed.post", "3kabc", "create", `{"createdAt":"2025-01-01T00:00:00Z"}`))
-	snk.waitMessages(t, 1)
+	snk.WaitMessages(t, 1)
 	_ = first.c.CloseNow() // Tap restarts
 	second := tap.accept(t)
 	if got := testutil.ToFloat64(reconnects) - before; got != 1 {
@@ -264,14 +262,14 @@ func TestReconnectDropsAcksOfTheDeadConnection(t *testing.T) {
 	}
 
 	// Kafka acknowledges the first copy only now: its ack belongs to the dead connection.
-	snk.release()
+	snk.Release()
 	second.noAck(t, 200*time.Millisecond)
 	// Tap resends it after its retry timeout, and this copy is acked.
 	second.send(t, recordJSON(1, true, didA, "app.bsky.feed.post", "3kabc", "create", `{"createdAt":"2025-01-01T00:00:00Z"}`))
 	if got := second.waitAcks(t, 1, 5*time.Second); got[0] != 1 {
 		t.Errorf("ack %v, want 1", got)
 	}
-	msgs := snk.waitMessages(t, 2)
+	msgs := snk.WaitMessages(t, 2)
 	if a, b := msgs[0].Records[0], msgs[1].Records[0]; !reflect.DeepEqual(a, b) {
 		t.Errorf("a redelivered event must produce the same record:\n%+v\n%+v", a, b)
 	}
@@ -376,14 +374,14 @@ func TestPerDIDLiveGating(t *testing.T) {
 
 func TestDisableAcks(t *testing.T) {
 	tap := newFakeTap(t, "")
-	snk := newTestSink()
+	snk := &sinktest.Sink{}
 	var logs logBuffer
 	src, _ := startSource(t, Config{Host: tap.host(), Sink: snk, DisableAcks: true, Logger: testLogger(&logs)})
 	conn := tap.accept(t)
 	for i := range 3 {
 		conn.send(t, recordJSON(uint64(i+1), true, didA, "app.bsky.feed.post", fmt.Sprint(i), "create", `{}`))
 	}
-	snk.waitMessages(t, 3)
+	snk.WaitMessages(t, 3)
 	conn.noAck(t, 200*time.Millisecond)
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "events in flight are lost") {
 		t.Errorf("no warning about lost events in:\n%s", logs.String())
@@ -399,20 +397,19 @@ func TestDisableAcks(t *testing.T) {
 
 func TestGracefulStopSendsPendingAcks(t *testing.T) {
 	tap := newFakeTap(t, "")
-	snk := newTestSink()
-	snk.hold = true
+	snk := sinktest.Holding()
 	src, stop := startSource(t, Config{Host: tap.host(), Sink: snk})
 	conn := tap.accept(t)
 	for i := range 5 {
 		conn.send(t, recordJSON(uint64(i+1), false, fmt.Sprintf("did:plc:%024d", i), "app.bsky.feed.post", "3kabc", "create", `{}`))
 	}
-	snk.waitMessages(t, 5)
+	snk.WaitMessages(t, 5)
 
 	stopped := make(chan error, 1)
 	go func() { stopped <- stop() }()
 	time.Sleep(100 * time.Millisecond)
 	conn.send(t, recordJSON(6, false, didA, "app.bsky.feed.post", "late", "create", `{}`)) // read after the stop: dropped
-	snk.release()
+	snk.Release()
 	if got := sortedIDs(conn.waitAcks(t, 5, 5*time.Second)); !slices.Equal(got, []uint64{1, 2, 3, 4, 5}) {
 		t.Errorf("acks %v", got)
 	}
@@ -424,7 +421,7 @@ func TestGracefulStopSendsPendingAcks(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("connection still open after Run returned")
 	}
-	if n := len(snk.waitMessages(t, 5)); n != 5 {
+	if n := len(snk.WaitMessages(t, 5)); n != 5 {
 		t.Errorf("sink got %d messages, want 5: an event read after the stop was sent", n)
 	}
 	if src.Connected() {
@@ -434,7 +431,7 @@ func TestGracefulStopSendsPendingAcks(t *testing.T) {
 
 func TestAdminPassword(t *testing.T) {
 	tap := newFakeTap(t, "s3cret")
-	snk := newTestSink()
+	snk := &sinktest.Sink{}
 	startSource(t, Config{Host: tap.host() + "/", Sink: snk, AdminPassword: "s3cret"})
 	conn := tap.accept(t)
 	conn.send(t, recordJSON(1, true, didA, "app.bsky.feed.post", "3kabc", "create", `{}`))
@@ -473,7 +470,15 @@ func TestConfig(t *testing.T) {
 	if _, err := New(Config{}); err == nil || !strings.Contains(err.Error(), "Sink") || !strings.Contains(err.Error(), "DeadLetterTopic") {
 		t.Errorf("New(Config{}) = %v, want errors naming Sink and DeadLetterTopic", err)
 	}
+	if _, err := New(Config{Sink: committer{}, Pipeline: testPipeline(), DeadLetterTopic: "dlq"}); err == nil || !strings.Contains(err.Error(), "exactly-once") {
+		t.Errorf("New with a sink.Committer = %v, want it refused", err)
+	}
 }
+
+// committer is an exactly-once sink, which Tap must refuse: its events carry no cursor.
+type committer struct{ sink.Func }
+
+func (committer) CommitsCursor() {}
 
 func TestRecordTime(t *testing.T) {
 	recv := time.Date(2026, 7, 4, 1, 2, 3, 0, time.UTC)

@@ -90,9 +90,9 @@ func (ss *session) deadLetter(ctx context.Context, j *job) {
 // send hands records to the sink; Done acks the job once Kafka acknowledged them all. delivered, when not nil,
 // runs on success before the ack.
 func (ss *session) send(ctx context.Context, j *job, records []sink.Record, delivered func()) {
-	ss.inflight.Add(1)
+	ss.inflight.Add()
 	msg := &sink.Message{Records: records, Done: func(err error) {
-		defer ss.inflight.Done()
+		defer ss.inflight.Settle()
 		if err != nil {
 			acksKafkaError.Inc()
 			if j.hasID {
@@ -111,6 +111,6 @@ func (ss *session) send(ctx context.Context, j *job, records []sink.Record, deli
 	}}
 	if err := ss.src.cfg.Sink.Send(ctx, msg); err != nil {
 		// Only when ctx ended or the sink closed: the event stays unacked and Tap sends it again.
-		ss.inflight.Done()
+		ss.inflight.Settle()
 	}
 }

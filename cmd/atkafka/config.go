@@ -39,6 +39,22 @@ type config struct {
 	Tap      tapConfig
 	Ozone    ozoneConfig
 	Tail     tailConfig
+	Backfill backfillConfig
+}
+
+type backfillConfig struct {
+	Topic, FailedTopic, Group string
+	Source                    string
+	Partitions, PageSize      int
+	Concurrency               int
+	HostConcurrency           int
+	HostRate                  float64
+	RetryWindow               time.Duration
+	ExactlyOnce               bool
+	TransactionTimeout        time.Duration
+	SessionTimeout            time.Duration
+	MemoryLimit               int
+	StatusInterval            time.Duration
 }
 
 type kafkaConfig struct {
@@ -244,6 +260,15 @@ func parseConfig(cmd *cli.Command) (*config, error) {
 			PollInterval: cmd.Duration("poll-interval"),
 			CursorFile:   cmd.String("cursor-file"),
 		},
+		Backfill: backfillConfig{
+			Topic: cmd.String("backfill-topic"), FailedTopic: cmd.String("backfill-failed-topic"), Group: cmd.String("backfill-group"),
+			Source: cmd.String("backfill-source"), Partitions: int(cmd.Int("backfill-partitions")), PageSize: int(cmd.Int("backfill-page-size")),
+			Concurrency: int(cmd.Int("backfill-concurrency")), HostConcurrency: int(cmd.Int("backfill-host-concurrency")),
+			HostRate: cmd.Float("backfill-host-rate"), RetryWindow: cmd.Duration("backfill-retry-window"),
+			ExactlyOnce: cmd.Bool("backfill-exactly-once"), TransactionTimeout: cmd.Duration("backfill-transaction-timeout"),
+			SessionTimeout: cmd.Duration("backfill-session-timeout"), MemoryLimit: int(cmd.Int("backfill-memory-limit")),
+			StatusInterval: cmd.Duration("interval"),
+		},
 		Tail: tailConfig{
 			Topic:         cmd.String("topic"),
 			JSON:          cmd.Bool("json"),
@@ -262,6 +287,12 @@ func parseConfig(cmd *cli.Command) (*config, error) {
 	}
 	if c.DeadLetterTopic == "" {
 		c.DeadLetterTopic = c.Topic + ".deadletter"
+	}
+	if c.Backfill.Topic == "" {
+		c.Backfill.Topic = c.Topic + ".backfill"
+	}
+	if c.Backfill.FailedTopic == "" {
+		c.Backfill.FailedTopic = c.Backfill.Topic + ".failed"
 	}
 	if c.Tail.Topic == "" {
 		c.Tail.Topic = c.Topic

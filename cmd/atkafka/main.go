@@ -60,12 +60,12 @@ func newApp(run commands) *cli.Command {
 			{
 				Name:  "backfill",
 				Usage: "load every repository of the network into Kafka, the work shared by any number of instances through a consumer group",
-				Flags: backfillFlags(),
+				Flags: append(firehoseFlags(), backfillFlags()...),
 				Commands: []*cli.Command{
 					{Name: "plan", Usage: "list every repository of a relay into the work topic, one compacted record per DID (resumable, idempotent)",
-						Flags: append(firehoseFlags(), backfillPlanFlags()...), Action: action(run.backfillPlan)},
+						Flags: backfillPlanFlags(), Action: action(run.backfillPlan)},
 					{Name: "run", Usage: "load the repositories of the work partitions this instance is assigned (getRepo from each PDS), exactly once",
-						Flags: append(firehoseFlags(), backfillRunFlags()...), Action: action(run.backfillRun)},
+						Flags: backfillRunFlags(), Action: action(run.backfillRun)},
 					{Name: "status", Usage: "print planned, done, failed, rates and ETA, read from the topics' and the group's offsets",
 						Flags: backfillStatusFlags(), Action: action(run.backfillStatus)},
 				},

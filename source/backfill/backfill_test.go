@@ -117,7 +117,7 @@ func (f *fixture) pipeline(t *testing.T) *transform.Pipeline {
 }
 
 func (f *fixture) run(ctx context.Context, t *testing.T, id string, exactlyOnce bool) error {
-	return Run(ctx, RunConfig{
+	return Run(ctx, RunConfig{MemoryLimit: 4096, TempDir: t.TempDir(),
 		Opts: []kgo.Opt{kgo.SeedBrokers(f.brokers...)}, WorkTopic: f.work, Group: "backfill",
 		OutputTopic: "events", FailedTopic: "events.backfill.failed", DeadLetterTopic: "events.deadletter",
 		ExactlyOnce: exactlyOnce, TransactionalID: id, Concurrency: 8, RetryWindow: time.Minute,
@@ -287,4 +287,21 @@ func indexOf(n *backfilltest.Network, did string) int {
 		}
 	}
 	return -1
+}
+
+func TestRunAtLeastOnce(t *testing.T) {
+	f := newFixture(t, []int{3, 30, 1, 0, 12}, 2)
+	f.plan(t, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.run(ctx, t, "alo", false) }()
+	want := 3 + 30 + 1 + 12
+	got := readAll(t, f.brokers, "events", want, 30*time.Second)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != want {
+		t.Errorf("at least once without a crash produced %d records, want %d", len(got), want)
+	}
 }

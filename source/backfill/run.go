@@ -35,8 +35,9 @@ const (
 	DefaultMaxBufferedRecords = 10_000
 )
 
-// BackfillHeader marks every record Run produces (value "true"), besides "live": false in the record itself,
-// so that a consumer mixing live and backfilled records can tell them apart without parsing values.
+// BackfillHeader marks every record Run produces (value "true"). Values take Tap's shape (schema tap-event:
+// operations with "live": false, account events without seq), the shape of backfilled records already; the header
+// tells a consumer mixing them with Tap's or the relay's records which came from atkafka's backfill.
 const BackfillHeader = "backfill"
 
 // RunConfig configures Run.

@@ -231,8 +231,8 @@ func backfillRunFlags() []cli.Flag {
 			Usage: "Kafka transaction timeout: a batch must commit within it, and a killed instance's open transaction holds its partitions this long"},
 		&cli.DurationFlag{Name: "backfill-session-timeout", Sources: env("BACKFILL_SESSION_TIMEOUT"), Value: 45 * time.Second,
 			Usage: "how long the group waits for a silent instance before giving its partitions to the others"},
-		&cli.IntFlag{Name: "backfill-memory-limit", Sources: env("BACKFILL_MEMORY_LIMIT"), Value: 16 << 20,
-			Usage: "repository size held in memory; larger CARs are written to a temporary file and mapped, so memory stays bounded"},
+		&cli.IntFlag{Name: "backfill-memory-limit", Sources: env("BACKFILL_MEMORY_LIMIT"), Value: 4 << 20,
+			Usage: "repository size held in memory; larger CARs are written to a temporary file and mapped, so memory stays bounded (about --backfill-concurrency × this + 32 MB of records in flight)"},
 		&cli.StringFlag{Name: "verify-commits", Sources: env("VERIFY_COMMITS"), Value: "off",
 			Usage: "check each repository's commit signature with the account's key: off, log (count and log failures, produce anyway) or strict (send the repository to the failed topic)"},
 	}

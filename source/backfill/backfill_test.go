@@ -202,8 +202,8 @@ func TestRunExactlyOnce(t *testing.T) {
 		}()
 	}
 	got := readAll(t, f.brokers, "events", len(want)+2, 60*time.Second)
-	cancel()
-	wg.Wait()
+	defer wg.Wait()
+	defer cancel()
 	accounts := map[string]string{}
 	seen := map[string]bool{}
 	for _, r := range got {
@@ -261,10 +261,19 @@ func TestRunExactlyOnce(t *testing.T) {
 	if !reflect.DeepEqual(accounts, wantAccounts) {
 		t.Errorf("account events %v, want %v", accounts, wantAccounts)
 	}
-	st, err := Status(context.Background(), StatusConfig{Opts: []kgo.Opt{kgo.SeedBrokers(f.brokers...)}, WorkTopic: f.work,
-		FailedTopic: "events.backfill.failed", OutputTopic: "events", Group: "backfill"})
-	if err != nil {
-		t.Fatal(err)
+	// The failed repository's transaction may commit after the last record showed: wait for the status to settle.
+	var st *Progress
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var err error
+		st, err = Status(context.Background(), StatusConfig{Opts: []kgo.Opt{kgo.SeedBrokers(f.brokers...)}, WorkTopic: f.work,
+			FailedTopic: "events.backfill.failed", OutputTopic: "events", Group: "backfill"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (st.Remaining == 0 && st.Failed == 1) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	if st.Remaining != 0 || st.Failed != 1 || st.FailedBy["not_found"] != 1 || st.FailedByPDS[f.net.PDS] != 1 {
 		t.Errorf("status %+v, want nothing remaining and one repository failed (not_found) at the PDS", st)

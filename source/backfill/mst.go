@@ -2,8 +2,11 @@ package backfill
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/atkafka/atkafka/transform/dagcbor"
+	"github.com/atkafka/atkafka/transform/format"
+	"github.com/atkafka/atkafka/transform/verify"
 )
 
 // maxMSTDepth bounds the walk's recursion: an MST of 2^32 records is about 8 levels deep (fanout ~16), so a
@@ -120,4 +123,43 @@ func walkNode(car *dagcbor.CAR, id dagcbor.Link, depth int, leaf func([]byte, da
 		}
 	}
 	return nil
+}
+
+// Floor renders every record of the repositories (CARs and their DIDs) on one goroutine: CAR index, commit, MST
+// walk, DAG-CBOR to JSON and the operation event around it. It is what a run does per record without HTTP, Kafka
+// or metadata: the floor the benchmark measures instances against. It returns the records rendered.
+func Floor(cars [][]byte, dids []string) (int, error) {
+	var car dagcbor.CAR
+	var rec, out []byte
+	n := 0
+	for i, b := range cars {
+		if err := car.Parse(b); err != nil {
+			return n, err
+		}
+		commit, err := verify.RepoCommit(&car, dids[i])
+		if err != nil {
+			return n, err
+		}
+		live := false
+		err = walkMST(&car, dagcbor.Link(commit.Data.Bytes()), func(key []byte, value dagcbor.Link) error {
+			collection, rkey, _ := splitKey(key)
+			block, ok := car.BlockByLink(value)
+			if !ok {
+				return fmt.Errorf("record %s missing", key)
+			}
+			if rec, err = dagcbor.AppendJSON(rec[:0], block); err != nil {
+				return err
+			}
+			ev := format.Event{DID: dids[i], Live: &live, Operation: &format.Operation{Action: "create", Collection: collection,
+				Rkey: rkey, CID: value.String(), Record: rec}}
+			ev.Timestamp = format.RecordTime(rec, rkey, time.Time{}).UTC().Format(format.TimeFormat)
+			out = ev.AppendJSON(out[:0])
+			n++
+			return nil
+		})
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }

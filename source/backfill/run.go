@@ -31,7 +31,7 @@ const (
 	DefaultHostConcurrency    = 4
 	DefaultRetryWindow        = 24 * time.Hour
 	DefaultTransactionTimeout = time.Minute
-	DefaultMemoryLimit        = 16 << 20
+	DefaultMemoryLimit        = 4 << 20
 	DefaultMaxBufferedRecords = 10_000
 )
 
@@ -142,7 +142,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		// The producer's limit is ours here: Produce blocks when it is reached, which bounds memory whatever a
 		// repository's size.
-		kgo.MaxBufferedRecords(cfg.MaxBufferedRecords), kgo.MaxBufferedBytes(64<<20),
+		kgo.MaxBufferedRecords(cfg.MaxBufferedRecords), kgo.MaxBufferedBytes(32<<20),
 	)
 	if cfg.SessionTimeout > 0 {
 		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout))
@@ -414,7 +414,9 @@ func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transfor
 		ev := &format.Event{DID: w.DID, Metadata: meta, Live: &live, Operation: &format.Operation{
 			Action: "create", Collection: collection, Rkey: rkey, CID: value.String(), Record: buf}}
 		ev.Timestamp = format.RecordTime(buf, rkey, received).UTC().Format(format.TimeFormat)
-		r.emit(ctx, cl, sink.Record{Key: did, Value: p.AppendValue(nil, ev), Headers: []sink.Header{
+		// Sized once: growing the value by doubling cost more than rendering it.
+		out := p.AppendValue(make([]byte, 0, 256+len(meta)+2*len(buf)), ev)
+		r.emit(ctx, cl, sink.Record{Key: did, Value: out, Headers: []sink.Header{
 			{Key: "did", Value: did}, {Key: "rev", Value: rev}, {Key: "collection", Value: []byte(collection)},
 			{Key: "rkey", Value: []byte(rkey)}, {Key: "live", Value: []byte("false")}, {Key: BackfillHeader, Value: []byte("true")},
 		}})

@@ -179,6 +179,16 @@ func TestRunExactlyOnce(t *testing.T) {
 		return 0
 	}
 	f.plan(t, 7)
+	// An account the PLC does not know fails for good at once, without retries.
+	unknown := (&Work{DID: "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"}).encode()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(f.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: f.work, Key: []byte("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"), Value: unknown}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
 
 	want := map[string]backfilltest.Record{}
 	for i, r := range f.net.Repos {
@@ -270,13 +280,13 @@ func TestRunExactlyOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if (st.Remaining == 0 && st.Failed == 1) || time.Now().After(deadline) {
+		if (st.Remaining == 0 && st.Failed == 2) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if st.Remaining != 0 || st.Failed != 1 || st.FailedBy["not_found"] != 1 || st.FailedByPDS[f.net.PDS] != 1 {
-		t.Errorf("status %+v, want nothing remaining and one repository failed (not_found) at the PDS", st)
+	if st.Remaining != 0 || st.Failed != 2 || st.FailedBy["not_found"] != 1 || st.FailedByPDS[f.net.PDS] != 1 || st.FailedBy["no_pds"] != 1 {
+		t.Errorf("status %+v, want nothing remaining, one repository not found at the PDS and one without a PDS", st)
 	}
 }
 

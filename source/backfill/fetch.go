@@ -246,4 +246,4 @@ func (f *fetcher) read(r io.Reader) (*repoData, error) {
 	return spill(f.tmpDir, buf.Bytes(), r)
 }
 
-var errNoPDS = errors.New("the account's DID document names no PDS")
+var errNoPDS = errors.New("the PLC does not know the account, or its DID document names no PDS")

@@ -21,6 +21,7 @@ import (
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/dagcbor"
+	"github.com/atkafka/atkafka/transform/filter"
 	"github.com/atkafka/atkafka/transform/format"
 	"github.com/atkafka/atkafka/transform/verify"
 )
@@ -299,8 +300,13 @@ func (r *runner) repo(ctx context.Context, cl client, rec *kgo.Record) bool {
 		return true
 	}
 	pds := pend.Meta.PDSHost()
-	if pds == "" {
-		r.retry(ctx, cl, w, pds, transient("no_pds", errNoPDS))
+	switch {
+	case pds == "" && pend.Meta.PDS().Outcome == filter.NoPDS:
+		// Definitive: the PLC does not know the DID, or its document names no PDS. Retrying cannot help.
+		r.failed(ctx, cl, w, pds, permanent("no_pds", errNoPDS), nil)
+		return true
+	case pds == "":
+		r.retry(ctx, cl, w, pds, transient("pds_unknown", errors.New("the account's DID document could not be looked up")))
 		return ctx.Err() == nil
 	}
 	data, err := r.get(ctx, pds, w.DID)

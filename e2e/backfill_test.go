@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -166,10 +167,11 @@ func jsonEqual(a, b []byte) bool {
 	return json.Unmarshal(a, &x) == nil && json.Unmarshal(b, &y) == nil && reflect.DeepEqual(x, y)
 }
 
-// TestBackfill runs the whole backfill against dev-env with two PDSes: plan from each PDS's listRepos, three
+// TestBackfill runs the whole backfill against dev-env with two PDSes (150 accounts): plan from each PDS's listRepos, three
 // run instances through the binary, one killed with SIGKILL mid-way and one added, the live relay mode
 // alongside with writes during the backfill. Every record is produced once (read_committed), equal to what
-// getRecord serves, and the newest rev per record over both modes gives the PDSes' final state.
+// getRecord serves, the newest rev per record over both modes gives the PDSes' final state, and Tap's own backfill
+// of the same repositories gives the same records.
 func TestBackfill(t *testing.T) {
 	env := testenv.StartDevEnv(t, testenv.DevEnvOptions{SecondPDS: true})
 	brokers := testenv.Kafka(t).Brokers
@@ -177,7 +179,7 @@ func TestBackfill(t *testing.T) {
 	group := topic + "-group"
 
 	start := time.Now()
-	accts := seedAccounts(t, env, 50)
+	accts := seedAccounts(t, env, 75)
 	deactivated, takendown := accts[3], accts[7]
 	env.Deactivate(deactivated)
 	env.Takedown(takendown)
@@ -392,4 +394,55 @@ func TestBackfill(t *testing.T) {
 		t.Errorf("backfilled account events %v, want %v", accountEvents, wantAccounts)
 	}
 	t.Logf("%d records backfilled, %d records on the PDSes, %d events in all", len(backfilled), len(truth), len(recs))
+
+	// The same repositories through Tap (its own backfill, firehose tap mode) give the same records.
+	tp := testenv.StartTap(t, testenv.TapOptions{RelayURL: env.PDS[0].URL, PLCURL: env.PLCURL})
+	wantTap := map[string]string{}
+	var dids []string
+	for _, a := range active {
+		if a.PDS == env.PDS[0].URL && !liveDIDs[a.DID] {
+			dids = append(dids, a.DID)
+		}
+	}
+	for uri, n := range newest {
+		did := strings.Split(strings.TrimPrefix(uri, "at://"), "/")[0]
+		if slices.Contains(dids, did) && n.cid != "" {
+			wantTap[uri] = n.cid
+		}
+	}
+	tapTopic := testenv.NewTopic(t)
+	startAtkafka(t, runConfig{Topic: tapTopic, Args: []string{"firehose", "tap", "--tap-host", strings.TrimSuffix(tp.ChannelURL(), "/channel"),
+		"--enrich=false", "--plc-host", env.PLCURL}})
+	tp.AddRepos(dids...)
+	gotTap := map[string]string{}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.ConsumeTopics(tapTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	// Tap also sends identity and account events: read until the operations are all there (or stop coming).
+	for deadline := time.Now().Add(2 * time.Minute); len(gotTap) < len(wantTap) && time.Now().Before(deadline); {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			var ev struct {
+				Operation *struct {
+					URI string `json:"uri"`
+					CID string `json:"cid"`
+				} `json:"operation"`
+			}
+			if json.Unmarshal(r.Value, &ev) == nil && ev.Operation != nil {
+				gotTap[ev.Operation.URI] = ev.Operation.CID
+			}
+		})
+		cancel()
+	}
+	if !reflect.DeepEqual(gotTap, wantTap) {
+		t.Errorf("Tap gave %d records, the backfill %d for the same %d accounts; they differ", len(gotTap), len(wantTap), len(dids))
+		for uri, c := range wantTap {
+			if gotTap[uri] != c {
+				t.Logf("%s: backfill %s, Tap %q", uri, c, gotTap[uri])
+			}
+		}
+	}
 }

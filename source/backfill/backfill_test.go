@@ -21,6 +21,7 @@ import (
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/dagcbor"
 	"github.com/atkafka/atkafka/transform/enrich"
+	"github.com/atkafka/atkafka/transform/filter"
 	"github.com/atkafka/atkafka/transform/format"
 )
 
@@ -322,5 +323,31 @@ func TestRunAtLeastOnce(t *testing.T) {
 	}
 	if len(got) != want {
 		t.Errorf("at least once without a crash produced %d records, want %d", len(got), want)
+	}
+}
+
+func TestPlanAppliesServiceFilters(t *testing.T) {
+	f := newFixture(t, make([]int, 12), 2)
+	ctx := context.Background()
+	for _, c := range []struct {
+		watched string
+		want    int64
+	}{{"pds.elsewhere.example", 0}, {"127.0.0.1", 12}} {
+		fl, err := filter.New(filter.Config{WatchedServices: []string{c.watched}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := f.pipeline(t)
+		p.Accounts = transform.Accounts(fl, testenv.Logger(t, slog.LevelInfo))
+		prod, err := kafka.NewTxn(ctx, kafka.Config{Brokers: f.brokers, Topic: f.work, CreateTopic: true, Logger: testenv.Logger(t, slog.LevelInfo)},
+			kafka.TxnConfig{TransactionalID: "plan-" + c.watched, CursorTopic: "events.cursors", CursorKey: "plan-" + c.watched})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := Plan(ctx, PlanConfig{Host: f.net.PDS, Sink: prod, Cursor: prod.Cursor(), Pipeline: p, Logger: testenv.Logger(t, slog.LevelInfo)})
+		_ = prod.Close(ctx)
+		if err != nil || n != c.want {
+			t.Errorf("watching %s planned %d (%v), want %d", c.watched, n, err, c.want)
+		}
 	}
 }

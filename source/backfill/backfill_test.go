@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -349,5 +351,70 @@ func TestPlanAppliesServiceFilters(t *testing.T) {
 		if err != nil || n != c.want {
 			t.Errorf("watching %s planned %d (%v), want %d", c.watched, n, err, c.want)
 		}
+	}
+}
+
+// fakeClient is a client that refuses, for good, the output records of one DID, as Kafka refuses a record too large.
+type fakeClient struct {
+	refuse string
+	mu     sync.Mutex
+	// committed holds the records of committed batches, pending those of the open one.
+	committed, pending []*kgo.Record
+}
+
+func (c *fakeClient) poll(context.Context, int) kgo.Fetches { return nil }
+func (c *fakeClient) begin() error                          { return nil }
+func (c *fakeClient) close()                                {}
+func (c *fakeClient) produce(_ context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
+	if r.Topic == "events" && string(r.Key) == c.refuse {
+		promise(r, kerr.MessageTooLarge)
+		return
+	}
+	c.mu.Lock()
+	c.pending = append(c.pending, r)
+	c.mu.Unlock()
+	promise(r, nil)
+}
+func (c *fakeClient) end(_ context.Context, _ []*kgo.Record, commit bool) (bool, error) {
+	if commit {
+		c.committed = append(c.committed, c.pending...)
+	}
+	c.pending = nil
+	return commit, nil
+}
+
+func TestRefusedRecordsDoNotBlockTheBatch(t *testing.T) {
+	f := newFixture(t, []int{3, 4}, 1)
+	cfg := RunConfig{WorkTopic: f.work, Group: "g", OutputTopic: "events", FailedTopic: "failed", DeadLetterTopic: "dl",
+		Pipeline: f.pipeline(t), Logger: testenv.Logger(t, slog.LevelInfo)}
+	if err := cfg.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	r := &runner{cfg: cfg, log: cfg.Logger, refused: map[string]error{}, fetch: &fetcher{http: http.DefaultClient,
+		hosts: newHosts(4, 0), memLimit: 1 << 20}}
+	var polled []*kgo.Record
+	for _, repo := range f.net.Repos {
+		polled = append(polled, &kgo.Record{Topic: f.work, Key: []byte(repo.DID), Value: (&Work{DID: repo.DID}).encode()})
+	}
+	cl := &fakeClient{refuse: f.net.Repos[0].DID}
+	for range 2 {
+		if err := r.batch(context.Background(), cl, polled); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var records, failed int
+	for _, rec := range cl.committed {
+		switch rec.Topic {
+		case "events":
+			records++
+		case "failed":
+			failed++
+			if string(rec.Key) != f.net.Repos[0].DID || !strings.Contains(string(rec.Value), "produce_refused") {
+				t.Errorf("failed record %s: %s", rec.Key, rec.Value)
+			}
+		}
+	}
+	if records != 4 || failed != 1 {
+		t.Errorf("after the refused batch came back: %d records and %d failed repositories committed, want 4 and 1", records, failed)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/atkafka/atkafka/backoff"
 	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/dagcbor"
 	"github.com/atkafka/atkafka/transform/filter"
@@ -115,9 +116,12 @@ type runner struct {
 	cfg   RunConfig
 	log   *slog.Logger
 	fetch *fetcher
-	// produceErr is the first error a produce promise reported in the current batch.
+	// produceErr is the first error a produce promise reported in the current batch; refused holds, by DID, the
+	// errors of records Kafka refused for good (too large, say), so that when the aborted batch comes back those
+	// repositories go to the failed topic instead of aborting it again, forever.
 	mu         sync.Mutex
 	produceErr error
+	refused    map[string]error
 }
 
 // client is what the loop needs of Kafka: a plain group consumer (at least once) or a group transact session.
@@ -136,7 +140,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if err := cfg.defaults(); err != nil {
 		return err
 	}
-	r := &runner{cfg: cfg, log: cfg.Logger, fetch: &fetcher{http: cfg.HTTP, hosts: newHosts(cfg.HostConcurrency, cfg.HostRate),
+	r := &runner{cfg: cfg, log: cfg.Logger, refused: map[string]error{}, fetch: &fetcher{http: cfg.HTTP, hosts: newHosts(cfg.HostConcurrency, cfg.HostRate),
 		memLimit: cfg.MemoryLimit, tmpDir: cfg.TempDir}}
 	opts := append(cfg.Opts[:len(cfg.Opts):len(cfg.Opts)],
 		kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(cfg.WorkTopic),
@@ -262,6 +266,9 @@ func (r *runner) emit(ctx context.Context, cl client, rec sink.Record) {
 		if err != nil {
 			r.mu.Lock()
 			r.produceErr = cmp.Or(r.produceErr, err)
+			if kafka.RefusedForGood(err) && len(r.refused) < 10_000 {
+				r.refused[string(kr.Key)] = err
+			}
 			r.mu.Unlock()
 		}
 	})
@@ -273,6 +280,14 @@ func (r *runner) repo(ctx context.Context, cl client, rec *kgo.Record) bool {
 	w, err := decodeWork(rec.Value)
 	if err != nil {
 		r.failed(ctx, cl, &Work{DID: string(rec.Key)}, "", permanent("bad_work", err), rec.Value)
+		return true
+	}
+	r.mu.Lock()
+	refused, ok := r.refused[w.DID]
+	delete(r.refused, w.DID)
+	r.mu.Unlock()
+	if ok {
+		r.failed(ctx, cl, w, "", permanent("produce_refused", refused), nil)
 		return true
 	}
 	now := time.Now()

@@ -19,10 +19,13 @@ func CPUTime() time.Duration {
 }
 
 // PeakRSS is this process's peak resident set size (VmHWM) in bytes, 0 when /proc is unavailable.
-func PeakRSS() int64 { return procStatusKB("VmHWM") * 1024 }
+func PeakRSS() int64 { return procStatusKB("self", "VmHWM") * 1024 }
 
-func procStatusKB(field string) int64 {
-	f, err := os.Open("/proc/self/status")
+// ProcessPeakRSS is another process's peak resident set size in bytes, 0 when /proc is unavailable.
+func ProcessPeakRSS(pid int) int64 { return procStatusKB(strconv.Itoa(pid), "VmHWM") * 1024 }
+
+func procStatusKB(pid, field string) int64 {
+	f, err := os.Open("/proc/" + pid + "/status")
 	if err != nil {
 		return 0
 	}

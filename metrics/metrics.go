@@ -79,8 +79,27 @@ var (
 	LabelerCursor      = gaugeVec("labeler_cursor", "A labeler's seq: newest read (kind=current), and up to which Kafka acknowledged every label (kind=committed).", "labeler", "kind")
 	LabelerReconnects  = counterVec("labeler_reconnects", "Reconnections to a labeler, by reason.", "labeler", "reason")
 	LabelVerifications = counterVec("label_verifications", "Labels checked by --verify-labels, by labeler and result (ok|failed|unsigned|key_unavailable).", "labeler", "result")
-	VerifiedFrames     = counterVec("verified_frames", "Relay frames checked by --verify-commits, by kind (commit|sync) and result (ok|unverifiable|key_unavailable|failed).", "kind", "result")
+	VerifiedFrames     = counterVec("verified_frames", "Relay frames checked by --verify-commits, by kind (commit|sync|repo, the last a backfilled repository) and result (ok|unverifiable|key_unavailable|failed).", "kind", "result")
 )
+
+// Backfill metrics (atkafka backfill plan|run): progress of the whole backfill is read from Kafka by
+// `atkafka backfill status`; these say what one instance is doing.
+var (
+	BackfillPlanned = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "backfill_planned_repos",
+		Help: "Work records (repositories) the plan committed to the work topic."})
+	BackfillRepos   = counterVec("backfill_repos", "Repositories a backfill run finished, by outcome (loaded|inactive|filtered|failed|retried).", "outcome")
+	BackfillRecords = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "backfill_records",
+		Help: "Records of backfilled repositories produced (committed or not: an aborted transaction's are produced again)."})
+	BackfillFetchErrors = counterVec("backfill_fetch_errors", "getRepo attempts that failed, by reason (rate_limited|server_error|unreachable|not_found|…).", "reason")
+	BackfillFetch       = histogramVec("backfill_fetch_seconds", "Time to download one repository from its PDS (getRepo), waiting for the host's limits included.",
+		[]float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300})
+	BackfillRepoBytes = histogramVec("backfill_repo_bytes", "Size of downloaded repository CARs.",
+		prometheus.ExponentialBuckets(1<<10, 4, 12))
+	BackfillInFlight = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "backfill_repos_in_flight",
+		Help: "Repositories being fetched or produced."})
+)
+
+func init() { Registry.MustRegister(BackfillPlanned, BackfillRecords, BackfillInFlight) }
 
 var (
 	collectionsMu sync.RWMutex

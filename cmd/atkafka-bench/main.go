@@ -16,8 +16,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/atkafka/atkafka/bench"
 )
@@ -26,9 +28,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
-	if len(os.Args) > 1 && os.Args[1] == "serve" {
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == "serve":
 		err = serve(ctx, os.Args[2:])
-	} else {
+	case len(os.Args) > 1 && os.Args[1] == "backfill":
+		err = backfillBench(ctx, os.Args[2:])
+	default:
 		err = run(ctx, os.Args[1:])
 	}
 	if err != nil {
@@ -88,4 +93,35 @@ func serve(ctx context.Context, args []string) error {
 	bench.ServeFlags(fs, &cfg)
 	_ = fs.Parse(args)
 	return bench.Serve(ctx, cfg, os.Stdin, os.Stdout)
+}
+
+// backfillBench measures atkafka backfill run against a synthetic network (BENCHMARKS.md, "Backfill").
+func backfillBench(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("atkafka-bench backfill", flag.ExitOnError)
+	cfg := bench.BackfillConfig{Out: os.Stdout}
+	var brokers, instances string
+	fs.IntVar(&cfg.Repos, "repos", 3000, "repositories of the synthetic network")
+	fs.IntVar(&cfg.MaxRecords, "max-records", 50_000, "records of the largest repository (the tail is Pareto-shaped)")
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the repository sizes")
+	fs.StringVar(&brokers, "brokers", "", "Kafka bootstrap servers (empty: an in-process kfake cluster)")
+	fs.StringVar(&instances, "instances", "1,2,4", "instance counts to run, one after the other")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 32, "each instance's --backfill-concurrency")
+	fs.IntVar(&cfg.Partitions, "partitions", 16, "--backfill-partitions of the work topic")
+	fs.DurationVar(&cfg.FloorDuration, "floor-duration", 5*time.Second, "how long the single-goroutine floor runs at least")
+	runArgs := fs.String("run-args", "", "more flags for every instance, space separated (e.g. --enrich=false)")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a 5 s CPU profile of the first instance of the first run here")
+	_ = fs.Parse(args)
+	if brokers != "" {
+		cfg.Brokers = strings.Split(brokers, ",")
+	}
+	cfg.RunArgs = strings.Fields(*runArgs)
+	for _, s := range strings.Split(instances, ",") {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return fmt.Errorf("--instances: %q", s)
+		}
+		cfg.Instances = append(cfg.Instances, n)
+	}
+	fmt.Println("atkafka-bench backfill " + strings.Join(args, " "))
+	return bench.RunBackfill(ctx, cfg)
 }

@@ -42,6 +42,22 @@ type config struct {
 	Ozone    ozoneConfig
 	Labels   labelsConfig
 	Tail     tailConfig
+	Backfill backfillConfig
+}
+
+type backfillConfig struct {
+	Topic, FailedTopic, Group string
+	Source                    string
+	Partitions, PageSize      int
+	Concurrency               int
+	HostConcurrency           int
+	HostRate                  float64
+	RetryWindow               time.Duration
+	ExactlyOnce               bool
+	TransactionTimeout        time.Duration
+	SessionTimeout            time.Duration
+	MemoryLimit               int
+	StatusInterval            time.Duration
 }
 
 type kafkaConfig struct {
@@ -266,6 +282,15 @@ func parseConfig(cmd *cli.Command) (*config, error) {
 			Verify:     cmd.String("verify-labels"),
 			IncludeSig: cmd.Bool("include-sig"),
 		},
+		Backfill: backfillConfig{
+			Topic: cmd.String("backfill-topic"), FailedTopic: cmd.String("backfill-failed-topic"), Group: cmd.String("backfill-group"),
+			Source: cmd.String("backfill-source"), Partitions: int(cmd.Int("backfill-partitions")), PageSize: int(cmd.Int("backfill-page-size")),
+			Concurrency: int(cmd.Int("backfill-concurrency")), HostConcurrency: int(cmd.Int("backfill-host-concurrency")),
+			HostRate: cmd.Float("backfill-host-rate"), RetryWindow: cmd.Duration("backfill-retry-window"),
+			ExactlyOnce: cmd.Bool("backfill-exactly-once"), TransactionTimeout: cmd.Duration("backfill-transaction-timeout"),
+			SessionTimeout: cmd.Duration("backfill-session-timeout"), MemoryLimit: int(cmd.Int("backfill-memory-limit")),
+			StatusInterval: cmd.Duration("interval"),
+		},
 		Tail: tailConfig{
 			Topic:         cmd.String("topic"),
 			JSON:          cmd.Bool("json"),
@@ -294,6 +319,12 @@ func parseConfig(cmd *cli.Command) (*config, error) {
 			continue
 		}
 		rc.Routes = append(rc.Routes, r)
+	}
+	if c.Backfill.Topic == "" {
+		c.Backfill.Topic = c.Topic + ".backfill"
+	}
+	if c.Backfill.FailedTopic == "" {
+		c.Backfill.FailedTopic = c.Backfill.Topic + ".failed"
 	}
 	if c.Tail.Topic == "" {
 		c.Tail.Topic = c.Topic

@@ -42,6 +42,18 @@ func (r *recorder) labels(_ context.Context, c *config) error {
 	return nil
 }
 func (r *recorder) tail(_ context.Context, c *config) error { r.cmd, r.cfg = "tail", c; return nil }
+func (r *recorder) backfillPlan(_ context.Context, c *config) error {
+	r.cmd, r.cfg = "backfill plan", c
+	return nil
+}
+func (r *recorder) backfillRun(_ context.Context, c *config) error {
+	r.cmd, r.cfg = "backfill run", c
+	return nil
+}
+func (r *recorder) backfillStatus(_ context.Context, c *config) error {
+	r.cmd, r.cfg = "backfill status", c
+	return nil
+}
 
 func parse(t *testing.T, args ...string) (*recorder, error) {
 	t.Helper()

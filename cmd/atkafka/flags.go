@@ -223,6 +223,58 @@ func labelsFlags() []cli.Flag {
 	}...)
 }
 
+// backfillFlags name the backfill's topics and group; plan, run and status must agree on them.
+func backfillFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "backfill-topic", Sources: env("BACKFILL_TOPIC"),
+			Usage: "compacted work topic: one record per repository, keyed by DID (default: <output-topic>.backfill)"},
+		&cli.StringFlag{Name: "backfill-failed-topic", Sources: env("BACKFILL_FAILED_TOPIC"),
+			Usage: "topic of the repositories that failed for good, with the reason and their work record (default: <backfill-topic>.failed)"},
+		&cli.StringFlag{Name: "backfill-group", Sources: env("BACKFILL_GROUP"), Value: "atkafka-backfill",
+			Usage: "consumer group of the backfill run instances; its committed offsets are the backfill's progress"},
+	}
+}
+
+func backfillPlanFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "backfill-source", Sources: env("BACKFILL_SOURCE"), Value: "https://bsky.network",
+			Usage: "relay (or PDS) whose com.atproto.sync.listRepos lists the repositories; with exactly one --watched-collections NSID (no pattern), listReposByCollection lists only those holding it"},
+		&cli.IntFlag{Name: "backfill-partitions", Sources: env("BACKFILL_PARTITIONS"), Value: 64,
+			Usage: "partitions of the work topic when plan creates it: the most run instances that can share the work"},
+		&cli.IntFlag{Name: "backfill-page-size", Sources: env("BACKFILL_PAGE_SIZE"), Value: 1000, Usage: "repositories per listRepos page"},
+	}
+}
+
+func backfillRunFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "backfill-concurrency", Sources: env("BACKFILL_CONCURRENCY"), Value: 32,
+			Usage: "repositories one instance loads at once (and commits together)"},
+		&cli.IntFlag{Name: "backfill-host-concurrency", Sources: env("BACKFILL_HOST_CONCURRENCY"), Value: 4,
+			Usage: "getRepo requests in flight to one PDS host"},
+		&cli.FloatFlag{Name: "backfill-host-rate", Sources: env("BACKFILL_HOST_RATE"), Value: 10,
+			Usage: "getRepo requests per second to one PDS host at most (0: unlimited); 429 and RateLimit-* headers slow it further"},
+		&cli.DurationFlag{Name: "backfill-retry-window", Sources: env("BACKFILL_RETRY_WINDOW"), Value: 24 * time.Hour,
+			Usage: "how long a repository whose PDS fails (unreachable, 5xx, rate limited) is retried before it goes to the failed topic"},
+		&cli.BoolFlag{Name: "backfill-exactly-once", Sources: env("BACKFILL_EXACTLY_ONCE"), Value: true,
+			Usage: "commit each batch's records with its work offsets in one Kafka transaction (read_committed consumers see every repository once); false: at least once, a crash repeats the batch in flight"},
+		&cli.DurationFlag{Name: "backfill-transaction-timeout", Sources: env("BACKFILL_TRANSACTION_TIMEOUT"), Value: time.Minute,
+			Usage: "Kafka transaction timeout: a batch must commit within it, and a killed instance's open transaction holds its partitions this long"},
+		&cli.DurationFlag{Name: "backfill-session-timeout", Sources: env("BACKFILL_SESSION_TIMEOUT"), Value: 45 * time.Second,
+			Usage: "how long the group waits for a silent instance before giving its partitions to the others"},
+		&cli.IntFlag{Name: "backfill-memory-limit", Sources: env("BACKFILL_MEMORY_LIMIT"), Value: 4 << 20,
+			Usage: "repository size held in memory; larger CARs are written to a temporary file and mapped, so memory stays bounded (about --backfill-concurrency × this + 32 MB of records in flight)"},
+		&cli.StringFlag{Name: "verify-commits", Sources: env("VERIFY_COMMITS"), Value: "off",
+			Usage: "check each repository's commit signature with the account's key: off, log (count and log failures, produce anyway) or strict (send the repository to the failed topic)"},
+	}
+}
+
+func backfillStatusFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.DurationFlag{Name: "interval", Value: 10 * time.Second, Usage: "how long status watches the offsets to measure rates (0: no rates)"},
+		&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+	}
+}
+
 func tailFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "topic", Sources: env("TAIL_TOPIC"), Usage: "topic to read (default: --output-topic)"},

@@ -29,6 +29,9 @@ type commands interface {
 	ozone(ctx context.Context, c *config) error
 	labels(ctx context.Context, c *config) error
 	tail(ctx context.Context, c *config) error
+	backfillPlan(ctx context.Context, c *config) error
+	backfillRun(ctx context.Context, c *config) error
+	backfillStatus(ctx context.Context, c *config) error
 }
 
 func newApp(run commands) *cli.Command {
@@ -54,6 +57,19 @@ func newApp(run commands) *cli.Command {
 				Commands: []*cli.Command{
 					{Name: "relay", Usage: "subscribe to a relay's com.atproto.sync.subscribeRepos", Flags: relayFlags(), Action: action(run.relay)},
 					{Name: "tap", Usage: "consume indigo's Tap /channel (network backfill), acknowledging after Kafka", Flags: tapFlags(), Action: action(run.tap)},
+				},
+			},
+			{
+				Name:  "backfill",
+				Usage: "load every repository of the network into Kafka, the work shared by any number of instances through a consumer group",
+				Flags: append(firehoseFlags(), backfillFlags()...),
+				Commands: []*cli.Command{
+					{Name: "plan", Usage: "list every repository of a relay into the work topic, one compacted record per DID (resumable, idempotent)",
+						Flags: backfillPlanFlags(), Action: action(run.backfillPlan)},
+					{Name: "run", Usage: "load the repositories of the work partitions this instance is assigned (getRepo from each PDS), exactly once",
+						Flags: backfillRunFlags(), Action: action(run.backfillRun)},
+					{Name: "status", Usage: "print planned, done, failed, rates and ETA, read from the topics' and the group's offsets",
+						Flags: backfillStatusFlags(), Action: action(run.backfillStatus)},
 				},
 			},
 			{Name: "ozone-events", Usage: "poll an Ozone labeler's moderation events", Flags: ozoneFlags(), Action: action(run.ozone)},

@@ -539,7 +539,7 @@ func (p *TxnProducer) returnRefused(t *txn) bool {
 	t.mu.Lock()
 	i, err := -1, error(nil)
 	for j, m := range t.msgs {
-		if e := t.failed[m]; e != nil && refusedForGood(e) {
+		if e := t.failed[m]; e != nil && RefusedForGood(e) {
 			i, err = j, e
 			break
 		}
@@ -573,9 +573,9 @@ func (p *TxnProducer) returnRefused(t *txn) bool {
 	return true
 }
 
-// refusedForGood tells the record errors that retrying the same record cannot fix from those of the transaction
-// or the connection.
-func refusedForGood(err error) bool {
+// RefusedForGood tells the record errors that retrying the same record cannot fix (too large, not allowed…) from
+// those of the transaction or the connection.
+func RefusedForGood(err error) bool {
 	for _, e := range []error{kerr.MessageTooLarge, kerr.RecordListTooLarge, kerr.InvalidRecord, kerr.CorruptMessage,
 		kerr.TopicAuthorizationFailed, kerr.InvalidTopicException, kerr.PolicyViolation, kerr.InvalidRequiredAcks} {
 		if errors.Is(err, e) {

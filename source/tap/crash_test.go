@@ -16,6 +16,7 @@ import (
 
 	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/testenv"
+	"github.com/atkafka/atkafka/transform/format"
 )
 
 // Environment of the crash helper process (TestCrashHelper).
@@ -38,7 +39,7 @@ func createPosts(t testing.TB, env *testenv.DevEnv, acct *testenv.Account, n int
 		var values []map[string]any
 		for i := start; i < min(n, start+applyWritesMax); i++ {
 			v := map[string]any{"$type": "app.bsky.feed.post", "text": fmt.Sprintf("post %d of %s", i, acct.Handle),
-				"createdAt": time.Now().UTC().Format(timeFormat)}
+				"createdAt": time.Now().UTC().Format(format.TimeFormat)}
 			values = append(values, v)
 			ops = append(ops, map[string]any{"$type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.feed.post", "value": v})
 		}

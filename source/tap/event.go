@@ -146,9 +146,6 @@ func (ev *wireEvent) validate() error {
 	return nil
 }
 
-// timeFormat is RFC 3339 in UTC with milliseconds, the atproto date-time style.
-const timeFormat = "2006-01-02T15:04:05.000Z"
-
 // recordEvent builds the operation event for a record event.
 func recordEvent(r *wireRecord, received time.Time) *format.Event {
 	op := &format.Operation{Action: r.Action, Collection: r.Collection, Rkey: r.Rkey, CID: r.CID}
@@ -158,34 +155,15 @@ func recordEvent(r *wireRecord, received time.Time) *format.Event {
 	live := r.Live
 	return &format.Event{
 		DID:       r.DID,
-		Timestamp: recordTime(op.Record, r.Rkey, received).UTC().Format(timeFormat),
+		Timestamp: format.RecordTime(op.Record, r.Rkey, received).UTC().Format(format.TimeFormat),
 		Live:      &live,
 		Operation: op,
 	}
 }
 
-// recordTime is the record's createdAt when it is an RFC 3339 date-time, else the time in a TID rkey, else the
-// receive time.
-func recordTime(record []byte, rkey string, received time.Time) time.Time {
-	if record != nil {
-		var r struct {
-			CreatedAt string `json:"createdAt"`
-		}
-		if json.Unmarshal(record, &r) == nil && r.CreatedAt != "" {
-			if t, err := time.Parse(time.RFC3339Nano, r.CreatedAt); err == nil {
-				return t
-			}
-		}
-	}
-	if tid, err := syntax.ParseTID(rkey); err == nil {
-		return tid.Time()
-	}
-	return received
-}
-
 // identityEvents builds the identity and account events for an identity event (see the package doc).
 func identityEvents(id *wireIdentity, received time.Time) []*format.Event {
-	ts := received.UTC().Format(timeFormat)
+	ts := received.UTC().Format(format.TimeFormat)
 	active := id.IsActive
 	accountStatus := id.Status
 	if accountStatus == "active" {

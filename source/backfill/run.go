@@ -1,0 +1,505 @@
+package backfill
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/repo"
+	"github.com/ipfs/go-cid"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/atkafka/atkafka/backoff"
+	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/sink"
+	"github.com/atkafka/atkafka/sink/kafka"
+	"github.com/atkafka/atkafka/transform"
+	"github.com/atkafka/atkafka/transform/dagcbor"
+	"github.com/atkafka/atkafka/transform/filter"
+	"github.com/atkafka/atkafka/transform/format"
+	"github.com/atkafka/atkafka/transform/verify"
+)
+
+// Defaults applied by Run to zero fields of RunConfig.
+const (
+	DefaultConcurrency        = 32
+	DefaultHostConcurrency    = 4
+	DefaultRetryWindow        = 24 * time.Hour
+	DefaultTransactionTimeout = time.Minute
+	DefaultMemoryLimit        = 4 << 20
+	DefaultMaxBufferedRecords = 10_000
+)
+
+// BackfillHeader marks every record Run produces (value "true"). Values take Tap's shape (schema tap-event:
+// operations with "live": false, account events without seq), the shape of backfilled records already; the header
+// tells a consumer mixing them with Tap's or the relay's records which came from atkafka's backfill.
+const BackfillHeader = "backfill"
+
+// RunConfig configures Run.
+type RunConfig struct {
+	// Opts connect to Kafka and shape the producer (kafka.Config.ProducerOpts).
+	Opts []kgo.Opt
+	// WorkTopic is the plan's topic; Group the consumer group every instance joins.
+	WorkTopic, Group string
+	// OutputTopic receives the records, FailedTopic the repositories that failed for good (with the reason),
+	// DeadLetterTopic single records that could not be decoded.
+	OutputTopic, FailedTopic, DeadLetterTopic string
+
+	// ExactlyOnce commits each batch's records with its work offsets in one transaction (TransactionalID, unique
+	// per instance). Without it, offsets are committed after Kafka acknowledged the records: a crash repeats the
+	// repositories of the batch in flight (at least once).
+	ExactlyOnce        bool
+	TransactionalID    string
+	TransactionTimeout time.Duration
+	// SessionTimeout is how long the group waits for a silent instance before giving its partitions to the
+	// others; zero keeps Kafka's client default (45s).
+	SessionTimeout time.Duration
+
+	// Concurrency is how many repositories an instance loads at once (also its batch size);
+	// HostConcurrency and HostRate bound the getRepo requests to one PDS (HostRate per second, 0: no rate).
+	Concurrency     int
+	HostConcurrency int
+	HostRate        float64
+	// RetryWindow is how long a repository keeps being retried after its first transient failure (PDS down,
+	// 5xx, rate limited) before it goes to FailedTopic.
+	RetryWindow time.Duration
+	// MemoryLimit is the CAR size held in memory; larger repositories are spilled to a file in TempDir.
+	MemoryLimit int64
+	TempDir     string
+	// MaxBufferedRecords bounds the records produced and not yet acknowledged, whatever a repository's size.
+	MaxBufferedRecords int
+
+	// Pipeline renders records, applies the filters and resolves each account's PDS; its Enricher is required.
+	Pipeline *transform.Pipeline
+	// Verifier checks each repository's commit signature (--verify-commits); nil: no check.
+	Verifier Verifier
+	HTTP     *http.Client
+	Logger   *slog.Logger
+}
+
+func (cfg *RunConfig) defaults() error {
+	cfg.Concurrency = cmp.Or(cfg.Concurrency, DefaultConcurrency)
+	cfg.HostConcurrency = cmp.Or(cfg.HostConcurrency, DefaultHostConcurrency)
+	cfg.RetryWindow = cmp.Or(cfg.RetryWindow, DefaultRetryWindow)
+	cfg.TransactionTimeout = cmp.Or(cfg.TransactionTimeout, DefaultTransactionTimeout)
+	cfg.MemoryLimit = cmp.Or(cfg.MemoryLimit, DefaultMemoryLimit)
+	cfg.MaxBufferedRecords = cmp.Or(cfg.MaxBufferedRecords, DefaultMaxBufferedRecords)
+	cfg.HTTP = cmp.Or(cfg.HTTP, &http.Client{Timeout: 10 * time.Minute})
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	var errs []error
+	if cfg.WorkTopic == "" || cfg.Group == "" || cfg.OutputTopic == "" || cfg.FailedTopic == "" || cfg.DeadLetterTopic == "" {
+		errs = append(errs, errors.New("backfill run needs the work, output, failed and dead-letter topics and a group"))
+	}
+	if cfg.ExactlyOnce && cfg.TransactionalID == "" {
+		errs = append(errs, errors.New("exactly-once backfill needs a transactional id"))
+	}
+	if cfg.Pipeline == nil || cfg.Pipeline.Enricher == nil {
+		errs = append(errs, errors.New("backfill run needs a pipeline with an enricher (each account's PDS)"))
+	}
+	return errors.Join(errs...)
+}
+
+// Verifier checks a repository's signed commit (*verify.Verifier): nil when it may be produced.
+type Verifier interface {
+	Repo(ctx context.Context, c *repo.Commit) error
+}
+
+// runner is one backfill run instance.
+type runner struct {
+	cfg   RunConfig
+	log   *slog.Logger
+	fetch *fetcher
+	// produceErr is the first error a produce promise reported in the current batch; refused holds, by DID, the
+	// errors of records Kafka refused for good (too large, say), so that when the aborted batch comes back those
+	// repositories go to the failed topic instead of aborting it again, forever.
+	mu         sync.Mutex
+	produceErr error
+	refused    map[string]error
+}
+
+// client is what the loop needs of Kafka: a plain group consumer (at least once) or a group transact session.
+type client interface {
+	poll(ctx context.Context, n int) kgo.Fetches
+	begin() error
+	produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+	// end commits the batch (records and the offsets of polled) or, when commit is false, drops it; it reports
+	// whether it committed.
+	end(ctx context.Context, polled []*kgo.Record, commit bool) (bool, error)
+	close()
+}
+
+// Run consumes the work topic in cfg.Group until ctx ends, loading each repository.
+func Run(ctx context.Context, cfg RunConfig) error {
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	r := &runner{cfg: cfg, log: cfg.Logger, refused: map[string]error{}, fetch: &fetcher{http: cfg.HTTP, hosts: newHosts(cfg.HostConcurrency, cfg.HostRate),
+		memLimit: cfg.MemoryLimit, tmpDir: cfg.TempDir}}
+	opts := append(cfg.Opts[:len(cfg.Opts):len(cfg.Opts)],
+		kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(cfg.WorkTopic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// The producer's limit is ours here: Produce blocks when it is reached, which bounds memory whatever a
+		// repository's size.
+		kgo.MaxBufferedRecords(cfg.MaxBufferedRecords), kgo.MaxBufferedBytes(32<<20),
+	)
+	if cfg.SessionTimeout > 0 {
+		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout))
+	}
+	var cl client
+	var err error
+	if cfg.ExactlyOnce {
+		cl, err = newTxnClient(append(opts, kgo.TransactionalID(cfg.TransactionalID), kgo.TransactionTimeout(cfg.TransactionTimeout)))
+	} else {
+		cl, err = newPlainClient(append(opts, kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll()))
+	}
+	if err != nil {
+		return fmt.Errorf("creating the Kafka client: %w", err)
+	}
+	defer cl.close()
+	r.log.Info("backfill run starting", "group", cfg.Group, "work_topic", cfg.WorkTopic, "exactly_once", cfg.ExactlyOnce,
+		"transactional_id", cfg.TransactionalID, "concurrency", cfg.Concurrency)
+	for ctx.Err() == nil {
+		fetches := cl.poll(ctx, cfg.Concurrency)
+		if fetches.IsClientClosed() || ctx.Err() != nil {
+			break
+		}
+		var fetchErr error
+		fetches.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				fetchErr = cmp.Or(fetchErr, fmt.Errorf("fetching %s/%d: %w", topic, p, err))
+			}
+		})
+		if fetchErr != nil {
+			r.log.Warn("fetching work failed; polling again", "err", fetchErr)
+		}
+		polled := fetches.Records()
+		if len(polled) == 0 {
+			continue
+		}
+		if err := r.batch(ctx, cl, polled); err != nil {
+			return err
+		}
+	}
+	r.log.Info("backfill run stopping")
+	return nil
+}
+
+// batch loads the repositories of polled concurrently and commits them together.
+func (r *runner) batch(ctx context.Context, cl client, polled []*kgo.Record) error {
+	r.waitDue(ctx, polled)
+	if err := cl.begin(); err != nil {
+		return fmt.Errorf("beginning a transaction: %w", err)
+	}
+	r.mu.Lock()
+	r.produceErr = nil
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	var canceled atomic.Bool
+	for _, rec := range polled {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			metrics.BackfillInFlight.Inc()
+			defer metrics.BackfillInFlight.Dec()
+			if !r.repo(ctx, cl, rec) {
+				canceled.Store(true)
+			}
+		}()
+	}
+	wg.Wait()
+	r.mu.Lock()
+	produceErr := r.produceErr
+	r.mu.Unlock()
+	commit := produceErr == nil && !canceled.Load() && ctx.Err() == nil
+	if produceErr != nil {
+		r.log.Warn("producing a batch failed; it is dropped and its repositories loaded again", "err", produceErr)
+	}
+	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.TransactionTimeout)
+	defer cancel()
+	committed, err := cl.end(endCtx, polled, commit)
+	status := "aborted"
+	if committed {
+		status = "committed"
+	}
+	metrics.Transactions.WithLabelValues(status).Inc()
+	if err != nil {
+		return fmt.Errorf("ending a backfill batch: %w", err)
+	}
+	if !committed && ctx.Err() == nil {
+		r.log.Info("backfill batch not committed (rebalance or produce error); its repositories will be loaded again", "repos", len(polled))
+	}
+	return nil
+}
+
+// waitDue sleeps, briefly, when every repository of the batch is a retry not yet due, so that a partition
+// holding only those does not spin.
+func (r *runner) waitDue(ctx context.Context, polled []*kgo.Record) {
+	now := time.Now()
+	earliest := time.Time{}
+	for _, rec := range polled {
+		w, err := decodeWork(rec.Value)
+		if err != nil || !w.NotBefore.After(now) {
+			return
+		}
+		if earliest.IsZero() || w.NotBefore.Before(earliest) {
+			earliest = w.NotBefore
+		}
+	}
+	backoff.Sleep(ctx, min(time.Until(earliest), 5*time.Second))
+}
+
+// emit produces one record of the batch.
+func (r *runner) emit(ctx context.Context, cl client, rec sink.Record) {
+	topic := cmp.Or(rec.Topic, r.cfg.OutputTopic)
+	kr := &kgo.Record{Topic: topic, Key: rec.Key, Value: rec.Value, Headers: make([]kgo.RecordHeader, len(rec.Headers))}
+	for i, h := range rec.Headers {
+		kr.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+	}
+	cl.produce(ctx, kr, func(_ *kgo.Record, err error) {
+		if err != nil {
+			r.mu.Lock()
+			r.produceErr = cmp.Or(r.produceErr, err)
+			if kafka.RefusedForGood(err) && len(r.refused) < 10_000 {
+				r.refused[string(kr.Key)] = err
+			}
+			r.mu.Unlock()
+		}
+	})
+}
+
+// repo loads one work record's repository, producing its records, its account event, a retry or a failure. It
+// returns false when ctx ended, leaving the batch incomplete.
+func (r *runner) repo(ctx context.Context, cl client, rec *kgo.Record) bool {
+	w, err := decodeWork(rec.Value)
+	if err != nil {
+		r.failed(ctx, cl, &Work{DID: string(rec.Key)}, "", permanent("bad_work", err), rec.Value)
+		return true
+	}
+	r.mu.Lock()
+	refused, ok := r.refused[w.DID]
+	delete(r.refused, w.DID)
+	r.mu.Unlock()
+	if ok {
+		r.failed(ctx, cl, w, "", permanent("produce_refused", refused), nil)
+		return true
+	}
+	now := time.Now()
+	if w.NotBefore.After(now) {
+		// Not due yet: back to the end of its partition, so that the repositories behind it go first.
+		r.emit(ctx, cl, sink.Record{Topic: r.cfg.WorkTopic, Key: rec.Key, Value: rec.Value})
+		return true
+	}
+	p := r.cfg.Pipeline
+	pend := transform.Pending{DID: w.DID, Deadline: p.Deadline(now)}
+	ready := make(chan struct{})
+	pend.Ready = func() { close(ready) }
+	p.Prepare(&pend)
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return false
+	}
+	if !p.KeepAccount(w.DID, &pend.Meta) {
+		metrics.BackfillRepos.WithLabelValues("filtered").Inc()
+		return true
+	}
+	if w.inactive() {
+		r.account(ctx, cl, w, &pend, w.Status)
+		return true
+	}
+	pds := pend.Meta.PDSHost()
+	switch {
+	case pds == "" && pend.Meta.PDS().Outcome == filter.NoPDS:
+		// Definitive: the PLC does not know the DID, or its document names no PDS. Retrying cannot help.
+		r.failed(ctx, cl, w, pds, permanent("no_pds", errNoPDS), nil)
+		return true
+	case pds == "":
+		r.retry(ctx, cl, w, pds, transient("pds_unknown", errors.New("the account's DID document could not be looked up")))
+		return ctx.Err() == nil
+	}
+	data, err := r.get(ctx, pds, w.DID)
+	var inactive *inactiveError
+	var f *failure
+	switch {
+	case ctx.Err() != nil:
+		return false
+	case errors.As(err, &inactive):
+		r.account(ctx, cl, w, &pend, inactive.status)
+		return true
+	case errors.As(err, &f) && f.permanent:
+		r.failed(ctx, cl, w, pds, f, nil)
+		return true
+	case errors.As(err, &f):
+		r.retry(ctx, cl, w, pds, f)
+		return true
+	}
+	defer data.release()
+	if f := r.records(ctx, cl, w, &pend, data.b); f != nil {
+		r.failed(ctx, cl, w, pds, f, nil)
+	}
+	return ctx.Err() == nil
+}
+
+// get downloads a repository, retrying transient failures a few times at once (a 5xx, a reset connection)
+// before the repository is put back for later.
+func (r *runner) get(ctx context.Context, pds, did string) (*repoData, error) {
+	bo := backoff.New(250*time.Millisecond, 2*time.Second)
+	for {
+		start := time.Now()
+		d, err := r.fetch.getRepo(ctx, pds, did)
+		if err == nil {
+			metrics.BackfillFetch.WithLabelValues().Observe(time.Since(start).Seconds())
+			metrics.BackfillRepoBytes.WithLabelValues().Observe(float64(len(d.b)))
+			return d, nil
+		}
+		var f *failure
+		if !errors.As(err, &f) || f.permanent || bo.Attempt() >= 2 || ctx.Err() != nil {
+			if f != nil {
+				metrics.BackfillFetchErrors.WithLabelValues(f.reason).Inc()
+			}
+			return nil, err
+		}
+		metrics.BackfillFetchErrors.WithLabelValues(f.reason).Inc()
+		if !backoff.Sleep(ctx, bo.Next()) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// records checks the repository and produces every record it holds. A structural failure is found before any
+// record is produced: the MST is walked once to check it (cheap next to rendering), then again to produce.
+func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transform.Pending, b []byte) *failure {
+	car, err := dagcbor.ParseCAR(b)
+	if err != nil {
+		return permanent("malformed_car", err)
+	}
+	commit, err := verify.RepoCommit(car, w.DID)
+	if err != nil {
+		return permanent("malformed_car", err)
+	}
+	if v := r.cfg.Verifier; v != nil {
+		if err := v.Repo(ctx, commit); err != nil {
+			var ve *verify.Error
+			if errors.As(err, &ve) {
+				return permanent(ve.DeadLetterReason(), err)
+			}
+			return permanent("verify", err)
+		}
+	}
+	root := dagcbor.Link(commit.Data.Bytes())
+	if commit.Data == cid.Undef {
+		return permanent("malformed_car", errors.New("commit without an MST root"))
+	}
+	n := 0
+	err = walkMST(car, root, func(key []byte, value dagcbor.Link) error {
+		if _, ok := car.BlockByLink(value); !ok {
+			return fmt.Errorf("record %s (%s) missing from the CAR", key, value)
+		}
+		n++
+		return nil
+	})
+	if err != nil {
+		return permanent("malformed_car", err)
+	}
+	p := r.cfg.Pipeline
+	received := time.Now()
+	var meta []byte
+	if p.Metadata() {
+		meta = p.AppendMetadata(nil, pend, n)
+	}
+	live := false
+	rev := []byte(commit.Rev)
+	did := []byte(w.DID)
+	var buf []byte
+	produced := 0
+	_ = walkMST(car, root, func(key []byte, value dagcbor.Link) error {
+		collection, rkey, ok := splitKey(key)
+		if !ok || !p.KeepCollection(collection) {
+			return nil
+		}
+		block, _ := car.BlockByLink(value)
+		var err error
+		if buf, err = dagcbor.AppendJSON(buf[:0], block); err != nil {
+			dl := sink.DeadLetter{Source: "backfill", Reason: "decode", Err: fmt.Errorf("%s/%s: %w", collection, rkey, err), DID: w.DID, Raw: block}
+			r.emit(ctx, cl, dl.Record(r.cfg.DeadLetterTopic))
+			metrics.DeadLettered.WithLabelValues("backfill", "decode").Inc()
+			return nil
+		}
+		ev := &format.Event{DID: w.DID, Metadata: meta, Live: &live, Operation: &format.Operation{
+			Action: "create", Collection: collection, Rkey: rkey, CID: value.String(), Record: buf}}
+		ev.Timestamp = format.RecordTime(buf, rkey, received).UTC().Format(format.TimeFormat)
+		// Sized once: growing the value by doubling cost more than rendering it.
+		out := p.AppendValue(make([]byte, 0, 256+len(meta)+2*len(buf)), ev)
+		r.emit(ctx, cl, sink.Record{Key: did, Value: out, Headers: []sink.Header{
+			{Key: "did", Value: did}, {Key: "rev", Value: rev}, {Key: "collection", Value: []byte(collection)},
+			{Key: "rkey", Value: []byte(rkey)}, {Key: "live", Value: []byte("false")}, {Key: BackfillHeader, Value: []byte("true")},
+		}})
+		produced++
+		return nil
+	})
+	metrics.BackfillRecords.Add(float64(produced))
+	metrics.BackfillRepos.WithLabelValues("loaded").Inc()
+	return nil
+}
+
+// splitKey splits an MST key into collection and rkey.
+func splitKey(key []byte) (collection, rkey string, ok bool) {
+	for i, c := range key {
+		if c == '/' {
+			return string(key[:i]), string(key[i+1:]), i > 0 && i < len(key)-1
+		}
+	}
+	return "", "", false
+}
+
+// account produces the account event of an inactive account, its only record in a backfill.
+func (r *runner) account(ctx context.Context, cl client, w *Work, pend *transform.Pending, status string) {
+	p := r.cfg.Pipeline
+	ev := &format.Event{DID: w.DID, Timestamp: time.Now().UTC().Format(format.TimeFormat), Account: &format.Account{Active: false, Status: status}}
+	ev.Metadata = p.AppendMetadata(nil, pend, 1)
+	did := []byte(w.DID)
+	r.emit(ctx, cl, sink.Record{Key: did, Value: p.AppendValue(nil, ev), Headers: []sink.Header{
+		{Key: "did", Value: did}, {Key: BackfillHeader, Value: []byte("true")}}})
+	metrics.BackfillRepos.WithLabelValues("inactive").Inc()
+}
+
+// retry puts a repository back at the end of its partition after a transient failure, due after a backoff, or
+// sends it to the failed topic once its retry window has passed.
+func (r *runner) retry(ctx context.Context, cl client, w *Work, pds string, f *failure) {
+	now := time.Now()
+	if w.FirstFailure.IsZero() {
+		w.FirstFailure = now
+	}
+	if now.Sub(w.FirstFailure) > r.cfg.RetryWindow {
+		r.failed(ctx, cl, w, pds, &failure{reason: f.reason, permanent: true,
+			err: fmt.Errorf("still failing %s after the first failure: %w", r.cfg.RetryWindow, f.err)}, nil)
+		return
+	}
+	w.Attempt++
+	w.LastError = f.Error()
+	delay := min(time.Second<<min(w.Attempt, 20), time.Hour)
+	w.NotBefore = now.Add(delay)
+	r.emit(ctx, cl, sink.Record{Topic: r.cfg.WorkTopic, Key: []byte(w.DID), Value: w.encode()})
+	metrics.BackfillRepos.WithLabelValues("retried").Inc()
+}
+
+// failed writes a repository that failed for good to the failed topic, with the reason and its work record.
+func (r *runner) failed(ctx context.Context, cl client, w *Work, pds string, f *failure, raw []byte) {
+	if raw == nil {
+		raw = w.encode()
+	}
+	r.log.Warn("backfill of a repository failed for good", "did", w.DID, "pds", pds, "reason", f.reason, "err", f.err)
+	dl := sink.DeadLetter{Source: "backfill", Reason: f.reason, Err: f.err, DID: w.DID, Raw: raw}
+	rec := dl.Record(r.cfg.FailedTopic)
+	rec.Headers = append(rec.Headers, sink.Header{Key: "pds", Value: []byte(pds)},
+		sink.Header{Key: "attempt", Value: strconv.AppendInt(nil, int64(w.Attempt), 10)})
+	r.emit(ctx, cl, rec)
+	metrics.BackfillRepos.WithLabelValues("failed").Inc()
+}

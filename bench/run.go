@@ -276,11 +276,12 @@ func (cfg Config) sinkConfig(brokers []string) kafka.Config {
 		MaxInFlightBytes: cfg.MaxInFlightBytes, Logger: cfg.Log}
 }
 
-// The defaults of atkafka's CLI (cmd/atkafka/flags.go), which the benchmark measures unless told otherwise.
+// The defaults of atkafka's CLI, which are the libraries' (cmd/atkafka/flags.go), and which the benchmark
+// measures unless told otherwise.
 const (
-	DefaultMaxInFlightFrames  = 1024
-	DefaultMaxInFlightRecords = 50000
-	DefaultMaxInFlightBytes   = 64 << 20
+	DefaultMaxInFlightFrames  = relay.DefaultMaxInFlight
+	DefaultMaxInFlightRecords = kafka.DefaultMaxInFlightRecords
+	DefaultMaxInFlightBytes   = kafka.DefaultMaxInFlightBytes
 )
 
 // countingSink counts what passes to the producer.

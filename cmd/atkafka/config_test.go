@@ -12,7 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/sink/route"
+	"github.com/atkafka/atkafka/source/relay"
+	"github.com/atkafka/atkafka/source/tap"
 	"github.com/atkafka/atkafka/testenv"
 )
 
@@ -24,14 +29,8 @@ type recorder struct {
 
 func (r *recorder) relay(_ context.Context, c *config) error { r.cmd, r.cfg = "relay", c; return nil }
 func (r *recorder) tap(_ context.Context, c *config) error   { r.cmd, r.cfg = "tap", c; return nil }
-func (r *recorder) ozone(_ context.Context, c *config) error {
-	if err := c.validateOzone(); err != nil {
-		return err
-	}
-	r.cmd, r.cfg = "ozone", c
-	return nil
-}
-func (r *recorder) tail(_ context.Context, c *config) error { r.cmd, r.cfg = "tail", c; return nil }
+func (r *recorder) ozone(_ context.Context, c *config) error { r.cmd, r.cfg = "ozone", c; return nil }
+func (r *recorder) tail(_ context.Context, c *config) error  { r.cmd, r.cfg = "tail", c; return nil }
 
 func parse(t *testing.T, args ...string) (*recorder, error) {
 	t.Helper()
@@ -73,24 +72,66 @@ func TestEnvironmentVariables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := r.cfg
-	if len(c.Brokers) != 2 || c.Topic != "t" || c.MetricsAddr != "127.0.0.1:7000" || !c.Debug || c.Relay.Host != "ws://127.0.0.1:1" ||
-		strings.Join(c.Firehose.WatchedCollections, "|") != "app.bsky.*|chat.bsky.*" || c.Kafka.SASLMechanism != "SCRAM-SHA-512" ||
-		c.Kafka.SASLPassword != "p" || !c.Osprey.Compatible || c.Relay.VerifyCommits != "strict" {
-		t.Fatalf("parsed %+v", c)
+	want := defaults("relay")
+	want.Brokers, want.Topic, want.DeadLetterTopic, want.Tail.Topic = []string{"a:1", "b:2"}, "t", "t.deadletter", "t"
+	want.Kafka.CursorTopic, want.Firehose.Routes.Topic = "t.cursors", "t"
+	want.MetricsAddr, want.Debug, want.Relay.Host, want.Relay.VerifyCommits = "127.0.0.1:7000", true, "ws://127.0.0.1:1", "strict"
+	want.Firehose.WatchedCollections = []string{"app.bsky.*", "chat.bsky.*"}
+	want.Kafka.SASLMechanism, want.Kafka.SASLUsername, want.Kafka.SASLPassword = "SCRAM-SHA-512", "u", "p"
+	want.Osprey.Compatible = true
+	if diff := cmp.Diff(want, r.cfg); diff != "" {
+		t.Fatalf("configuration (-want +got):\n%s", diff)
 	}
 }
 
-func TestDefaults(t *testing.T) {
-	r, err := parse(t, "firehose", "tap")
-	if err != nil {
-		t.Fatal(err)
+// defaults is the configuration of a firehose command (relay or tap) run without flags or variables: what users
+// run, spelled out rather than taken from the libraries' Default constants, so that a changed library default
+// shows here as a changed CLI default.
+func defaults(command string) *config {
+	c := &config{
+		Command: command, Topic: "atproto-events", DeadLetterTopic: "atproto-events.deadletter",
+		Kafka: kafkaConfig{Compression: "zstd", Linger: 5 * time.Millisecond, MaxBatchBytes: 1 << 20, Acks: "all",
+			MaxInFlightRecords: 50_000, MaxInFlightBytes: 64 << 20, CreateTopic: true, Partitions: 64,
+			ConnectTimeout: 15 * time.Second, CursorTopic: "atproto-events.cursors"},
+		EmbeddedAddr: "127.0.0.1:9092", DataDir: ".", MetricsAddr: "0.0.0.0:6009", ReadinessWindow: 2 * time.Minute,
+		ShutdownTimeout: 30 * time.Second, LogFormat: "text",
+		Osprey: ospreyConfig{Format: "worker"},
+		Firehose: firehoseConfig{Routes: route.Config{Topic: "atproto-events"}, RouteAccountEvents: "all",
+			Enrich: true, PLCHost: "https://plc.directory", EnrichTimeout: 2 * time.Second, DIDCacheSize: 500_000,
+			DIDCacheTTL: time.Hour, EnrichConcurrency: 256, ProfileCacheSize: 200_000, ProfileCacheTTL: 10 * time.Minute,
+			PLCRate: 100, APIRate: 50},
+		Tail: tailConfig{Topic: "atproto-events"},
 	}
-	c := r.cfg
-	if len(c.Brokers) != 0 || c.Topic != "atproto-events" || c.MetricsAddr != "0.0.0.0:6009" || c.Kafka.Compression != "zstd" ||
-		c.Kafka.Acks != "all" || !c.Kafka.CreateTopic || c.Tap.Host != "ws://localhost:2480" || c.Tap.Workers != 10 ||
-		c.DataDir != "." || c.Firehose.PLCHost != "https://plc.directory" || !c.Firehose.Enrich || c.EmbeddedAddr != "127.0.0.1:9092" {
-		t.Fatalf("defaults %+v", c)
+	switch command {
+	case "relay":
+		c.Relay = relayConfig{Host: "wss://bsky.network", MaxInFlight: 1024, VerifyCommits: "off"}
+	case "tap":
+		c.Tap = tapConfig{Host: "ws://localhost:2480", Workers: 10, MaxInFlight: 1024}
+	}
+	return c
+}
+
+func TestDefaults(t *testing.T) {
+	for _, command := range []string{"relay", "tap"} {
+		r, err := parse(t, "firehose", command)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(defaults(command), r.cfg); diff != "" {
+			t.Errorf("firehose %s defaults (-want +got):\n%s", command, diff)
+		}
+	}
+}
+
+// TestLibraryDefaults: what a library does with a zero field is what the CLI does by default, so that a library
+// user and an operator get the same service. The flags name the constants; --shutdown-timeout stands for three.
+func TestLibraryDefaults(t *testing.T) {
+	want := defaults("relay").ShutdownTimeout
+	for name, got := range map[string]time.Duration{"relay.DefaultShutdownTimeout": relay.DefaultShutdownTimeout,
+		"tap.DefaultDrainTimeout": tap.DefaultDrainTimeout, "kafka.DefaultFlushTimeout": kafka.DefaultFlushTimeout} {
+		if got != want {
+			t.Errorf("%s = %v, --shutdown-timeout defaults to %v", name, got, want)
+		}
 	}
 }
 
@@ -238,22 +279,19 @@ func TestExactlyOnceFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := r.cfg.Kafka
-	if !k.ExactlyOnce || k.CursorTopic != "events.cursors" || k.TransactionalID != "" {
+	if !k.ExactlyOnce || k.CursorTopic != "events.cursors" || k.TransactionalID != "atkafka-relay-events" {
 		t.Fatalf("parsed %+v", k)
-	}
-	if err := r.cfg.validateExactlyOnce("relay"); err != nil || r.cfg.Kafka.TransactionalID != "atkafka-relay-events" {
-		t.Errorf("validateExactlyOnce = %v, transactional id %q", err, r.cfg.Kafka.TransactionalID)
 	}
 	if got := cursorKey(r.cfg, "relay"); got != "relay:bsky.network" {
 		t.Errorf("relay cursor key %q", got)
 	}
 
-	r, err = parse(t, "firehose", "tap")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.cfg.validateExactlyOnce("tap"); err == nil || !strings.Contains(err.Error(), "not supported by firehose tap") {
+	if _, err := parse(t, "firehose", "tap"); err == nil || !strings.Contains(err.Error(), "not supported by firehose tap") {
 		t.Errorf("tap with --exactly-once: %v", err)
+	}
+	r, err = parse(t, "ozone-events", "--pds-host", "http://pds", "--identifier", "m", "--password", "x", "--labeler-did", "d")
+	if err != nil || r.cfg.Kafka.TransactionalID != "atkafka-ozone-atproto-events" {
+		t.Errorf("ozone-events: %v, transactional id %q", err, r.cfg.Kafka.TransactionalID)
 	}
 
 	if _, err := parse(t, "--acks", "leader", "firehose", "relay"); err == nil || !strings.Contains(err.Error(), "--exactly-once needs --acks all") {
@@ -263,7 +301,7 @@ func TestExactlyOnceFlags(t *testing.T) {
 		t.Errorf("cursor topic = output topic: %v", err)
 	}
 	r, err = parse(t, "--transactional-id", "mine", "--cursor-topic", "c", "firehose", "relay")
-	if err != nil || r.cfg.validateExactlyOnce("relay") != nil || r.cfg.Kafka.TransactionalID != "mine" || r.cfg.Kafka.CursorTopic != "c" {
+	if err != nil || r.cfg.Kafka.TransactionalID != "mine" || r.cfg.Kafka.CursorTopic != "c" {
 		t.Errorf("explicit values: %v %+v", err, r.cfg.Kafka)
 	}
 }

@@ -80,9 +80,6 @@ func (wiring) tap(ctx context.Context, c *config) error {
 }
 
 func (wiring) ozone(ctx context.Context, c *config) error {
-	if err := c.validateOzone(); err != nil {
-		return err
-	}
 	return runSource(ctx, c, "ozone", func(rt *runtime, _ *stage) (source, error) {
 		formatter, err := newFormatter(c.Osprey)
 		if err != nil {
@@ -117,9 +114,6 @@ type connectedSource interface {
 // metrics server stops, so /metrics and /healthz stay up while in-flight records are flushed; the enricher
 // closes last (its deferred close runs after rt.close).
 func runSource(ctx context.Context, c *config, name string, build func(*runtime, *stage) (source, error)) error {
-	if err := c.validateExactlyOnce(name); err != nil {
-		return err
-	}
 	log := newLogger(c)
 	slog.SetDefault(log)
 	for _, n := range c.Notices {

@@ -60,7 +60,7 @@ func verifyCorpus(t *testing.T, mode verify.Mode) (srv *relaytest.Server, forged
 		w.Write(d)
 	}))
 	t.Cleanup(plc.Close)
-	v, err = verify.New(verify.Config{Mode: mode, PLCHost: plc.URL, Logger: testLogger(t)})
+	v, err = verify.New(verify.Config{Mode: mode, PLCHost: plc.URL, PLCRate: -1, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -303,7 +303,7 @@ func (p *fakePLC) setDown(down bool) {
 
 func newVerifier(t testing.TB, mode Mode, plc string) *Verifier {
 	t.Helper()
-	v, err := New(Config{Mode: mode, PLCHost: plc, ErrorTTL: time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	v, err := New(Config{Mode: mode, PLCHost: plc, PLCRate: -1, ErrorTTL: time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
@@ -58,10 +59,12 @@ const (
 	ModeStrict Mode = "strict"
 )
 
+// Modes lists every Mode, in the order help texts list them.
+var Modes = []Mode{ModeOff, ModeLog, ModeStrict}
+
 // ParseMode reads a Mode; "" is ModeOff.
 func ParseMode(s string) (Mode, error) {
-	switch m := Mode(cmp.Or(s, string(ModeOff))); m {
-	case ModeOff, ModeLog, ModeStrict:
+	if m := Mode(cmp.Or(s, string(ModeOff))); slices.Contains(Modes, m) {
 		return m, nil
 	}
 	return "", fmt.Errorf("verify mode %q is not one of off, log, strict", s)
@@ -124,6 +127,8 @@ const (
 	DefaultCacheTTL      = time.Hour
 	DefaultErrorTTL      = 30 * time.Second
 	DefaultLookupTimeout = 5 * time.Second
+	// DefaultPLCRate is enrich.DefaultPLCRate: atkafka's one --plc-rate-limit means the same to both.
+	DefaultPLCRate = 100
 )
 
 // Config configures a Verifier. The zero value of a field means its default.
@@ -136,7 +141,8 @@ type Config struct {
 	Keys Keys
 	// PLCHost is the PLC directory keys are fetched from. Default DefaultPLCHost.
 	PLCHost string
-	// PLCRate limits requests to PLCHost per second (atkafka's --plc-rate-limit). Zero or negative: unlimited.
+	// PLCRate limits requests to PLCHost per second (atkafka's --plc-rate-limit). Default DefaultPLCRate;
+	// negative: unlimited (a private PLC mirror), as in enrich.Config.
 	PLCRate float64
 	// CacheSize is how many DID documents are kept; CacheTTL how long one is reused; ErrorTTL how long a failed
 	// lookup is remembered before it is tried again. Defaults DefaultCacheSize, DefaultCacheTTL,

@@ -217,6 +217,34 @@ func TestHelpHidesSecretsAndListsEnv(t *testing.T) {
 	}
 }
 
+// tail's help lists the global flags that apply to reading and none of the producer's, exactly-once or operations
+// flags, which it accepts (they are global) but ignores.
+func TestTailHelpListsReadingFlagsOnly(t *testing.T) {
+	var out strings.Builder
+	app := newApp(&recorder{})
+	app.Writer = &out
+	if err := app.Run(context.Background(), []string{"atkafka", "tail", "--help"}); err != nil {
+		t.Fatal(err)
+	}
+	help := out.String()
+	for _, f := range []string{"--topic", "--from-beginning", "--bootstrap-servers", "--output-topic", "--kafka-connect-timeout",
+		"--kafka-tls-ca-file", "--kafka-sasl-mechanism", "--embedded-broker-address", "--log-format"} {
+		if !strings.Contains(help, f+" ") {
+			t.Errorf("tail --help lacks %s", f)
+		}
+	}
+	for _, f := range []string{"--compression", "--acks", "--max-inflight-records", "--create-topic", "--dead-letter-topic",
+		"--exactly-once", "--transactional-id", "--cursor-topic", "--enrich", "--plc-host", "--data-dir",
+		"--shutdown-timeout", "--metrics-listen-address", "--embedded-data-dir"} {
+		if strings.Contains(help, f+" ") {
+			t.Errorf("tail --help lists %s", f)
+		}
+	}
+	if _, err := parse(t, "tail", "--compression", "lz4"); err != nil {
+		t.Errorf("tail no longer accepts a global producer flag: %v", err)
+	}
+}
+
 var update = flag.Bool("update", false, "rewrite the configuration table in README.md")
 
 const tableStart, tableEnd = "<!-- config-table:start -->\n", "<!-- config-table:end -->"

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
@@ -39,15 +40,36 @@ func env(name string, legacy ...string) cli.ValueSourceChain {
 	return cli.EnvVars(append([]string{"ATKAFKA_" + name}, legacy...)...)
 }
 
+// Flag categories. Those of global flags say whether a flag applies to reading (readingCategories), which is what
+// atkafka tail's help lists.
 const (
-	catKafka    = "Kafka"
-	catSecurity = "Kafka security"
-	catEmbedded = "Embedded broker"
-	catOps      = "Operations"
-	catFilter   = "Filters"
-	catEnrich   = "Enrichment"
-	catFormat   = "Output format"
+	catKafka       = "Kafka"
+	catSecurity    = "Kafka security"
+	catProducer    = "Kafka producer"
+	catExactlyOnce = "Exactly once"
+	catEmbedded    = "Embedded broker"
+	catOps         = "Operations"
+	catLogging     = "Logging"
+	catFilter      = "Filters"
+	catEnrich      = "Enrichment"
+	catFormat      = "Output format"
 )
+
+// readingCategories are the categories of the global flags that apply to reading a topic.
+var readingCategories = []string{catKafka, catSecurity, catLogging}
+
+// readingHelpTemplate is urfave/cli's command help listing, of the global flags, only those of readingCategories:
+// a command that reads a topic accepts the producer's, exactly-once and operations flags (they are global) but
+// has no use for them.
+func readingHelpTemplate() string {
+	cond := make([]string, len(readingCategories))
+	for i, c := range readingCategories {
+		cond[i] = fmt.Sprintf("(eq .GetCategory %q)", c)
+	}
+	flags := `{{range .VisiblePersistentFlags}}{{if or ` + strings.Join(cond, " ") + `}}
+   {{wrap .String 6}}{{end}}{{end}}`
+	return strings.Replace(cli.CommandHelpTemplate, `{{template "visiblePersistentFlagTemplate" .}}`, flags, 1)
+}
 
 // globalFlags apply to every command; urfave/cli makes them valid before or after the subcommand.
 func globalFlags() []cli.Flag {
@@ -56,31 +78,31 @@ func globalFlags() []cli.Flag {
 			Usage: "Kafka bootstrap servers, comma separated. When empty, atkafka starts an embedded in-memory broker for trying it out"},
 		&cli.StringFlag{Name: "output-topic", Category: catKafka, Sources: env("OUTPUT_TOPIC"), Value: "atproto-events",
 			Usage: "Kafka topic events are produced to"},
-		&cli.StringFlag{Name: "dead-letter-topic", Category: catKafka, Sources: env("DEAD_LETTER_TOPIC"),
+		&cli.StringFlag{Name: "dead-letter-topic", Category: catProducer, Sources: env("DEAD_LETTER_TOPIC"),
 			Usage: "topic for inputs that could not be decoded, kept raw so nothing is lost (default: <output-topic>.deadletter)"},
-		&cli.StringFlag{Name: "compression", Category: catKafka, Sources: env("COMPRESSION"), Value: kafka.DefaultCompression,
+		&cli.StringFlag{Name: "compression", Category: catProducer, Sources: env("COMPRESSION"), Value: kafka.DefaultCompression,
 			Usage: "record batch compression: " + choices(kafka.Compressions)},
-		&cli.DurationFlag{Name: "linger", Category: catKafka, Sources: env("LINGER"), Value: 5 * time.Millisecond,
+		&cli.DurationFlag{Name: "linger", Category: catProducer, Sources: env("LINGER"), Value: 5 * time.Millisecond,
 			Usage: "how long the producer waits to fill a batch"},
-		&cli.IntFlag{Name: "max-batch-bytes", Category: catKafka, Sources: env("MAX_BATCH_BYTES"), Value: 1 << 20,
+		&cli.IntFlag{Name: "max-batch-bytes", Category: catProducer, Sources: env("MAX_BATCH_BYTES"), Value: 1 << 20,
 			Usage: "largest record batch the producer sends; keep it at or below the topic's max.message.bytes"},
-		&cli.StringFlag{Name: "acks", Category: catKafka, Sources: env("ACKS"), Value: kafka.DefaultAcks,
+		&cli.StringFlag{Name: "acks", Category: catProducer, Sources: env("ACKS"), Value: kafka.DefaultAcks,
 			Usage: "acknowledgement level: all (idempotent, the only setting that cannot lose acknowledged records), leader or none"},
-		&cli.IntFlag{Name: "max-inflight-records", Category: catKafka, Sources: env("MAX_INFLIGHT_RECORDS"), Value: kafka.DefaultMaxInFlightRecords,
+		&cli.IntFlag{Name: "max-inflight-records", Category: catProducer, Sources: env("MAX_INFLIGHT_RECORDS"), Value: kafka.DefaultMaxInFlightRecords,
 			Usage: "records handed to Kafka and not yet acknowledged before sources pause (backpressure)"},
-		&cli.IntFlag{Name: "max-inflight-bytes", Category: catKafka, Sources: env("MAX_INFLIGHT_BYTES"), Value: kafka.DefaultMaxInFlightBytes,
+		&cli.IntFlag{Name: "max-inflight-bytes", Category: catProducer, Sources: env("MAX_INFLIGHT_BYTES"), Value: kafka.DefaultMaxInFlightBytes,
 			Usage: "bytes of records handed to Kafka and not yet acknowledged before sources pause (backpressure)"},
-		&cli.BoolFlag{Name: "create-topic", Category: catKafka, Sources: env("CREATE_TOPIC"), Value: true,
+		&cli.BoolFlag{Name: "create-topic", Category: catProducer, Sources: env("CREATE_TOPIC"), Value: true,
 			Usage: "create the output and dead-letter topics when missing (--create-topic=false to turn off)"},
-		&cli.IntFlag{Name: "topic-partitions", Category: catKafka, Sources: env("TOPIC_PARTITIONS"), Value: 64,
+		&cli.IntFlag{Name: "topic-partitions", Category: catProducer, Sources: env("TOPIC_PARTITIONS"), Value: 64,
 			Usage: "partitions of a topic atkafka creates"},
-		&cli.IntFlag{Name: "topic-replication-factor", Category: catKafka, Sources: env("TOPIC_REPLICATION_FACTOR"),
+		&cli.IntFlag{Name: "topic-replication-factor", Category: catProducer, Sources: env("TOPIC_REPLICATION_FACTOR"),
 			Usage: "replication factor of a topic atkafka creates (0: the broker's default)"},
-		&cli.BoolFlag{Name: "exactly-once", Category: catKafka, Sources: env("EXACTLY_ONCE"),
+		&cli.BoolFlag{Name: "exactly-once", Category: catExactlyOnce, Sources: env("EXACTLY_ONCE"),
 			Usage: "commit records and the source cursor in one Kafka transaction, so a crash neither loses nor repeats anything for consumers reading with isolation.level=read_committed (relay and ozone-events; needs --acks all; adds up to 200ms of latency)"},
-		&cli.StringFlag{Name: "transactional-id", Category: catKafka, Sources: env("TRANSACTIONAL_ID"),
+		&cli.StringFlag{Name: "transactional-id", Category: catExactlyOnce, Sources: env("TRANSACTIONAL_ID"),
 			Usage: "Kafka transactional id of --exactly-once; a second instance with the same id fences the first (default: atkafka-<command>-<output-topic>)"},
-		&cli.StringFlag{Name: "cursor-topic", Category: catKafka, Sources: env("CURSOR_TOPIC"),
+		&cli.StringFlag{Name: "cursor-topic", Category: catExactlyOnce, Sources: env("CURSOR_TOPIC"),
 			Usage: "compacted topic where --exactly-once keeps the source cursor, written in each transaction (default: <output-topic>.cursors)"},
 		&cli.DurationFlag{Name: "kafka-connect-timeout", Category: catKafka, Sources: env("KAFKA_CONNECT_TIMEOUT"), Value: kafka.DefaultConnectTimeout,
 			Usage: "how long start-up waits for a reachable broker before failing"},
@@ -102,8 +124,8 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "kafka-sasl-password-file", Category: catSecurity, Sources: env("KAFKA_SASL_PASSWORD_FILE"), TakesFile: true,
 			Usage: "file holding the SASL password"},
 
-		&cli.StringFlag{Name: "embedded-broker-address", Category: catEmbedded, Sources: env("EMBEDDED_BROKER_ADDRESS"), Value: embedded.DefaultAddr,
-			Usage: "address of the embedded broker started when --bootstrap-servers is empty"},
+		&cli.StringFlag{Name: "embedded-broker-address", Category: catKafka, Sources: env("EMBEDDED_BROKER_ADDRESS"), Value: embedded.DefaultAddr,
+			Usage: "address of the embedded broker started when --bootstrap-servers is empty, which tail then reads"},
 		&cli.StringFlag{Name: "embedded-data-dir", Category: catEmbedded, Sources: env("EMBEDDED_DATA_DIR"), TakesFile: true,
 			Usage: "folder where the embedded broker keeps its data (default: memory only, lost on exit)"},
 
@@ -115,8 +137,8 @@ func globalFlags() []cli.Flag {
 			Usage: "/readyz fails when input is pending and the cursor has not advanced for this long"},
 		&cli.DurationFlag{Name: "shutdown-timeout", Category: catOps, Sources: env("SHUTDOWN_TIMEOUT"), Value: kafka.DefaultFlushTimeout,
 			Usage: "how long a graceful shutdown waits for Kafka to acknowledge what is in flight"},
-		&cli.BoolFlag{Name: "debug", Category: catOps, Sources: env("DEBUG", "DEBUG"), Usage: "log at debug level"},
-		&cli.StringFlag{Name: "log-format", Category: catOps, Sources: env("LOG_FORMAT"), Value: logFormats[0], Usage: "log format: " + choices(logFormats)},
+		&cli.BoolFlag{Name: "debug", Category: catLogging, Sources: env("DEBUG", "DEBUG"), Usage: "log at debug level"},
+		&cli.StringFlag{Name: "log-format", Category: catLogging, Sources: env("LOG_FORMAT"), Value: logFormats[0], Usage: "log format: " + choices(logFormats)},
 	}
 }
 
@@ -138,9 +160,9 @@ func firehoseFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "metrics-collections", Category: catOps, Sources: env("METRICS_COLLECTIONS"),
 			Usage: "collections kept as metric label values (patterns like app.bsky.*); others are counted as \"other\" (default: app.bsky.*, chat.bsky.*, com.atproto.*)"},
 
-		&cli.StringSliceFlag{Name: "route", Category: catKafka, Sources: env("ROUTES"),
+		&cli.StringSliceFlag{Name: "route", Category: catProducer, Sources: env("ROUTES"),
 			Usage: "PATTERN=TOPIC, repeatable or comma separated: operations on collections PATTERN matches (patterns as for --watched-collections) go to TOPIC; the first matching route wins, the rest go to --output-topic"},
-		&cli.StringFlag{Name: "route-account-events", Category: catKafka, Sources: env("ROUTE_ACCOUNT_EVENTS"), Value: routeAccountEvents[0],
+		&cli.StringFlag{Name: "route-account-events", Category: catProducer, Sources: env("ROUTE_ACCOUNT_EVENTS"), Value: routeAccountEvents[0],
 			Usage: "with --route: all (account, identity and sync events go to every topic, so each is complete on its own) or main (--output-topic only)"},
 
 		&cli.StringSliceFlag{Name: "watched-collections", Aliases: []string{"matched-collections"}, Category: catFilter,

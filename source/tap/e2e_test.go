@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/schema"
 	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/testenv"
@@ -86,25 +87,8 @@ func splitURI(uri string) (did, collection, rkey string) {
 	return parts[0], parts[1], parts[2]
 }
 
-// outEvent is the standard event as consumers decode it.
-type outEvent struct {
-	DID       string `json:"did"`
-	Timestamp string `json:"timestamp"`
-	Live      *bool  `json:"live"`
-	Operation *struct {
-		Action, Collection, Rkey, URI, CID, Path string
-		Record                                   json.RawMessage
-	} `json:"operation"`
-	Identity *struct {
-		Handle   string `json:"handle"`
-		IsActive *bool  `json:"isActive"`
-		Status   string `json:"status"`
-	} `json:"identity"`
-	Account *struct {
-		Active bool   `json:"active"`
-		Status string `json:"status"`
-	} `json:"account"`
-}
+// outEvent is the standard event as consumers decode it: the output schema's Go type.
+type outEvent = schema.Event
 
 // decodeOut decodes a record in any format, as its consumers do.
 func decodeOut(t testing.TB, r *kgo.Record) outEvent {

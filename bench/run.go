@@ -342,7 +342,7 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: format.NewFormatter(fopts...)}
 	var e *enrich.Enricher
 	if !cfg.NoEnrich {
-		ec := enrich.Config{PLCHost: h.PLCURL, LookupTimeout: cfg.EnrichTimeout, PLCRate: cfg.PLCRate, Logger: log}
+		ec := enrich.Config{PLCHost: h.PLCURL, LookupTimeout: cfg.EnrichTimeout, PLCRate: cfg.PLCRate, Logger: log, Observer: metrics.Enrich{}}
 		if cfg.Profiles {
 			ec.APIHost = h.PLCURL
 		}

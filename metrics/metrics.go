@@ -4,8 +4,10 @@
 package metrics
 
 import (
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -152,4 +154,38 @@ func HandledEvent(action, collection string) prometheus.Counter {
 	}
 	handledMu.Unlock()
 	return c
+}
+
+// Enrich is the Prometheus enrich.Observer: plc_requests (documents) and api_requests (profiles),
+// enrich_failures, cache_size, enrich_lookup_seconds and enrich_lookups_in_flight.
+type Enrich struct{}
+
+// Lookups counts in plc_requests the lookups of documents, and in api_requests those of profiles.
+func (Enrich) Lookups(kind, status string, cached bool) func() {
+	vec := PLCRequests
+	if kind == "profile" {
+		vec = APIRequests
+	}
+	return vec.WithLabelValues(kind, status, strconv.FormatBool(cached)).Inc
+}
+
+// Failures counts in enrich_failures.
+func (Enrich) Failures(kind string) func() { return EnrichFailures.WithLabelValues(kind).Inc }
+
+// CacheSize sets cache_size.
+func (Enrich) CacheSize(kind string) func(entries int) {
+	g := CacheSize.WithLabelValues(kind)
+	return func(n int) { g.Set(float64(n)) }
+}
+
+// Requests observes enrich_lookup_seconds.
+func (Enrich) Requests(endpoint, status string) func(time.Duration) {
+	o := EnrichLookups.WithLabelValues(endpoint, status)
+	return func(d time.Duration) { o.Observe(d.Seconds()) }
+}
+
+// InFlight adds to enrich_lookups_in_flight.
+func (Enrich) InFlight(endpoint string) func(delta int) {
+	g := EnrichInFlight.WithLabelValues(endpoint)
+	return func(d int) { g.Add(float64(d)) }
 }

@@ -224,7 +224,7 @@ func newPipeline(c *config, log *slog.Logger, verifying bool) (*transform.Pipeli
 	e, err := enrich.New(enrich.Config{
 		PLCHost: fc.PLCHost, APIHost: apiHost, LookupTimeout: fc.EnrichTimeout, Concurrency: fc.EnrichConcurrency,
 		DocCacheSize: fc.DIDCacheSize, DocTTL: fc.DIDCacheTTL, ProfileCacheSize: fc.ProfileCacheSize,
-		ProfileTTL: fc.ProfileCacheTTL, PLCRate: fc.PLCRate, APIRate: fc.APIRate, Logger: log,
+		ProfileTTL: fc.ProfileCacheTTL, PLCRate: fc.PLCRate, APIRate: fc.APIRate, Logger: log, Observer: metrics.Enrich{},
 	})
 	if err != nil {
 		return nil, nil, err

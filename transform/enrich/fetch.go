@@ -12,10 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
-
-	"github.com/atkafka/atkafka/metrics"
 )
 
 const (
@@ -49,22 +46,23 @@ type endpoint struct {
 	// latency is a moving average of answered requests' latency (nanoseconds): what a request sent now is
 	// expected to take, so that admit sends none that cannot answer before its event's deadline.
 	latency  atomic.Int64
-	inFlight prometheus.Gauge
-	observe  [numResults]prometheus.Observer
+	inFlight func(delta int)
+	observe  [numResults]func(time.Duration)
 
 	mu        sync.Mutex
 	failures  int
 	openUntil time.Time
 }
 
-func newEndpoint(name string, client *http.Client, limiter *rate.Limiter, concurrency int, maxWait time.Duration, log *slog.Logger, breaker bool) *endpoint {
+func newEndpoint(name string, client *http.Client, limiter *rate.Limiter, concurrency int, maxWait time.Duration, log *slog.Logger,
+	obs Observer, breaker bool) *endpoint {
 	ep := &endpoint{name: name, client: client, limiter: limiter, maxWait: maxWait, log: log, breaker: breaker,
-		inFlight: metrics.EnrichInFlight.WithLabelValues(name)}
+		inFlight: obs.InFlight(name)}
 	if concurrency > 0 {
 		ep.slots = make(chan struct{}, concurrency)
 	}
 	for r := range numResults {
-		ep.observe[r] = metrics.EnrichLookups.WithLabelValues(name, resultLabels[r])
+		ep.observe[r] = obs.Requests(name, resultLabels[r])
 	}
 	return ep
 }
@@ -129,7 +127,7 @@ func (ep *endpoint) attempt(ctx context.Context, url string, deadline time.Time)
 	req.Header.Set("User-Agent", "atkafka")
 	a := ep.do(ctx, req)
 	if a.sent {
-		ep.observe[a.res].Observe(time.Since(a.start).Seconds())
+		ep.observe[a.res](time.Since(a.start))
 		if a.res == resOK || a.res == resNotFound {
 			ep.learn(time.Since(a.start))
 		}
@@ -176,9 +174,9 @@ func (ep *endpoint) admit(ctx context.Context, deadline time.Time) (release func
 			}
 		}
 	}
-	ep.inFlight.Inc()
+	ep.inFlight(1)
 	return func() {
-		ep.inFlight.Dec()
+		ep.inFlight(-1)
 		if ep.slots != nil {
 			<-ep.slots
 		}

@@ -189,3 +189,12 @@ func (Enrich) InFlight(endpoint string) func(delta int) {
 	g := EnrichInFlight.WithLabelValues(endpoint)
 	return func(d int) { g.Add(float64(d)) }
 }
+
+// Verify is the Prometheus verify.Observer: verified_frames and verify_failures.
+type Verify struct{}
+
+// Verified counts in verified_frames.
+func (Verify) Verified(kind, result string) { VerifiedFrames.WithLabelValues(kind, result).Inc() }
+
+// Failed counts in verify_failures.
+func (Verify) Failed(reason string) { VerifyFailures.WithLabelValues(reason).Inc() }

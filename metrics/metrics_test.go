@@ -7,9 +7,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/atkafka/atkafka/transform/enrich"
+	"github.com/atkafka/atkafka/transform/verify"
 )
 
-var _ enrich.Observer = Enrich{}
+// The Prometheus observers implement the libraries' interfaces.
+var (
+	_ enrich.Observer = Enrich{}
+	_ verify.Observer = Verify{}
+)
 
 // Enrich counts document lookups in plc_requests and profile lookups in api_requests, under the labels the
 // dashboard reads.

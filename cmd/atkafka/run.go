@@ -57,7 +57,7 @@ func newVerifier(c *config, log *slog.Logger, e *enrich.Enricher) (relay.Verifie
 	if err != nil || mode == verify.ModeOff {
 		return nil, err
 	}
-	cfg := verify.Config{Mode: mode, PLCHost: c.Firehose.PLCHost, PLCRate: c.Firehose.PLCRate, Logger: log}
+	cfg := verify.Config{Mode: mode, PLCHost: c.Firehose.PLCHost, PLCRate: c.Firehose.PLCRate, Logger: log, Observer: metrics.Verify{}}
 	if e != nil {
 		cfg.Keys = e
 	}

@@ -42,7 +42,6 @@ import (
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/transform/dagcbor"
 )
 
@@ -155,7 +154,26 @@ type Config struct {
 	// Logger receives, in ModeLog, one warning per failed frame (with seq and DID); in ModeStrict the caller
 	// logs what it does with the frame. Default slog.Default().
 	Logger *slog.Logger
+	// Observer receives the counts of verified and failed frames; nil: none.
+	Observer Observer
 }
+
+// Observer receives a Verifier's counts, as kgo's hooks do: the Verifier counts, the caller decides where the
+// numbers go (atkafka's metrics.Verify sends them to Prometheus). Its types are Go's own, so an implementation
+// need not import this package.
+type Observer interface {
+	// Verified counts one frame of kind ("commit", "sync") by result: "ok", a Reason the frame passes with
+	// (ReasonUnverifiable, ReasonKeyUnavailable), or "failed".
+	Verified(kind, result string)
+	// Failed counts one frame that failed verification, by its Reason.
+	Failed(reason string)
+}
+
+// nopObserver is the Observer of a Config without one.
+type nopObserver struct{}
+
+func (nopObserver) Verified(string, string) {}
+func (nopObserver) Failed(string)           {}
 
 // Verifier checks #commit and #sync frames. It is safe for concurrent use.
 type Verifier struct {
@@ -163,6 +181,7 @@ type Verifier struct {
 	keys    Keys
 	timeout time.Duration
 	log     *slog.Logger
+	obs     Observer
 }
 
 // New builds a Verifier. It does no I/O.
@@ -181,7 +200,8 @@ func New(cfg Config) (*Verifier, error) {
 			return nil, err
 		}
 	}
-	return &Verifier{mode: mode, keys: keys, timeout: cmp.Or(cfg.LookupTimeout, DefaultLookupTimeout), log: log}, nil
+	return &Verifier{mode: mode, keys: keys, timeout: cmp.Or(cfg.LookupTimeout, DefaultLookupTimeout), log: log,
+		obs: cmp.Or(cfg.Observer, Observer(nopObserver{}))}, nil
 }
 
 // Mode returns the Verifier's mode.
@@ -209,7 +229,7 @@ func (v *Verifier) Sync(ctx context.Context, body []byte) error {
 // judge counts a verdict and turns it into what Commit and Sync return.
 func (v *Verifier) judge(kind string, err error) error {
 	if err == nil {
-		metrics.VerifiedFrames.WithLabelValues(kind, "ok").Inc()
+		v.obs.Verified(kind, "ok")
 		return nil
 	}
 	var e *Error
@@ -217,11 +237,11 @@ func (v *Verifier) judge(kind string, err error) error {
 		e = &Error{Reason: ReasonBadStructure, Err: err}
 	}
 	if e.Passes() {
-		metrics.VerifiedFrames.WithLabelValues(kind, string(e.Reason)).Inc()
+		v.obs.Verified(kind, string(e.Reason))
 		return nil
 	}
-	metrics.VerifiedFrames.WithLabelValues(kind, "failed").Inc()
-	metrics.VerifyFailures.WithLabelValues(string(e.Reason)).Inc()
+	v.obs.Verified(kind, "failed")
+	v.obs.Failed(string(e.Reason))
 	if v.mode == ModeStrict {
 		return e // the caller dead-letters the frame, and logs that
 	}

@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/atkafka/atkafka/backoff"
 )
 
 const (
@@ -72,7 +73,7 @@ func newEndpoint(name string, client *http.Client, limiter *rate.Limiter, concur
 // The first attempt is only made if it can answer before deadline (the asking event's); retries serve the
 // cache, within ctx.
 func (ep *endpoint) get(ctx context.Context, reqs *requestCounters, url string, deadline time.Time) ([]byte, result) {
-	backoff := firstBackoff
+	retries := backoff.New(firstBackoff, firstBackoff<<(maxAttempts-2))
 	for n := 1; ; n++ {
 		if n > 1 {
 			deadline, _ = ctx.Deadline()
@@ -87,13 +88,7 @@ func (ep *endpoint) get(ctx context.Context, reqs *requestCounters, url string, 
 		if !a.retry || n == maxAttempts {
 			return a.body, a.res
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		backoff *= 2
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, retries.Next()) {
 			return nil, resTimeout
 		}
 	}
@@ -230,7 +225,7 @@ func (ep *endpoint) classify(ctx context.Context, resp *http.Response, err error
 		ep.record(true)
 		drain(resp.Body)
 		return attemptResult{res: resNotFound, sent: true}
-	case code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500:
+	case backoff.TransientStatus(code):
 		drain(resp.Body)
 		return ep.transient(ctx, fmt.Errorf("HTTP %d", code))
 	default:

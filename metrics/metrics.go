@@ -198,3 +198,21 @@ func (Verify) Verified(kind, result string) { VerifiedFrames.WithLabelValues(kin
 
 // Failed counts in verify_failures.
 func (Verify) Failed(reason string) { VerifyFailures.WithLabelValues(reason).Inc() }
+
+// Pipeline is the Prometheus transform.Observer: handled_events (collections folded by CollectionLabel),
+// filtered_events, filter_fail_open_events and enrich_missing_records.
+type Pipeline struct{}
+
+// Handled counts in handled_events.
+func (Pipeline) Handled(action, collection string) { HandledEvent(action, collection).Inc() }
+
+// Filtered counts in filtered_events.
+func (Pipeline) Filtered(rule string) { FilteredEvents.WithLabelValues(rule).Inc() }
+
+// FailOpen counts in filter_fail_open_events.
+func (Pipeline) FailOpen(rule string) { FilterFailOpen.WithLabelValues(rule).Inc() }
+
+// MissingMetadata counts in enrich_missing_records.
+func (Pipeline) MissingMetadata(kind, reason string, records int) {
+	EnrichMissing.WithLabelValues(kind, reason).Add(float64(records))
+}

@@ -6,14 +6,16 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/enrich"
 	"github.com/atkafka/atkafka/transform/verify"
 )
 
 // The Prometheus observers implement the libraries' interfaces.
 var (
-	_ enrich.Observer = Enrich{}
-	_ verify.Observer = Verify{}
+	_ enrich.Observer    = Enrich{}
+	_ verify.Observer    = Verify{}
+	_ transform.Observer = Pipeline{}
 )
 
 // Enrich counts document lookups in plc_requests and profile lookups in api_requests, under the labels the

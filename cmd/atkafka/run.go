@@ -213,7 +213,7 @@ func newPipeline(c *config, log *slog.Logger, verifying bool) (*transform.Pipeli
 	if err != nil {
 		return nil, nil, err
 	}
-	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: formatter}
+	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: formatter, Observer: metrics.Pipeline{}}
 	if !fc.Enrich && !f.HasServiceRules() && !verifying {
 		return p, nil, nil
 	}
@@ -229,7 +229,7 @@ func newPipeline(c *config, log *slog.Logger, verifying bool) (*transform.Pipeli
 	if err != nil {
 		return nil, nil, err
 	}
-	p.Accounts = transform.Accounts(f, log)
+	p.Accounts = transform.Accounts(f, log, p.Observer)
 	p.Enricher = e
 	p.OmitMetadata = !fc.Enrich
 	return p, e, nil

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -162,8 +161,8 @@ func TestRoutes(t *testing.T) {
 	}
 	want := route.Config{Topic: "all", AccountEventsMainOnly: true,
 		Routes: []route.Route{{Pattern: "app.bsky.feed.post", Topic: "posts"}, {Pattern: "app.bsky.*", Topic: "bsky"}}}
-	if got := r.cfg.Firehose.Routes; !reflect.DeepEqual(got, want) {
-		t.Fatalf("routes %+v, want %+v", got, want)
+	if diff := cmp.Diff(want, r.cfg.Firehose.Routes); diff != "" {
+		t.Fatalf("routes (-want +got):\n%s", diff)
 	}
 	r, err = parse(t, "firehose", "relay", "--route", "app.bsky.feed.like=likes", "--route", "chat.*=chat")
 	if err != nil || len(r.cfg.Firehose.Routes.Routes) != 2 || r.cfg.Firehose.Routes.AccountEventsMainOnly {

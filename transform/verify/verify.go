@@ -66,7 +66,7 @@ func ParseMode(s string) (Mode, error) {
 	if m := Mode(cmp.Or(s, string(ModeOff))); slices.Contains(Modes, m) {
 		return m, nil
 	}
-	return "", fmt.Errorf("verify mode %q is not one of off, log, strict", s)
+	return "", fmt.Errorf("verify mode %q is not one of %v", s, Modes)
 }
 
 // Reason is why a frame is not verified. It is bounded: a metric label and, prefixed with "verify_", a

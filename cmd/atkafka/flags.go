@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v3"
 
+	"github.com/atkafka/atkafka/server"
 	"github.com/atkafka/atkafka/sink/embedded"
 	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/source/ozone"
@@ -131,7 +132,7 @@ func globalFlags() []cli.Flag {
 
 		&cli.StringFlag{Name: "data-dir", Category: catOps, Sources: env("DATA_DIR"), Value: ".", TakesFile: true,
 			Usage: "folder for cursor files (mount a volume here)"},
-		&cli.StringFlag{Name: "metrics-listen-address", Category: catOps, Sources: env("METRICS_LISTEN_ADDRESS", "METRICS_LISTEN_ADDRESS"), Value: "0.0.0.0:6009",
+		&cli.StringFlag{Name: "metrics-listen-address", Category: catOps, Sources: env("METRICS_LISTEN_ADDRESS", "METRICS_LISTEN_ADDRESS"), Value: server.DefaultAddr,
 			Usage: "address serving /metrics, /healthz, /readyz and /debug/pprof/ (empty: disabled)"},
 		&cli.DurationFlag{Name: "readiness-window", Category: catOps, Sources: env("READINESS_WINDOW"), Value: 2 * time.Minute,
 			Usage: "/readyz fails when input is pending and the cursor has not advanced for this long"},

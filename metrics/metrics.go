@@ -216,3 +216,39 @@ func (Pipeline) FailOpen(rule string) { FilterFailOpen.WithLabelValues(rule).Inc
 func (Pipeline) MissingMetadata(kind, reason string, records int) {
 	EnrichMissing.WithLabelValues(kind, reason).Add(float64(records))
 }
+
+// The children of firehose tap's metrics, resolved once: Tap's methods run per event.
+var (
+	tapCursorCurrent   = CursorCurrent.WithLabelValues("tap")
+	tapCursorCommitted = CursorCommitted.WithLabelValues("tap")
+	tapLag             = LagSeconds.WithLabelValues("tap")
+	tapLatency         = ProduceLatency.WithLabelValues("tap")
+)
+
+// Tap is the Prometheus tap.Observer: cursor_current, cursor_committed, lag_seconds, produce_latency_seconds,
+// acks_sent, decode_errors, dead_lettered_events and reconnects, with source="tap".
+type Tap struct{}
+
+// Read sets cursor_current.
+func (Tap) Read(id uint64) { tapCursorCurrent.Set(float64(id)) }
+
+// Acked sets cursor_committed.
+func (Tap) Acked(id uint64) { tapCursorCommitted.Set(float64(id)) }
+
+// Lag sets lag_seconds.
+func (Tap) Lag(d time.Duration) { tapLag.Set(d.Seconds()) }
+
+// Delivered observes produce_latency_seconds.
+func (Tap) Delivered(d time.Duration) { tapLatency.Observe(d.Seconds()) }
+
+// Acks counts in acks_sent.
+func (Tap) Acks(status string, n int) { AcksSent.WithLabelValues(status).Add(float64(n)) }
+
+// DecodeError counts in decode_errors.
+func (Tap) DecodeError(reason string) { DecodeErrors.WithLabelValues("tap", reason).Inc() }
+
+// DeadLettered counts in dead_lettered_events.
+func (Tap) DeadLettered(reason string) { DeadLettered.WithLabelValues("tap", reason).Inc() }
+
+// Reconnect counts in reconnects.
+func (Tap) Reconnect(reason string) { Reconnects.WithLabelValues("tap", reason).Inc() }

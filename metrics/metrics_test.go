@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/atkafka/atkafka/source/tap"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/enrich"
 	"github.com/atkafka/atkafka/transform/verify"
@@ -16,6 +17,7 @@ var (
 	_ enrich.Observer    = Enrich{}
 	_ verify.Observer    = Verify{}
 	_ transform.Observer = Pipeline{}
+	_ tap.Observer       = Tap{}
 )
 
 // Enrich counts document lookups in plc_requests and profile lookups in api_requests, under the labels the

@@ -75,6 +75,7 @@ func (wiring) tap(ctx context.Context, c *config) error {
 			Host: c.Tap.Host, AdminPassword: c.Tap.AdminPassword, DisableAcks: c.Tap.DisableAcks, Workers: c.Tap.Workers,
 			MaxInFlight:  c.Tap.MaxInFlight,
 			DrainTimeout: c.ShutdownTimeout, Sink: rt.sink, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log,
+			Observer: metrics.Tap{},
 		})
 	})
 }

@@ -55,6 +55,8 @@ type Config struct {
 	DeadLetterTopic string
 	// Logger receives state changes; default slog.Default().
 	Logger *slog.Logger
+	// Observer receives the measurements (cursor, lag, latency, acks, decode errors, reconnects); nil: none.
+	Observer Observer
 }
 
 func (c Config) withDefaults() Config {
@@ -63,6 +65,7 @@ func (c Config) withDefaults() Config {
 	c.MaxInFlight = cmp.Or(c.MaxInFlight, DefaultMaxInFlight)
 	c.DrainTimeout = cmp.Or(c.DrainTimeout, DefaultDrainTimeout)
 	c.Logger = cmp.Or(c.Logger, slog.Default())
+	c.Observer = cmp.Or(c.Observer, Observer(nopObserver{}))
 	return c
 }
 

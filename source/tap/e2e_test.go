@@ -11,10 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/schema"
 	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink/kafka"
@@ -243,10 +241,10 @@ func testEndToEnd(t *testing.T, f *format.Formatter) {
 	}
 
 	// Tap restarts: the Source reconnects by itself.
-	reconnects := testutil.ToFloat64(metrics.Reconnects.WithLabelValues("tap", "read"))
+	reconnects := tallyOf(src).get("reconnect read")
 	e.tap.Restart()
 	waitFor(t, 30*time.Second, "reconnected to the restarted Tap", func() bool {
-		return src.Connected() && testutil.ToFloat64(metrics.Reconnects.WithLabelValues("tap", "read")) > reconnects
+		return src.Connected() && tallyOf(src).get("reconnect read") > reconnects
 	})
 
 	// Live traffic once the backfill is in.

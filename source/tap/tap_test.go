@@ -16,9 +16,7 @@ import (
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/transform/enrich"
@@ -180,15 +178,14 @@ func TestKafkaFailureIsNotAcked(t *testing.T) {
 	tap := newFakeTap(t, "")
 	snk := newTestSink()
 	snk.failErr = errors.New("broker said no")
-	startSource(t, Config{Host: tap.host(), Sink: snk})
+	src, _ := startSource(t, Config{Host: tap.host(), Sink: snk})
 	conn := tap.accept(t)
 
-	before := testutil.ToFloat64(acksKafkaError)
 	conn.send(t, recordJSON(1, true, didA, "app.bsky.feed.post", "3kabc", "create", `{}`))
 	snk.waitMessages(t, 1)
 	conn.noAck(t, 300*time.Millisecond)
-	if got := testutil.ToFloat64(acksKafkaError) - before; got != 1 {
-		t.Errorf("acks_sent{status=kafka_error} grew by %v, want 1", got)
+	if got := tallyOf(src).get("acks " + acksKafkaError); got != 1 {
+		t.Errorf("%v acks not sent for a Kafka error, want 1", got)
 	}
 }
 
@@ -196,10 +193,9 @@ func TestMalformedEventsAreDeadLettered(t *testing.T) {
 	tap := newFakeTap(t, "")
 	snk := newTestSink()
 	snk.hold = true
-	startSource(t, Config{Host: tap.host(), Sink: snk, DeadLetterTopic: "dlq"})
+	src, _ := startSource(t, Config{Host: tap.host(), Sink: snk, DeadLetterTopic: "dlq"})
 	conn := tap.accept(t)
 
-	decodeBefore := testutil.ToFloat64(metrics.DecodeErrors.WithLabelValues("tap", reasonDecode))
 	inputs := []string{
 		`not json at all`,                          // no id: dead-lettered, never acked
 		`{"id":7,"type":"record","record":{"did":`, // truncated: id from the prefix
@@ -233,8 +229,8 @@ func TestMalformedEventsAreDeadLettered(t *testing.T) {
 	if !slices.Equal(raws, want) {
 		t.Errorf("dead-lettered raws %q, want %q", raws, want)
 	}
-	if got := testutil.ToFloat64(metrics.DecodeErrors.WithLabelValues("tap", reasonDecode)) - decodeBefore; got != 3 {
-		t.Errorf("decode_errors{kind=decode} grew by %v, want 3", got)
+	if got := tallyOf(src).get("decode " + reasonDecode); got != 3 {
+		t.Errorf("%v decode errors of kind decode, want 3", got)
 	}
 
 	snk.release()
@@ -249,16 +245,14 @@ func TestReconnectDropsAcksOfTheDeadConnection(t *testing.T) {
 	snk := newTestSink()
 	snk.hold = true
 	src, _ := startSource(t, Config{Host: tap.host(), Sink: snk})
-	reconnects := metrics.Reconnects.WithLabelValues("tap", "read")
-	before := testutil.ToFloat64(reconnects)
 
 	first := tap.accept(t)
 	first.send(t, recordJSON(1, true, didA, "app.bsky.feed.post", "3kabc", "create", `{"createdAt":"2025-01-01T00:00:00Z"}`))
 	snk.waitMessages(t, 1)
 	_ = first.c.CloseNow() // Tap restarts
 	second := tap.accept(t)
-	if got := testutil.ToFloat64(reconnects) - before; got != 1 {
-		t.Errorf("reconnects{reason=read} grew by %v, want 1", got)
+	if got := tallyOf(src).get("reconnect read"); got != 1 {
+		t.Errorf("%v reconnects for reason read, want 1", got)
 	}
 
 	// Kafka acknowledges the first copy only now: its ack belongs to the dead connection.

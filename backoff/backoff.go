@@ -5,6 +5,7 @@ package backoff
 import (
 	"context"
 	"math/rand/v2"
+	"net/http"
 	"time"
 )
 
@@ -44,4 +45,11 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// TransientStatus reports whether an HTTP answer with status code may turn out otherwise when the same request is
+// made again later: 408 and 429 (the server asks to wait) and 5xx (it failed). Every HTTP client of atkafka retries
+// exactly these, plus network errors and timeouts; any other status is the answer.
+func TransientStatus(code int) bool {
+	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500
 }

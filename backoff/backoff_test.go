@@ -21,6 +21,15 @@ func TestPolicyGrowsAndCaps(t *testing.T) {
 	}
 }
 
+func TestTransientStatus(t *testing.T) {
+	for code, want := range map[int]bool{200: false, 400: false, 401: false, 404: false, 408: true, 410: false,
+		429: true, 500: true, 502: true, 503: true} {
+		if got := TransientStatus(code); got != want {
+			t.Errorf("TransientStatus(%d) = %v", code, got)
+		}
+	}
+}
+
 func TestSleepStopsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

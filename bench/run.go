@@ -276,11 +276,12 @@ func (cfg Config) sinkConfig(brokers []string) kafka.Config {
 		MaxInFlightBytes: cfg.MaxInFlightBytes, Logger: cfg.Log}
 }
 
-// The defaults of atkafka's CLI (cmd/atkafka/flags.go), which the benchmark measures unless told otherwise.
+// The defaults of atkafka's CLI, which are the libraries' (cmd/atkafka/flags.go), and which the benchmark
+// measures unless told otherwise.
 const (
-	DefaultMaxInFlightFrames  = 1024
-	DefaultMaxInFlightRecords = 50000
-	DefaultMaxInFlightBytes   = 64 << 20
+	DefaultMaxInFlightFrames  = relay.DefaultMaxInFlight
+	DefaultMaxInFlightRecords = kafka.DefaultMaxInFlightRecords
+	DefaultMaxInFlightBytes   = kafka.DefaultMaxInFlightBytes
 )
 
 // countingSink counts what passes to the producer.
@@ -338,10 +339,10 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 		return nil, fmt.Errorf("unknown mode %q (want standard, osprey or exactly-once)", mode)
 	}
 	// As cmd/atkafka wires it with --enrich (the default) and the CLI's defaults.
-	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: format.NewFormatter(fopts...)}
+	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: format.NewFormatter(fopts...), Observer: metrics.Pipeline{}}
 	var e *enrich.Enricher
 	if !cfg.NoEnrich {
-		ec := enrich.Config{PLCHost: h.PLCURL, LookupTimeout: cfg.EnrichTimeout, PLCRate: cfg.PLCRate, Logger: log}
+		ec := enrich.Config{PLCHost: h.PLCURL, LookupTimeout: cfg.EnrichTimeout, PLCRate: cfg.PLCRate, Logger: log, Observer: metrics.Enrich{}}
 		if cfg.Profiles {
 			ec.APIHost = h.PLCURL
 		}
@@ -352,7 +353,7 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 		for did := range docs { // warm caches, as a long-running instance has them
 			e.Metadata(ctx, did)
 		}
-		p.Accounts, p.Enricher = transform.Accounts(f, log), e
+		p.Accounts, p.Enricher = transform.Accounts(f, log, p.Observer), e
 	}
 
 	topic := "atkafka-bench-" + mode + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)

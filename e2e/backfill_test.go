@@ -307,11 +307,7 @@ func TestBackfill(t *testing.T) {
 			ev = decodeEvent(t, r.Value)
 		}
 		if ev.Account != nil && h[backfill.BackfillHeader] == "true" {
-			var a struct {
-				Status string `json:"status"`
-			}
-			_ = json.Unmarshal(ev.Account, &a)
-			accountEvents[ev.DID] = a.Status
+			accountEvents[ev.DID] = ev.Account.Status
 			continue
 		}
 		if ev.Operation == nil {

@@ -135,7 +135,7 @@ func TestCorpus(t *testing.T) {
 	t.Run("pdsHost", func(t *testing.T) {
 		ops := 0
 		for i, e := range events {
-			m := e.meta(t)
+			m := meta(t, e)
 			doc, known := plc.docs[e.DID]
 			switch {
 			case m == nil:
@@ -180,7 +180,7 @@ func TestCorpus(t *testing.T) {
 			if err != nil || !strings.HasSuffix(env.SendTime, "Z") || sent.Before(began.Add(-time.Second)) {
 				t.Errorf("send_time %q: %v", env.SendTime, err)
 			}
-			wantName := e.kind()
+			wantName := e.Kind()
 			if e.Operation != nil {
 				wantName = "operation#" + e.Operation.Action
 			}

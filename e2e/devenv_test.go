@@ -49,7 +49,7 @@ func relayArgs(host string, extra ...string) []string {
 // eventKey identifies a produced event across topics: account, seq, kind and, for operations, the record path,
 // since one commit can hold several ops.
 func eventKey(r record, e *event) string {
-	key := fmt.Sprintf("%s %d %s", e.DID, r.Seq, e.kind())
+	key := fmt.Sprintf("%s %d %s", e.DID, r.Seq, e.Kind())
 	if e.Operation != nil {
 		key += " " + e.Operation.Action + " " + e.Operation.Rkey
 	}
@@ -173,7 +173,7 @@ func TestDevEnvFiltersAndEnrichment(t *testing.T) {
 		sawRenamedPost := false
 		for _, r := range reference {
 			e := decodeEvent(t, r.Value)
-			m := e.meta(t)
+			m := meta(t, e)
 			if m == nil {
 				t.Errorf("no eventMetadata: %s", r.Value)
 				continue
@@ -233,7 +233,7 @@ func TestDevEnvFiltersAndEnrichment(t *testing.T) {
 				continue // not in the reference, which was read before
 			}
 			got = append(got, eventKey(r, e))
-			if m := e.meta(t); m == nil || m.DIDDocument != nil || m.PDSHost != "" || m.AccountAge == nil || *m.AccountAge != -1 {
+			if m := meta(t, e); m == nil || m.DIDDocument != nil || m.PDSHost != "" || m.AccountAge == nil || *m.AccountAge != -1 {
 				t.Errorf("metadata although the PLC is down: %s", r.Value)
 			}
 		}
@@ -242,7 +242,7 @@ func TestDevEnvFiltersAndEnrichment(t *testing.T) {
 		_, e := allReader.find(t, time.Minute, "the outage post in the unfiltered topic", func(e *event) bool {
 			return e.Operation != nil && e.Operation.URI == outage
 		})
-		if m := e.meta(t); m == nil || m.PDSHost != pds1.PublicURL {
+		if m := meta(t, e); m == nil || m.PDSHost != pds1.PublicURL {
 			t.Errorf("warm cache lost metadata during the outage: %s", e.EventMetadata)
 		}
 
@@ -256,7 +256,7 @@ func TestDevEnvFiltersAndEnrichment(t *testing.T) {
 			_, e := coldReader.find(t, time.Minute, "post "+uri, func(e *event) bool {
 				return e.Operation != nil && e.Operation.URI == uri
 			})
-			if m := e.meta(t); m == nil || m.PDSHost != pds1.PublicURL || m.Handle != alice.Handle {
+			if m := meta(t, e); m == nil || m.PDSHost != pds1.PublicURL || m.Handle != alice.Handle {
 				return fmt.Errorf("eventMetadata %s", e.EventMetadata)
 			}
 			return nil

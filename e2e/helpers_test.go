@@ -26,6 +26,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/atkafka/atkafka/schema"
 	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/testenv"
 )
@@ -438,75 +439,28 @@ func toRecord(r *kgo.Record) record {
 	return rec
 }
 
-// event is a standard-format record value (README "Events"), with eventMetadata kept raw so that tests can
-// tell an absent object from an empty one.
-type event struct {
-	DID           string          `json:"did"`
-	Timestamp     string          `json:"timestamp"`
-	EventMetadata json.RawMessage `json:"eventMetadata"`
-	Operation     *struct {
-		Action     string          `json:"action"`
-		Collection string          `json:"collection"`
-		Rkey       string          `json:"rkey"`
-		URI        string          `json:"uri"`
-		CID        string          `json:"cid"`
-		Record     json.RawMessage `json:"record"`
-	} `json:"operation"`
-	Account  json.RawMessage `json:"account"`
-	Identity *struct {
-		Handle string `json:"handle"`
-	} `json:"identity"`
-	Sync json.RawMessage `json:"sync"`
-	Info json.RawMessage `json:"info"`
-}
-
-// kind names the event's kind: the operation's collection, or account, identity, sync, info.
-func (e *event) kind() string {
-	switch {
-	case e.Operation != nil:
-		return e.Operation.Collection
-	case e.Account != nil:
-		return "account"
-	case e.Identity != nil:
-		return "identity"
-	case e.Sync != nil:
-		return "sync"
-	default:
-		return "info"
-	}
-}
-
-// metadata is eventMetadata's fields.
-type metadata struct {
-	DIDDocument  json.RawMessage `json:"didDocument"`
-	PDSHost      string          `json:"pdsHost"`
-	Handle       string          `json:"handle"`
-	DIDCreatedAt string          `json:"didCreatedAt"`
-	AccountAge   *int64          `json:"accountAge"`
-}
+// event is a standard-format record value (README "Events"), as the output schema's Go type decodes it.
+type event = schema.Event
 
 // meta decodes eventMetadata; nil when the event has none.
-func (e *event) meta(t testing.TB) *metadata {
+func meta(t testing.TB, e *event) *schema.Metadata {
 	t.Helper()
-	if e.EventMetadata == nil {
-		return nil
+	m, err := e.Metadata()
+	if err != nil {
+		t.Fatalf("%s: %v", e.EventMetadata, err)
 	}
-	var m metadata
-	if err := json.Unmarshal(e.EventMetadata, &m); err != nil {
-		t.Fatalf("eventMetadata %s: %v", e.EventMetadata, err)
-	}
-	return &m
+	return m
 }
 
 // decodeEvent decodes a record value in any format, checked against the published relay schema.
 func decodeEvent(t testing.TB, value []byte) *event {
 	t.Helper()
 	data, _, _ := schematest.Check(t, schematest.RelayEvent, value)
-	var e event
-	if err := json.Unmarshal(data, &e); err != nil {
+	e, err := schema.DecodeEvent(data)
+	if err != nil {
 		t.Fatalf("record value %s: %v", value, err)
 	}
-	return &e
+	return e
 }
 
 // getJSON fetches url and returns its body, failing the test unless it is a 200.

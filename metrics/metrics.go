@@ -4,8 +4,10 @@
 package metrics
 
 import (
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -178,3 +180,100 @@ func HandledEvent(action, collection string) prometheus.Counter {
 	handledMu.Unlock()
 	return c
 }
+
+// Enrich is the Prometheus enrich.Observer: plc_requests (documents) and api_requests (profiles),
+// enrich_failures, cache_size, enrich_lookup_seconds and enrich_lookups_in_flight.
+type Enrich struct{}
+
+// Lookups counts in plc_requests the lookups of documents, and in api_requests those of profiles.
+func (Enrich) Lookups(kind, status string, cached bool) func() {
+	vec := PLCRequests
+	if kind == "profile" {
+		vec = APIRequests
+	}
+	return vec.WithLabelValues(kind, status, strconv.FormatBool(cached)).Inc
+}
+
+// Failures counts in enrich_failures.
+func (Enrich) Failures(kind string) func() { return EnrichFailures.WithLabelValues(kind).Inc }
+
+// CacheSize sets cache_size.
+func (Enrich) CacheSize(kind string) func(entries int) {
+	g := CacheSize.WithLabelValues(kind)
+	return func(n int) { g.Set(float64(n)) }
+}
+
+// Requests observes enrich_lookup_seconds.
+func (Enrich) Requests(endpoint, status string) func(time.Duration) {
+	o := EnrichLookups.WithLabelValues(endpoint, status)
+	return func(d time.Duration) { o.Observe(d.Seconds()) }
+}
+
+// InFlight adds to enrich_lookups_in_flight.
+func (Enrich) InFlight(endpoint string) func(delta int) {
+	g := EnrichInFlight.WithLabelValues(endpoint)
+	return func(d int) { g.Add(float64(d)) }
+}
+
+// Verify is the Prometheus verify.Observer: verified_frames and verify_failures.
+type Verify struct{}
+
+// Verified counts in verified_frames.
+func (Verify) Verified(kind, result string) { VerifiedFrames.WithLabelValues(kind, result).Inc() }
+
+// Failed counts in verify_failures.
+func (Verify) Failed(reason string) { VerifyFailures.WithLabelValues(reason).Inc() }
+
+// Pipeline is the Prometheus transform.Observer: handled_events (collections folded by CollectionLabel),
+// filtered_events, filter_fail_open_events and enrich_missing_records.
+type Pipeline struct{}
+
+// Handled counts in handled_events.
+func (Pipeline) Handled(action, collection string) { HandledEvent(action, collection).Inc() }
+
+// Filtered counts in filtered_events.
+func (Pipeline) Filtered(rule string) { FilteredEvents.WithLabelValues(rule).Inc() }
+
+// FailOpen counts in filter_fail_open_events.
+func (Pipeline) FailOpen(rule string) { FilterFailOpen.WithLabelValues(rule).Inc() }
+
+// MissingMetadata counts in enrich_missing_records.
+func (Pipeline) MissingMetadata(kind, reason string, records int) {
+	EnrichMissing.WithLabelValues(kind, reason).Add(float64(records))
+}
+
+// The children of firehose tap's metrics, resolved once: Tap's methods run per event.
+var (
+	tapCursorCurrent   = CursorCurrent.WithLabelValues("tap")
+	tapCursorCommitted = CursorCommitted.WithLabelValues("tap")
+	tapLag             = LagSeconds.WithLabelValues("tap")
+	tapLatency         = ProduceLatency.WithLabelValues("tap")
+)
+
+// Tap is the Prometheus tap.Observer: cursor_current, cursor_committed, lag_seconds, produce_latency_seconds,
+// acks_sent, decode_errors, dead_lettered_events and reconnects, with source="tap".
+type Tap struct{}
+
+// Read sets cursor_current.
+func (Tap) Read(id uint64) { tapCursorCurrent.Set(float64(id)) }
+
+// Acked sets cursor_committed.
+func (Tap) Acked(id uint64) { tapCursorCommitted.Set(float64(id)) }
+
+// Lag sets lag_seconds.
+func (Tap) Lag(d time.Duration) { tapLag.Set(d.Seconds()) }
+
+// Delivered observes produce_latency_seconds.
+func (Tap) Delivered(d time.Duration) { tapLatency.Observe(d.Seconds()) }
+
+// Acks counts in acks_sent.
+func (Tap) Acks(status string, n int) { AcksSent.WithLabelValues(status).Add(float64(n)) }
+
+// DecodeError counts in decode_errors.
+func (Tap) DecodeError(reason string) { DecodeErrors.WithLabelValues("tap", reason).Inc() }
+
+// DeadLettered counts in dead_lettered_events.
+func (Tap) DeadLettered(reason string) { DeadLettered.WithLabelValues("tap", reason).Inc() }
+
+// Reconnect counts in reconnects.
+func (Tap) Reconnect(reason string) { Reconnects.WithLabelValues("tap", reason).Inc() }

@@ -2,9 +2,49 @@ package metrics
 
 import (
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/atkafka/atkafka/source/tap"
+	"github.com/atkafka/atkafka/transform"
+	"github.com/atkafka/atkafka/transform/enrich"
+	"github.com/atkafka/atkafka/transform/verify"
 )
+
+// The Prometheus observers implement the libraries' interfaces.
+var (
+	_ enrich.Observer    = Enrich{}
+	_ verify.Observer    = Verify{}
+	_ transform.Observer = Pipeline{}
+	_ tap.Observer       = Tap{}
+)
+
+// Enrich counts document lookups in plc_requests and profile lookups in api_requests, under the labels the
+// dashboard reads.
+func TestEnrichObserver(t *testing.T) {
+	doc, profile := PLCRequests.WithLabelValues("doc", "ok", "true"), APIRequests.WithLabelValues("profile", "error", "false")
+	docBefore, profileBefore := testutil.ToFloat64(doc), testutil.ToFloat64(profile)
+	Enrich{}.Lookups("doc", "ok", true)()
+	Enrich{}.Lookups("profile", "error", false)()
+	if d, p := testutil.ToFloat64(doc)-docBefore, testutil.ToFloat64(profile)-profileBefore; d != 1 || p != 1 {
+		t.Errorf("plc_requests grew by %v, api_requests by %v; want 1 each", d, p)
+	}
+	Enrich{}.CacheSize("doc")(42)
+	if n := testutil.ToFloat64(CacheSize.WithLabelValues("doc")); n != 42 {
+		t.Errorf("cache_size{doc} = %v", n)
+	}
+	inFlight := Enrich{}.InFlight("plc")
+	inFlight(1)
+	if n := testutil.ToFloat64(EnrichInFlight.WithLabelValues("plc")); n != 1 {
+		t.Errorf("enrich_lookups_in_flight{plc} = %v", n)
+	}
+	inFlight(-1)
+	Enrich{}.Requests("plc", "ok")(50 * time.Millisecond)
+	if n := testutil.CollectAndCount(EnrichLookups); n < 1 {
+		t.Errorf("enrich_lookup_seconds has %d series", n)
+	}
+}
 
 // Collections outside the allow-list fold into "other", and changing the list takes effect for counters
 // HandledEvent already cached.

@@ -3,6 +3,7 @@ package schema_test
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"testing"
 
 	"github.com/atkafka/atkafka/schema"
@@ -55,6 +56,25 @@ func TestRenderedEventsMatch(t *testing.T) {
 		{DID: did, Timestamp: ts, Label: &format.Label{Labeler: "labeler.test:443", Seq: 10, Src: "did:plc:l", URI: did, Val: "spam",
 			Neg: true, Cts: ts}},
 	}
+	// schema.Event reads every field: encoded again, a decoded event is what was rendered.
+	for _, ev := range append(relay, tap...) {
+		value := format.NewFormatter().AppendValue(nil, &ev)
+		e, err := schema.DecodeEvent(value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, _ := json.Marshal(e)
+		var want, got any
+		_ = json.Unmarshal(value, &want)
+		_ = json.Unmarshal(again, &got)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("schema.Event lost something:\n got %s\nwant %s", again, value)
+		}
+		if m, err := e.Metadata(); err != nil || (m == nil) != (ev.Metadata == nil) {
+			t.Errorf("%s: metadata %+v, %v", value, m, err)
+		}
+	}
+
 	ids, _ := format.NewSnowflake(1)
 	for _, f := range []*format.Formatter{format.NewFormatter(), format.NewFormatter(format.Osprey(ids)),
 		format.NewFormatter(format.Osprey(ids), format.Coordinator())} {

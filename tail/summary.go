@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+
+	"github.com/atkafka/atkafka/schema"
 )
 
 // line is what one summary line shows and what the filters match, taken from whichever shape the value has.
@@ -35,52 +37,16 @@ func (l *line) add(detail ...string) {
 // value is the union of the shapes a topic atkafka writes may hold: the standard events, the Osprey envelope
 // around them, and Ozone's modEventView. Decoding into one struct tells them apart by which fields are present.
 type value struct {
-	// Standard events.
-	DID       string          `json:"did"`
-	Timestamp string          `json:"timestamp"`
-	Live      *bool           `json:"live"`
-	Operation *operation      `json:"operation"`
-	Account   *account        `json:"account"`
-	Identity  *identity       `json:"identity"`
-	Info      *info           `json:"info"`
-	Sync      *syncEvent      `json:"sync"`
-	Data      json.RawMessage `json:"data"` // the Osprey envelope: {"action_name",...,"data":<event>}
+	schema.Event
+	Data json.RawMessage `json:"data"` // the Osprey envelope: {"action_name",...,"data":<event>}
 
 	// tools.ozone.moderation.defs#modEventView.
 	ID            *int64      `json:"id"`
-	Event         *modEvent   `json:"event"`
+	ModEvent      *modEvent   `json:"event"`
 	Subject       *modSubject `json:"subject"`
 	CreatedBy     string      `json:"createdBy"`
 	CreatorHandle string      `json:"creatorHandle"`
 	CreatedAt     string      `json:"createdAt"`
-}
-
-type operation struct {
-	Action     string          `json:"action"`
-	Collection string          `json:"collection"`
-	Rkey       string          `json:"rkey"`
-	Record     json.RawMessage `json:"record"`
-}
-
-type account struct {
-	Active bool   `json:"active"`
-	Status string `json:"status"`
-}
-
-type identity struct {
-	Handle   string `json:"handle"`
-	IsActive *bool  `json:"isActive"`
-	Status   string `json:"status"`
-}
-
-type info struct {
-	Name    string `json:"name"`
-	Message string `json:"message"`
-}
-
-type syncEvent struct {
-	Rev    string `json:"rev"`
-	Commit string `json:"commit"`
 }
 
 type ospreyEnvelope struct {
@@ -186,7 +152,7 @@ func summarize(raw []byte) (line, bool) {
 	case v.Sync != nil:
 		l.action = "sync"
 		l.add(field("rev", v.Sync.Rev), field("commit", v.Sync.Commit))
-	case v.ID != nil && v.Event != nil:
+	case v.ID != nil && v.ModEvent != nil:
 		return ozoneSummary(&v), true
 	default:
 		return line{}, false
@@ -198,7 +164,7 @@ func summarize(raw []byte) (line, bool) {
 }
 
 func ozoneSummary(v *value) line {
-	ev := v.Event
+	ev := v.ModEvent
 	l := line{time: v.CreatedAt, action: "ozone#" + ozoneAction(ev.Type)}
 	if s := v.Subject; s != nil {
 		l.did = s.DID

@@ -54,15 +54,12 @@ type Config struct {
 	// Opts are further client options, such as TLS and SASL; the CLI passes sink/kafka's Config.ConnectOpts so
 	// that tail connects exactly as the producer does.
 	Opts []kgo.Opt
-	// ConnectTimeout bounds the start-up check that the brokers answer. Default 15s.
+	// ConnectTimeout bounds the start-up check that the brokers answer, so that a wrong address fails with a
+	// message instead of a silent wait. Default kafka.DefaultConnectTimeout, as for the producer.
 	ConnectTimeout time.Duration
 	// Logger receives state changes (waiting for the topic, fetch errors). Default slog.Default().
 	Logger *slog.Logger
 }
-
-// defaultConnectTimeout bounds the start-up check, so that a wrong address fails with a message instead of a
-// silent wait.
-const defaultConnectTimeout = 15 * time.Second
 
 // Run prints the topic's records until ctx ends, then returns nil. It fails when the brokers cannot be reached
 // at start-up or the output cannot be written. A topic that does not exist yet is waited for.
@@ -134,7 +131,7 @@ func Run(ctx context.Context, cfg Config) error {
 // checkTopic turns an unreachable broker or a failed authentication into an error now, and says so when the topic
 // does not exist yet (atkafka creates it on its first start).
 func checkTopic(ctx context.Context, cl *kgo.Client, cfg Config, log *slog.Logger) error {
-	timeout := cmp.Or(cfg.ConnectTimeout, defaultConnectTimeout)
+	timeout := cmp.Or(cfg.ConnectTimeout, kafka.DefaultConnectTimeout)
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	err := kafka.Ping(cctx, cl, log)

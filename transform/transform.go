@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/transform/enrich"
+	"github.com/atkafka/atkafka/transform/filter"
 	"github.com/atkafka/atkafka/transform/format"
 )
 
@@ -49,9 +49,28 @@ type Pipeline struct {
 	// verifier (--enrich=false with service rules or --verify-commits).
 	OmitMetadata bool
 	Formatter    *format.Formatter
+	// Observer counts the events handled and filtered and the records without some metadata; nil: none.
+	Observer Observer
 
 	schedOnce sync.Once
 	sched     *scheduler
+}
+
+// Observer receives the pipeline's counts, as kgo's hooks do: the pipeline counts, the caller decides where the
+// numbers go (atkafka's metrics.Pipeline sends them to Prometheus). Its types are Go's own, so an implementation
+// need not import this package.
+type Observer interface {
+	// Handled counts one event rendered, by its Osprey action name and its collection ("" when it has none).
+	Handled(action, collection string)
+	// Filtered counts one event a filter dropped, by the kind of rule (filter.ReasonService,
+	// filter.ReasonCollection).
+	Filtered(rule string)
+	// FailOpen counts one event kept although the rule of that kind could not decide (the account's PDS is
+	// unknown).
+	FailOpen(rule string)
+	// MissingMetadata counts records produced without the kind ("doc", "audit", "profile") of eventMetadata, by
+	// reason.
+	MissingMetadata(kind, reason string, records int)
 }
 
 // Deadline is when an event read at received stops waiting for its metadata; the zero time without an
@@ -68,7 +87,9 @@ func (p *Pipeline) KeepAccount(did string, m *enrich.Metadata) bool {
 	if p.Accounts == nil || did == "" || p.Accounts.KeepAccount(did, m) {
 		return true
 	}
-	metrics.FilteredEvents.WithLabelValues("service").Inc()
+	if p.Observer != nil {
+		p.Observer.Filtered(filter.ReasonService)
+	}
 	return false
 }
 
@@ -77,7 +98,9 @@ func (p *Pipeline) KeepCollection(nsid string) bool {
 	if p.Collections == nil || p.Collections.KeepCollection(nsid) {
 		return true
 	}
-	metrics.FilteredEvents.WithLabelValues("collection").Inc()
+	if p.Observer != nil {
+		p.Observer.Filtered(filter.ReasonCollection)
+	}
 	return false
 }
 
@@ -86,19 +109,21 @@ func (p *Pipeline) Metadata() bool { return p.Enricher != nil && !p.OmitMetadata
 
 // AppendMetadata appends the rendered eventMetadata of a prepared event to dst; dst unchanged (possibly nil)
 // when records carry none or there is no DID. records is how many records will carry it: those produced
-// without some piece of it are counted (metrics.EnrichMissing), by kind and reason.
+// without some piece of it are counted (Observer.MissingMetadata), by kind and reason.
 func (p *Pipeline) AppendMetadata(dst []byte, ev *Pending, records int) []byte {
 	if !p.Metadata() || ev.DID == "" {
 		return dst
 	}
-	ev.Meta.Missing(func(kind, reason string) {
-		metrics.EnrichMissing.WithLabelValues(kind, reason).Add(float64(records))
-	})
+	if p.Observer != nil {
+		ev.Meta.Missing(func(kind, reason string) { p.Observer.MissingMetadata(kind, reason, records) })
+	}
 	return ev.Meta.AppendJSON(dst)
 }
 
 // AppendValue counts ev as handled and appends its record value to dst.
 func (p *Pipeline) AppendValue(dst []byte, ev *format.Event) []byte {
-	metrics.HandledEvent(ev.ActionName(), ev.Collection()).Inc()
+	if p.Observer != nil {
+		p.Observer.Handled(ev.ActionName(), ev.Collection())
+	}
 	return p.Formatter.AppendValue(dst, ev)
 }

@@ -12,13 +12,18 @@ import (
 
 	"github.com/urfave/cli/v3"
 
+	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/sink/route"
 	"github.com/atkafka/atkafka/source/labels"
 	"github.com/atkafka/atkafka/transform/format"
+	"github.com/atkafka/atkafka/transform/verify"
 )
 
 // config is everything the flags say, checked, before any part is built.
 type config struct {
+	// Command is the command being run, named as its source is in logs, cursor keys and transactional ids
+	// (relay, tap, ozone), or tail, healthcheck.
+	Command string
 	// Notices are warnings about the configuration (deprecated flags), logged at start-up.
 	Notices         []string
 	Brokers         []string
@@ -158,13 +163,11 @@ type tailConfig struct {
 }
 
 // oneOf checks that v is one of the allowed values.
-func oneOf(flag, v string, allowed ...string) error {
-	for _, a := range allowed {
-		if v == a {
-			return nil
-		}
+func oneOf[T ~string](flag string, v T, allowed []T) error {
+	if slices.Contains(allowed, v) {
+		return nil
 	}
-	return fmt.Errorf("--%s: %q is not one of %s", flag, v, strings.Join(allowed, ", "))
+	return fmt.Errorf("--%s: %q is not one of %s", flag, v, choices(allowed))
 }
 
 // secret returns the value of a secret given either directly or as a file, never both.
@@ -195,9 +198,19 @@ func splitList(values []string) []string {
 	return out
 }
 
-// parseConfig reads and checks every flag the command tree defines. Flags of other commands read as zero values.
+// commandName is the name config.Command gives the command cmd.
+func commandName(cmd *cli.Command) string {
+	if cmd.Name == "ozone-events" {
+		return "ozone"
+	}
+	return cmd.Name
+}
+
+// parseConfig reads and checks every flag the command tree defines, and every rule of the command being run: the
+// one place a configuration is validated. Flags of other commands read as zero values.
 func parseConfig(cmd *cli.Command) (*config, error) {
 	c := &config{
+		Command:         commandName(cmd),
 		Brokers:         splitList(cmd.StringSlice("bootstrap-servers")),
 		Topic:           cmd.String("output-topic"),
 		DeadLetterTopic: cmd.String("dead-letter-topic"),
@@ -332,6 +345,9 @@ func parseConfig(cmd *cli.Command) (*config, error) {
 	if c.Kafka.CursorTopic == "" {
 		c.Kafka.CursorTopic = c.Topic + ".cursors"
 	}
+	if c.Kafka.ExactlyOnce && c.Kafka.TransactionalID == "" {
+		c.Kafka.TransactionalID = "atkafka-" + c.Command + "-" + c.Topic
+	}
 	if c.Ozone.CursorFile != "" && !filepath.IsAbs(c.Ozone.CursorFile) {
 		c.Ozone.CursorFile = filepath.Join(c.DataDir, c.Ozone.CursorFile)
 	}
@@ -363,18 +379,22 @@ func (c *config) validate() []error {
 			check(errors.New("--bootstrap-servers has an empty entry"))
 		}
 	}
-	check(oneOf("log-format", c.LogFormat, "text", "json"))
+	check(oneOf("log-format", c.LogFormat, logFormats))
 	k := c.Kafka
-	check(oneOf("compression", k.Compression, "zstd", "lz4", "snappy", "gzip", "none"))
-	check(oneOf("acks", k.Acks, "all", "leader", "none"))
+	check(oneOf("compression", k.Compression, kafka.Compressions))
+	check(oneOf("acks", k.Acks, kafka.AcksModes))
 	if k.SASLMechanism != "" {
-		check(oneOf("kafka-sasl-mechanism", k.SASLMechanism, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+		check(oneOf("kafka-sasl-mechanism", k.SASLMechanism, kafka.SASLMechanisms))
 		if k.SASLUsername == "" || k.SASLPassword == "" {
 			check(errors.New("--kafka-sasl-mechanism needs --kafka-sasl-username and a password"))
 		}
 	}
 	if (k.TLSCertFile == "") != (k.TLSKeyFile == "") {
 		check(errors.New("--kafka-tls-cert-file and --kafka-tls-key-file go together"))
+	}
+	if k.ExactlyOnce && c.Command == "tap" {
+		check(errors.New("--exactly-once is not supported by firehose tap: Tap's event ids are not a durable, " +
+			"ordered position that could be committed with the records (use firehose relay, or drop --exactly-once)"))
 	}
 	if k.ExactlyOnce && k.Acks != "all" {
 		check(fmt.Errorf("--exactly-once needs --acks all, not %s", k.Acks))
@@ -392,13 +412,13 @@ func (c *config) validate() []error {
 		check(fmt.Errorf("--snowflake-worker-id %d is outside 0-1023", w))
 	}
 	if o := c.Osprey; o.Format != "" { // "" for commands without the Osprey flags
-		check(oneOf("osprey-format", o.Format, format.OspreyFormats...))
+		check(oneOf("osprey-format", o.Format, format.OspreyFormats))
 		if o.Format != format.OspreyWorker && !o.Compatible {
 			check(fmt.Errorf("--osprey-format %s needs --osprey-compatible", o.Format))
 		}
 	}
 	if fc := c.Firehose; fc.RouteAccountEvents != "" { // "" when the command is not a firehose one
-		check(oneOf("route-account-events", fc.RouteAccountEvents, "all", "main"))
+		check(oneOf("route-account-events", fc.RouteAccountEvents, routeAccountEvents))
 		check(fc.Routes.Validate())
 		for _, t := range fc.Routes.Topics() {
 			if t == c.DeadLetterTopic || (k.ExactlyOnce && t == k.CursorTopic) {
@@ -407,10 +427,10 @@ func (c *config) validate() []error {
 		}
 	}
 	if c.Relay.VerifyCommits != "" { // "" when the command is not relay
-		check(oneOf("verify-commits", c.Relay.VerifyCommits, "off", "log", "strict"))
+		check(oneOf("verify-commits", verify.Mode(c.Relay.VerifyCommits), verify.Modes))
 	}
 	if c.Labels.Verify != "" { // "" when the command is not labels
-		check(oneOf("verify-labels", c.Labels.Verify, "off", "log", "strict"))
+		check(oneOf("verify-labels", verify.Mode(c.Labels.Verify), verify.Modes))
 	}
 	if cur := c.Labels.Cursor; cur != "" && cur != "live" {
 		if n, err := strconv.ParseInt(cur, 10, 64); err != nil || n < 0 {
@@ -422,27 +442,17 @@ func (c *config) validate() []error {
 			check(fmt.Errorf("--cursor %q is neither a sequence number nor \"live\"", cur))
 		}
 	}
+	if c.Command == "ozone" {
+		check(c.validateOzone())
+	}
+	if c.Command == "labels" {
+		check(c.validateLabels())
+		if n := len(c.Labels.DIDs) + len(c.Labels.Hosts); k.ExactlyOnce && n != 1 {
+			check(fmt.Errorf("--exactly-once takes one labeler per process (%d given): the transaction carries one "+
+				"cursor; run a process per labeler, each with its own --transactional-id", n))
+		}
+	}
 	return errs
-}
-
-// validateExactlyOnce rejects --exactly-once for the commands whose source has no durable position to commit
-// with the records, and fills in the default transactional id.
-func (c *config) validateExactlyOnce(command string) error {
-	if !c.Kafka.ExactlyOnce {
-		return nil
-	}
-	if command == "tap" {
-		return errors.New("--exactly-once is not supported by firehose tap: Tap's event ids are not a durable, " +
-			"ordered position that could be committed with the records (use firehose relay, or drop --exactly-once)")
-	}
-	if n := len(c.Labels.DIDs) + len(c.Labels.Hosts); command == "labels" && n != 1 {
-		return fmt.Errorf("--exactly-once takes one labeler per process (%d given): the transaction carries one "+
-			"cursor; run a process per labeler, each with its own --transactional-id", n)
-	}
-	if c.Kafka.TransactionalID == "" {
-		c.Kafka.TransactionalID = "atkafka-" + command + "-" + c.Topic
-	}
-	return nil
 }
 
 // validateLabels checks what only the labels command needs.

@@ -7,12 +7,16 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/sink/route"
+	"github.com/atkafka/atkafka/source/relay"
+	"github.com/atkafka/atkafka/source/tap"
 	"github.com/atkafka/atkafka/testenv"
 )
 
@@ -32,12 +36,6 @@ func (r *recorder) ozone(_ context.Context, c *config) error {
 	return nil
 }
 func (r *recorder) labels(_ context.Context, c *config) error {
-	if err := c.validateLabels(); err != nil {
-		return err
-	}
-	if err := c.validateExactlyOnce("labels"); err != nil {
-		return err
-	}
 	r.cmd, r.cfg = "labels", c
 	return nil
 }
@@ -95,24 +93,68 @@ func TestEnvironmentVariables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := r.cfg
-	if len(c.Brokers) != 2 || c.Topic != "t" || c.MetricsAddr != "127.0.0.1:7000" || !c.Debug || c.Relay.Host != "ws://127.0.0.1:1" ||
-		strings.Join(c.Firehose.WatchedCollections, "|") != "app.bsky.*|chat.bsky.*" || c.Kafka.SASLMechanism != "SCRAM-SHA-512" ||
-		c.Kafka.SASLPassword != "p" || !c.Osprey.Compatible || c.Relay.VerifyCommits != "strict" {
-		t.Fatalf("parsed %+v", c)
+	want := defaults("relay")
+	want.Brokers, want.Topic, want.DeadLetterTopic, want.Tail.Topic = []string{"a:1", "b:2"}, "t", "t.deadletter", "t"
+	want.Kafka.CursorTopic, want.Firehose.Routes.Topic = "t.cursors", "t"
+	want.Backfill.Topic, want.Backfill.FailedTopic = "t.backfill", "t.backfill.failed"
+	want.MetricsAddr, want.Debug, want.Relay.Host, want.Relay.VerifyCommits = "127.0.0.1:7000", true, "ws://127.0.0.1:1", "strict"
+	want.Firehose.WatchedCollections = []string{"app.bsky.*", "chat.bsky.*"}
+	want.Kafka.SASLMechanism, want.Kafka.SASLUsername, want.Kafka.SASLPassword = "SCRAM-SHA-512", "u", "p"
+	want.Osprey.Compatible = true
+	if diff := cmp.Diff(want, r.cfg); diff != "" {
+		t.Fatalf("configuration (-want +got):\n%s", diff)
 	}
 }
 
-func TestDefaults(t *testing.T) {
-	r, err := parse(t, "firehose", "tap")
-	if err != nil {
-		t.Fatal(err)
+// defaults is the configuration of a firehose command (relay or tap) run without flags or variables: what users
+// run, spelled out rather than taken from the libraries' Default constants, so that a changed library default
+// shows here as a changed CLI default.
+func defaults(command string) *config {
+	c := &config{
+		Command: command, Topic: "atproto-events", DeadLetterTopic: "atproto-events.deadletter",
+		Kafka: kafkaConfig{Compression: "zstd", Linger: 5 * time.Millisecond, MaxBatchBytes: 1 << 20, Acks: "all",
+			MaxInFlightRecords: 50_000, MaxInFlightBytes: 64 << 20, CreateTopic: true, Partitions: 64,
+			ConnectTimeout: 15 * time.Second, CursorTopic: "atproto-events.cursors"},
+		EmbeddedAddr: "127.0.0.1:9092", DataDir: ".", MetricsAddr: "0.0.0.0:6009", ReadinessWindow: 2 * time.Minute,
+		ShutdownTimeout: 30 * time.Second, LogFormat: "text",
+		Osprey: ospreyConfig{Format: "worker"},
+		Firehose: firehoseConfig{Routes: route.Config{Topic: "atproto-events"}, RouteAccountEvents: "all",
+			Enrich: true, PLCHost: "https://plc.directory", EnrichTimeout: 2 * time.Second, DIDCacheSize: 500_000,
+			DIDCacheTTL: time.Hour, EnrichConcurrency: 256, ProfileCacheSize: 200_000, ProfileCacheTTL: 10 * time.Minute,
+			PLCRate: 100, APIRate: 50},
+		Tail:     tailConfig{Topic: "atproto-events"},
+		Backfill: backfillConfig{Topic: "atproto-events.backfill", FailedTopic: "atproto-events.backfill.failed"},
 	}
-	c := r.cfg
-	if len(c.Brokers) != 0 || c.Topic != "atproto-events" || c.MetricsAddr != "0.0.0.0:6009" || c.Kafka.Compression != "zstd" ||
-		c.Kafka.Acks != "all" || !c.Kafka.CreateTopic || c.Tap.Host != "ws://localhost:2480" || c.Tap.Workers != 10 ||
-		c.DataDir != "." || c.Firehose.PLCHost != "https://plc.directory" || !c.Firehose.Enrich || c.EmbeddedAddr != "127.0.0.1:9092" {
-		t.Fatalf("defaults %+v", c)
+	switch command {
+	case "relay":
+		c.Relay = relayConfig{Host: "wss://bsky.network", MaxInFlight: 1024, VerifyCommits: "off"}
+	case "tap":
+		c.Tap = tapConfig{Host: "ws://localhost:2480", Workers: 10, MaxInFlight: 1024}
+	}
+	return c
+}
+
+func TestDefaults(t *testing.T) {
+	for _, command := range []string{"relay", "tap"} {
+		r, err := parse(t, "firehose", command)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(defaults(command), r.cfg); diff != "" {
+			t.Errorf("firehose %s defaults (-want +got):\n%s", command, diff)
+		}
+	}
+}
+
+// TestLibraryDefaults: what a library does with a zero field is what the CLI does by default, so that a library
+// user and an operator get the same service. The flags name the constants; --shutdown-timeout stands for three.
+func TestLibraryDefaults(t *testing.T) {
+	want := defaults("relay").ShutdownTimeout
+	for name, got := range map[string]time.Duration{"relay.DefaultShutdownTimeout": relay.DefaultShutdownTimeout,
+		"tap.DefaultDrainTimeout": tap.DefaultDrainTimeout, "kafka.DefaultFlushTimeout": kafka.DefaultFlushTimeout} {
+		if got != want {
+			t.Errorf("%s = %v, --shutdown-timeout defaults to %v", name, got, want)
+		}
 	}
 }
 
@@ -143,8 +185,8 @@ func TestRoutes(t *testing.T) {
 	}
 	want := route.Config{Topic: "all", AccountEventsMainOnly: true,
 		Routes: []route.Route{{Pattern: "app.bsky.feed.post", Topic: "posts"}, {Pattern: "app.bsky.*", Topic: "bsky"}}}
-	if got := r.cfg.Firehose.Routes; !reflect.DeepEqual(got, want) {
-		t.Fatalf("routes %+v, want %+v", got, want)
+	if diff := cmp.Diff(want, r.cfg.Firehose.Routes); diff != "" {
+		t.Fatalf("routes (-want +got):\n%s", diff)
 	}
 	r, err = parse(t, "firehose", "relay", "--route", "app.bsky.feed.like=likes", "--route", "chat.*=chat")
 	if err != nil || len(r.cfg.Firehose.Routes.Routes) != 2 || r.cfg.Firehose.Routes.AccountEventsMainOnly {
@@ -195,6 +237,34 @@ func TestHelpHidesSecretsAndListsEnv(t *testing.T) {
 		if !strings.Contains(help, env) {
 			t.Errorf("help does not mention %s", env)
 		}
+	}
+}
+
+// tail's help lists the global flags that apply to reading and none of the producer's, exactly-once or operations
+// flags, which it accepts (they are global) but ignores.
+func TestTailHelpListsReadingFlagsOnly(t *testing.T) {
+	var out strings.Builder
+	app := newApp(&recorder{})
+	app.Writer = &out
+	if err := app.Run(context.Background(), []string{"atkafka", "tail", "--help"}); err != nil {
+		t.Fatal(err)
+	}
+	help := out.String()
+	for _, f := range []string{"--topic", "--from-beginning", "--bootstrap-servers", "--output-topic", "--kafka-connect-timeout",
+		"--kafka-tls-ca-file", "--kafka-sasl-mechanism", "--embedded-broker-address", "--log-format"} {
+		if !strings.Contains(help, f+" ") {
+			t.Errorf("tail --help lacks %s", f)
+		}
+	}
+	for _, f := range []string{"--compression", "--acks", "--max-inflight-records", "--create-topic", "--dead-letter-topic",
+		"--exactly-once", "--transactional-id", "--cursor-topic", "--enrich", "--plc-host", "--data-dir",
+		"--shutdown-timeout", "--metrics-listen-address", "--embedded-data-dir"} {
+		if strings.Contains(help, f+" ") {
+			t.Errorf("tail --help lists %s", f)
+		}
+	}
+	if _, err := parse(t, "tail", "--compression", "lz4"); err != nil {
+		t.Errorf("tail no longer accepts a global producer flag: %v", err)
 	}
 }
 
@@ -260,22 +330,19 @@ func TestExactlyOnceFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := r.cfg.Kafka
-	if !k.ExactlyOnce || k.CursorTopic != "events.cursors" || k.TransactionalID != "" {
+	if !k.ExactlyOnce || k.CursorTopic != "events.cursors" || k.TransactionalID != "atkafka-relay-events" {
 		t.Fatalf("parsed %+v", k)
-	}
-	if err := r.cfg.validateExactlyOnce("relay"); err != nil || r.cfg.Kafka.TransactionalID != "atkafka-relay-events" {
-		t.Errorf("validateExactlyOnce = %v, transactional id %q", err, r.cfg.Kafka.TransactionalID)
 	}
 	if got := cursorKey(r.cfg, "relay"); got != "relay:bsky.network" {
 		t.Errorf("relay cursor key %q", got)
 	}
 
-	r, err = parse(t, "firehose", "tap")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.cfg.validateExactlyOnce("tap"); err == nil || !strings.Contains(err.Error(), "not supported by firehose tap") {
+	if _, err := parse(t, "firehose", "tap"); err == nil || !strings.Contains(err.Error(), "not supported by firehose tap") {
 		t.Errorf("tap with --exactly-once: %v", err)
+	}
+	r, err = parse(t, "ozone-events", "--pds-host", "http://pds", "--identifier", "m", "--password", "x", "--labeler-did", "d")
+	if err != nil || r.cfg.Kafka.TransactionalID != "atkafka-ozone-atproto-events" {
+		t.Errorf("ozone-events: %v, transactional id %q", err, r.cfg.Kafka.TransactionalID)
 	}
 
 	if _, err := parse(t, "--acks", "leader", "firehose", "relay"); err == nil || !strings.Contains(err.Error(), "--exactly-once needs --acks all") {
@@ -285,7 +352,7 @@ func TestExactlyOnceFlags(t *testing.T) {
 		t.Errorf("cursor topic = output topic: %v", err)
 	}
 	r, err = parse(t, "--transactional-id", "mine", "--cursor-topic", "c", "firehose", "relay")
-	if err != nil || r.cfg.validateExactlyOnce("relay") != nil || r.cfg.Kafka.TransactionalID != "mine" || r.cfg.Kafka.CursorTopic != "c" {
+	if err != nil || r.cfg.Kafka.TransactionalID != "mine" || r.cfg.Kafka.CursorTopic != "c" {
 		t.Errorf("explicit values: %v %+v", err, r.cfg.Kafka)
 	}
 }

@@ -1,29 +1,76 @@
 package main
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v3"
 
+	"github.com/atkafka/atkafka/server"
+	"github.com/atkafka/atkafka/sink/embedded"
+	"github.com/atkafka/atkafka/sink/kafka"
+	"github.com/atkafka/atkafka/source/ozone"
+	"github.com/atkafka/atkafka/source/relay"
 	"github.com/atkafka/atkafka/source/tap"
 	"github.com/atkafka/atkafka/transform/enrich"
 	"github.com/atkafka/atkafka/transform/format"
+	"github.com/atkafka/atkafka/transform/verify"
 )
+
+// The values of --log-format and --route-account-events, the default first.
+var (
+	logFormats         = []string{"text", "json"}
+	routeAccountEvents = []string{"all", "main"}
+)
+
+// choices lists the values of an enumeration for a help text: "a, b or c".
+func choices[T ~string](values []T) string {
+	s := make([]string, len(values))
+	for i, v := range values {
+		s[i] = string(v)
+	}
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+}
 
 // env returns the ATKAFKA_ variable for a flag, plus any legacy names existing deployments set.
 func env(name string, legacy ...string) cli.ValueSourceChain {
 	return cli.EnvVars(append([]string{"ATKAFKA_" + name}, legacy...)...)
 }
 
+// Flag categories. Those of global flags say whether a flag applies to reading (readingCategories), which is what
+// atkafka tail's help lists.
 const (
-	catKafka    = "Kafka"
-	catSecurity = "Kafka security"
-	catEmbedded = "Embedded broker"
-	catOps      = "Operations"
-	catFilter   = "Filters"
-	catEnrich   = "Enrichment"
-	catFormat   = "Output format"
+	catKafka       = "Kafka"
+	catSecurity    = "Kafka security"
+	catProducer    = "Kafka producer"
+	catExactlyOnce = "Exactly once"
+	catEmbedded    = "Embedded broker"
+	catOps         = "Operations"
+	catLogging     = "Logging"
+	catFilter      = "Filters"
+	catEnrich      = "Enrichment"
+	catFormat      = "Output format"
 )
+
+// readingCategories are the categories of the global flags that apply to reading a topic.
+var readingCategories = []string{catKafka, catSecurity, catLogging}
+
+// readingHelpTemplate is urfave/cli's command help listing, of the global flags, only those of readingCategories:
+// a command that reads a topic accepts the producer's, exactly-once and operations flags (they are global) but
+// has no use for them.
+func readingHelpTemplate() string {
+	cond := make([]string, len(readingCategories))
+	for i, c := range readingCategories {
+		cond[i] = fmt.Sprintf("(eq .GetCategory %q)", c)
+	}
+	flags := `{{range .VisiblePersistentFlags}}{{if or ` + strings.Join(cond, " ") + `}}
+   {{wrap .String 6}}{{end}}{{end}}`
+	return strings.Replace(cli.CommandHelpTemplate, `{{template "visiblePersistentFlagTemplate" .}}`, flags, 1)
+}
 
 // globalFlags apply to every command; urfave/cli makes them valid before or after the subcommand.
 func globalFlags() []cli.Flag {
@@ -32,33 +79,33 @@ func globalFlags() []cli.Flag {
 			Usage: "Kafka bootstrap servers, comma separated. When empty, atkafka starts an embedded in-memory broker for trying it out"},
 		&cli.StringFlag{Name: "output-topic", Category: catKafka, Sources: env("OUTPUT_TOPIC"), Value: "atproto-events",
 			Usage: "Kafka topic events are produced to"},
-		&cli.StringFlag{Name: "dead-letter-topic", Category: catKafka, Sources: env("DEAD_LETTER_TOPIC"),
+		&cli.StringFlag{Name: "dead-letter-topic", Category: catProducer, Sources: env("DEAD_LETTER_TOPIC"),
 			Usage: "topic for inputs that could not be decoded, kept raw so nothing is lost (default: <output-topic>.deadletter)"},
-		&cli.StringFlag{Name: "compression", Category: catKafka, Sources: env("COMPRESSION"), Value: "zstd",
-			Usage: "record batch compression: zstd, lz4, snappy, gzip or none"},
-		&cli.DurationFlag{Name: "linger", Category: catKafka, Sources: env("LINGER"), Value: 5 * time.Millisecond,
+		&cli.StringFlag{Name: "compression", Category: catProducer, Sources: env("COMPRESSION"), Value: kafka.DefaultCompression,
+			Usage: "record batch compression: " + choices(kafka.Compressions)},
+		&cli.DurationFlag{Name: "linger", Category: catProducer, Sources: env("LINGER"), Value: 5 * time.Millisecond,
 			Usage: "how long the producer waits to fill a batch"},
-		&cli.IntFlag{Name: "max-batch-bytes", Category: catKafka, Sources: env("MAX_BATCH_BYTES"), Value: 1 << 20,
+		&cli.IntFlag{Name: "max-batch-bytes", Category: catProducer, Sources: env("MAX_BATCH_BYTES"), Value: 1 << 20,
 			Usage: "largest record batch the producer sends; keep it at or below the topic's max.message.bytes"},
-		&cli.StringFlag{Name: "acks", Category: catKafka, Sources: env("ACKS"), Value: "all",
+		&cli.StringFlag{Name: "acks", Category: catProducer, Sources: env("ACKS"), Value: kafka.DefaultAcks,
 			Usage: "acknowledgement level: all (idempotent, the only setting that cannot lose acknowledged records), leader or none"},
-		&cli.IntFlag{Name: "max-inflight-records", Category: catKafka, Sources: env("MAX_INFLIGHT_RECORDS"), Value: 50000,
+		&cli.IntFlag{Name: "max-inflight-records", Category: catProducer, Sources: env("MAX_INFLIGHT_RECORDS"), Value: kafka.DefaultMaxInFlightRecords,
 			Usage: "records handed to Kafka and not yet acknowledged before sources pause (backpressure)"},
-		&cli.IntFlag{Name: "max-inflight-bytes", Category: catKafka, Sources: env("MAX_INFLIGHT_BYTES"), Value: 64 << 20,
+		&cli.IntFlag{Name: "max-inflight-bytes", Category: catProducer, Sources: env("MAX_INFLIGHT_BYTES"), Value: kafka.DefaultMaxInFlightBytes,
 			Usage: "bytes of records handed to Kafka and not yet acknowledged before sources pause (backpressure)"},
-		&cli.BoolFlag{Name: "create-topic", Category: catKafka, Sources: env("CREATE_TOPIC"), Value: true,
+		&cli.BoolFlag{Name: "create-topic", Category: catProducer, Sources: env("CREATE_TOPIC"), Value: true,
 			Usage: "create the output and dead-letter topics when missing (--create-topic=false to turn off)"},
-		&cli.IntFlag{Name: "topic-partitions", Category: catKafka, Sources: env("TOPIC_PARTITIONS"), Value: 64,
+		&cli.IntFlag{Name: "topic-partitions", Category: catProducer, Sources: env("TOPIC_PARTITIONS"), Value: 64,
 			Usage: "partitions of a topic atkafka creates"},
-		&cli.IntFlag{Name: "topic-replication-factor", Category: catKafka, Sources: env("TOPIC_REPLICATION_FACTOR"),
+		&cli.IntFlag{Name: "topic-replication-factor", Category: catProducer, Sources: env("TOPIC_REPLICATION_FACTOR"),
 			Usage: "replication factor of a topic atkafka creates (0: the broker's default)"},
-		&cli.BoolFlag{Name: "exactly-once", Category: catKafka, Sources: env("EXACTLY_ONCE"),
-			Usage: "commit records and the source cursor in one Kafka transaction, so a crash neither loses nor repeats anything for consumers reading with isolation.level=read_committed (relay, ozone-events, and labels with one labeler; needs --acks all; adds up to 200ms of latency)"},
-		&cli.StringFlag{Name: "transactional-id", Category: catKafka, Sources: env("TRANSACTIONAL_ID"),
+		&cli.BoolFlag{Name: "exactly-once", Category: catExactlyOnce, Sources: env("EXACTLY_ONCE"),
+			Usage: "commit records and the source cursor in one Kafka transaction, so a crash neither loses nor repeats anything for consumers reading with isolation.level=read_committed (relay and ozone-events; needs --acks all; adds up to 200ms of latency)"},
+		&cli.StringFlag{Name: "transactional-id", Category: catExactlyOnce, Sources: env("TRANSACTIONAL_ID"),
 			Usage: "Kafka transactional id of --exactly-once; a second instance with the same id fences the first (default: atkafka-<command>-<output-topic>)"},
-		&cli.StringFlag{Name: "cursor-topic", Category: catKafka, Sources: env("CURSOR_TOPIC"),
+		&cli.StringFlag{Name: "cursor-topic", Category: catExactlyOnce, Sources: env("CURSOR_TOPIC"),
 			Usage: "compacted topic where --exactly-once keeps the source cursor, written in each transaction (default: <output-topic>.cursors)"},
-		&cli.DurationFlag{Name: "kafka-connect-timeout", Category: catKafka, Sources: env("KAFKA_CONNECT_TIMEOUT"), Value: 15 * time.Second,
+		&cli.DurationFlag{Name: "kafka-connect-timeout", Category: catKafka, Sources: env("KAFKA_CONNECT_TIMEOUT"), Value: kafka.DefaultConnectTimeout,
 			Usage: "how long start-up waits for a reachable broker before failing"},
 
 		&cli.BoolFlag{Name: "kafka-tls", Category: catSecurity, Sources: env("KAFKA_TLS"), Usage: "connect to Kafka over TLS"},
@@ -71,28 +118,28 @@ func globalFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "kafka-tls-insecure-skip-verify", Category: catSecurity, Sources: env("KAFKA_TLS_INSECURE_SKIP_VERIFY"),
 			Usage: "do not verify the brokers' certificates (testing only)"},
 		&cli.StringFlag{Name: "kafka-sasl-mechanism", Category: catSecurity, Sources: env("KAFKA_SASL_MECHANISM"),
-			Usage: "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (empty: no SASL)"},
+			Usage: "SASL mechanism: " + choices(kafka.SASLMechanisms) + " (empty: no SASL)"},
 		&cli.StringFlag{Name: "kafka-sasl-username", Category: catSecurity, Sources: env("KAFKA_SASL_USERNAME"), Usage: "SASL user name"},
 		&cli.StringFlag{Name: "kafka-sasl-password", Category: catSecurity, Sources: env("KAFKA_SASL_PASSWORD"), HideDefault: true,
 			Usage: "SASL password (prefer the environment variable or --kafka-sasl-password-file over the command line)"},
 		&cli.StringFlag{Name: "kafka-sasl-password-file", Category: catSecurity, Sources: env("KAFKA_SASL_PASSWORD_FILE"), TakesFile: true,
 			Usage: "file holding the SASL password"},
 
-		&cli.StringFlag{Name: "embedded-broker-address", Category: catEmbedded, Sources: env("EMBEDDED_BROKER_ADDRESS"), Value: "127.0.0.1:9092",
-			Usage: "address of the embedded broker started when --bootstrap-servers is empty"},
+		&cli.StringFlag{Name: "embedded-broker-address", Category: catKafka, Sources: env("EMBEDDED_BROKER_ADDRESS"), Value: embedded.DefaultAddr,
+			Usage: "address of the embedded broker started when --bootstrap-servers is empty, which tail then reads"},
 		&cli.StringFlag{Name: "embedded-data-dir", Category: catEmbedded, Sources: env("EMBEDDED_DATA_DIR"), TakesFile: true,
 			Usage: "folder where the embedded broker keeps its data (default: memory only, lost on exit)"},
 
 		&cli.StringFlag{Name: "data-dir", Category: catOps, Sources: env("DATA_DIR"), Value: ".", TakesFile: true,
 			Usage: "folder for cursor files (mount a volume here)"},
-		&cli.StringFlag{Name: "metrics-listen-address", Category: catOps, Sources: env("METRICS_LISTEN_ADDRESS", "METRICS_LISTEN_ADDRESS"), Value: "0.0.0.0:6009",
+		&cli.StringFlag{Name: "metrics-listen-address", Category: catOps, Sources: env("METRICS_LISTEN_ADDRESS", "METRICS_LISTEN_ADDRESS"), Value: server.DefaultAddr,
 			Usage: "address serving /metrics, /healthz, /readyz and /debug/pprof/ (empty: disabled)"},
 		&cli.DurationFlag{Name: "readiness-window", Category: catOps, Sources: env("READINESS_WINDOW"), Value: 2 * time.Minute,
 			Usage: "/readyz fails when input is pending and the cursor has not advanced for this long"},
-		&cli.DurationFlag{Name: "shutdown-timeout", Category: catOps, Sources: env("SHUTDOWN_TIMEOUT"), Value: 30 * time.Second,
+		&cli.DurationFlag{Name: "shutdown-timeout", Category: catOps, Sources: env("SHUTDOWN_TIMEOUT"), Value: kafka.DefaultFlushTimeout,
 			Usage: "how long a graceful shutdown waits for Kafka to acknowledge what is in flight"},
-		&cli.BoolFlag{Name: "debug", Category: catOps, Sources: env("DEBUG", "DEBUG"), Usage: "log at debug level"},
-		&cli.StringFlag{Name: "log-format", Category: catOps, Sources: env("LOG_FORMAT"), Value: "text", Usage: "log format: text or json"},
+		&cli.BoolFlag{Name: "debug", Category: catLogging, Sources: env("DEBUG", "DEBUG"), Usage: "log at debug level"},
+		&cli.StringFlag{Name: "log-format", Category: catLogging, Sources: env("LOG_FORMAT"), Value: logFormats[0], Usage: "log format: " + choices(logFormats)},
 	}
 }
 
@@ -119,9 +166,9 @@ func filterFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "metrics-collections", Category: catOps, Sources: env("METRICS_COLLECTIONS"),
 			Usage: "collections kept as metric label values (patterns like app.bsky.*); others are counted as \"other\" (default: app.bsky.*, chat.bsky.*, com.atproto.*)"},
 
-		&cli.StringSliceFlag{Name: "route", Category: catKafka, Sources: env("ROUTES"),
+		&cli.StringSliceFlag{Name: "route", Category: catProducer, Sources: env("ROUTES"),
 			Usage: "PATTERN=TOPIC, repeatable or comma separated: operations on collections PATTERN matches (patterns as for --watched-collections) go to TOPIC; the first matching route wins, the rest go to --output-topic"},
-		&cli.StringFlag{Name: "route-account-events", Category: catKafka, Sources: env("ROUTE_ACCOUNT_EVENTS"), Value: "all",
+		&cli.StringFlag{Name: "route-account-events", Category: catProducer, Sources: env("ROUTE_ACCOUNT_EVENTS"), Value: routeAccountEvents[0],
 			Usage: "with --route: all (account, identity and sync events go to every topic, so each is complete on its own) or main (--output-topic only)"},
 
 		&cli.StringSliceFlag{Name: "watched-collections", Aliases: []string{"matched-collections"}, Category: catFilter,
@@ -168,21 +215,22 @@ func enrichFlags() []cli.Flag {
 
 func relayFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "relay-host", Sources: env("RELAY_HOST"), Value: "wss://bsky.network",
+		&cli.StringFlag{Name: "relay-host", Sources: env("RELAY_HOST"), Value: relay.DefaultHost,
 			Usage: "relay to subscribe to; /xrpc/com.atproto.sync.subscribeRepos is added"},
 		&cli.StringFlag{Name: "cursor", Sources: env("CURSOR"),
 			Usage: "start once from this seq instead of the saved cursor; \"live\" starts at the relay's tip"},
-		&cli.IntFlag{Name: "relay-workers", Sources: env("RELAY_WORKERS"), HideDefault: true, Usage: "parallel decode workers (default: number of CPUs)"},
-		&cli.IntFlag{Name: "max-inflight-frames", Sources: env("MAX_INFLIGHT_FRAMES"), Value: 1024,
+		&cli.IntFlag{Name: "relay-workers", Sources: env("RELAY_WORKERS"), HideDefault: true,
+			Usage: "parallel decode workers (default: twice the number of CPUs, at least 4)"},
+		&cli.IntFlag{Name: "max-inflight-frames", Sources: env("MAX_INFLIGHT_FRAMES"), Value: relay.DefaultMaxInFlight,
 			Usage: "frames read but not yet acknowledged by Kafka before reading pauses"},
-		&cli.StringFlag{Name: "verify-commits", Sources: env("VERIFY_COMMITS"), Value: "off",
+		&cli.StringFlag{Name: "verify-commits", Sources: env("VERIFY_COMMITS"), Value: string(verify.ModeOff),
 			Usage: "Sync 1.1 verification of #commit and #sync frames (signature with the account's key from --plc-host, ops against the MST diff): off, log (count and log failures, produce anyway) or strict (dead-letter failures)"},
 	}
 }
 
 func tapFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "tap-host", Sources: env("TAP_HOST"), Value: "ws://localhost:2480", Usage: "Tap to consume; /channel is added"},
+		&cli.StringFlag{Name: "tap-host", Sources: env("TAP_HOST"), Value: tap.DefaultHost, Usage: "Tap to consume; /channel is added"},
 		&cli.BoolFlag{Name: "disable-acks", Sources: env("DISABLE_ACKS"),
 			Usage: "do not acknowledge events to Tap (only when Tap runs with --disable-acks; events may be lost on a crash)"},
 		&cli.IntFlag{Name: "tap-workers", Sources: env("TAP_WORKERS"), Value: tap.DefaultWorkers, Usage: "parallel workers turning Tap events into records"},
@@ -201,7 +249,7 @@ func ozoneFlags() []cli.Flag {
 			Usage: "moderator account password or app password (prefer the environment variable or --password-file)"},
 		&cli.StringFlag{Name: "password-file", Sources: env("OZONE_PASSWORD_FILE"), TakesFile: true, Usage: "file holding the moderator password"},
 		&cli.StringFlag{Name: "labeler-did", Sources: env("OZONE_LABELER_DID"), Usage: "DID of the Ozone labeler service"},
-		&cli.DurationFlag{Name: "poll-interval", Sources: env("OZONE_POLL_INTERVAL"), Value: time.Second,
+		&cli.DurationFlag{Name: "poll-interval", Sources: env("OZONE_POLL_INTERVAL"), Value: ozone.DefaultPollInterval,
 			Usage: "wait between polls once all events are read"},
 		&cli.StringFlag{Name: "cursor-file", Sources: env("OZONE_CURSOR_FILE"), Value: "ozone-cursor.txt", TakesFile: true,
 			Usage: "cursor file, one per Kafka cluster: .kafka-<cluster id> is added before its extension; a relative path is inside --data-dir"},

@@ -58,7 +58,7 @@ func newVerifier(c *config, log *slog.Logger, e *enrich.Enricher) (relay.Verifie
 	if err != nil || mode == verify.ModeOff {
 		return nil, err
 	}
-	cfg := verify.Config{Mode: mode, PLCHost: c.Firehose.PLCHost, PLCRate: c.Firehose.PLCRate, Logger: log}
+	cfg := verify.Config{Mode: mode, PLCHost: c.Firehose.PLCHost, PLCRate: c.Firehose.PLCRate, Logger: log, Observer: metrics.Verify{}}
 	if e != nil {
 		cfg.Keys = e
 	}
@@ -76,14 +76,12 @@ func (wiring) tap(ctx context.Context, c *config) error {
 			Host: c.Tap.Host, AdminPassword: c.Tap.AdminPassword, DisableAcks: c.Tap.DisableAcks, Workers: c.Tap.Workers,
 			MaxInFlight:  c.Tap.MaxInFlight,
 			DrainTimeout: c.ShutdownTimeout, Sink: rt.sink, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log,
+			Observer: metrics.Tap{},
 		})
 	})
 }
 
 func (wiring) ozone(ctx context.Context, c *config) error {
-	if err := c.validateOzone(); err != nil {
-		return err
-	}
 	return runSource(ctx, c, "ozone", func(rt *runtime, _ *stage) (source, error) {
 		formatter, err := newFormatter(c.Osprey)
 		if err != nil {
@@ -102,9 +100,6 @@ func (wiring) ozone(ctx context.Context, c *config) error {
 }
 
 func (wiring) labels(ctx context.Context, c *config) error {
-	if err := c.validateLabels(); err != nil {
-		return err
-	}
 	mode, err := labels.ParseVerifyMode(c.Labels.Verify)
 	if err != nil {
 		return err
@@ -139,9 +134,6 @@ type connectedSource interface {
 // metrics server stops, so /metrics and /healthz stay up while in-flight records are flushed; the enricher
 // closes last (its deferred close runs after rt.close).
 func runSource(ctx context.Context, c *config, name string, build func(*runtime, *stage) (source, error)) error {
-	if err := c.validateExactlyOnce(name); err != nil {
-		return err
-	}
 	log := newLogger(c)
 	slog.SetDefault(log)
 	for _, n := range c.Notices {
@@ -260,7 +252,7 @@ func newPipeline(c *config, log *slog.Logger, verifying bool) (*transform.Pipeli
 	if err != nil {
 		return nil, nil, err
 	}
-	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: formatter}
+	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: formatter, Observer: metrics.Pipeline{}}
 	if !fc.Enrich && !f.HasServiceRules() && !verifying {
 		return p, nil, nil
 	}
@@ -271,12 +263,12 @@ func newPipeline(c *config, log *slog.Logger, verifying bool) (*transform.Pipeli
 	e, err := enrich.New(enrich.Config{
 		PLCHost: fc.PLCHost, APIHost: apiHost, LookupTimeout: fc.EnrichTimeout, Concurrency: fc.EnrichConcurrency,
 		DocCacheSize: fc.DIDCacheSize, DocTTL: fc.DIDCacheTTL, ProfileCacheSize: fc.ProfileCacheSize,
-		ProfileTTL: fc.ProfileCacheTTL, PLCRate: fc.PLCRate, APIRate: fc.APIRate, Logger: log,
+		ProfileTTL: fc.ProfileCacheTTL, PLCRate: fc.PLCRate, APIRate: fc.APIRate, Logger: log, Observer: metrics.Enrich{},
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	p.Accounts = transform.Accounts(f, log)
+	p.Accounts = transform.Accounts(f, log, p.Observer)
 	p.Enricher = e
 	p.OmitMetadata = !fc.Enrich
 	return p, e, nil

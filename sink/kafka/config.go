@@ -19,14 +19,14 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
-// Defaults applied by New to zero fields of Config.
+// Defaults applied by New to zero fields of Config; atkafka's flags default to them too.
 const (
 	DefaultCompression        = "zstd"
 	DefaultAcks               = "all"
-	DefaultMaxInFlightRecords = 10_000
+	DefaultMaxInFlightRecords = 50_000
 	DefaultMaxInFlightBytes   = 64 << 20
-	DefaultConnectTimeout     = 10 * time.Second
-	DefaultFlushTimeout       = 10 * time.Second
+	DefaultConnectTimeout     = 15 * time.Second
+	DefaultFlushTimeout       = 30 * time.Second
 	DefaultClientID           = "atkafka"
 )
 
@@ -47,13 +47,13 @@ type Config struct {
 	// with Topic when CreateTopic is set.
 	ExtraTopics []string
 
-	// Compression is one of Compressions; default zstd.
+	// Compression is one of Compressions; default DefaultCompression.
 	Compression string
 	// Linger is how long a partition waits for more records before sending a batch; zero keeps kgo's default.
 	Linger time.Duration
 	// MaxBatchBytes caps one record batch; zero keeps kgo's default (about 1 MB, the broker's default limit).
 	MaxBatchBytes int32
-	// Acks is one of AcksModes; default all. Only all keeps the producer idempotent: with fewer acks Kafka cannot
+	// Acks is one of AcksModes; default DefaultAcks. Only all keeps the producer idempotent: with fewer acks Kafka cannot
 	// deduplicate retries, so idempotence is turned off.
 	Acks string
 
@@ -69,14 +69,15 @@ type Config struct {
 	// MaxInFlightRecords and MaxInFlightBytes bound the records handed to Kafka and not yet acknowledged. Send
 	// blocks while they are reached, which is how a slow or absent broker slows the sources down instead of
 	// growing memory. A message larger than the limits is still let through when nothing else is in flight.
+	// Defaults DefaultMaxInFlightRecords and DefaultMaxInFlightBytes.
 	MaxInFlightRecords int
 	MaxInFlightBytes   int64
 
-	// ConnectTimeout bounds New's reachability, authentication and topic checks; default 10s.
+	// ConnectTimeout bounds New's reachability, authentication and topic checks; default DefaultConnectTimeout.
 	ConnectTimeout time.Duration
-	// FlushTimeout bounds how long Close waits for in-flight records; default 10s.
+	// FlushTimeout bounds how long Close waits for in-flight records; default DefaultFlushTimeout.
 	FlushTimeout time.Duration
-	// ClientID is the Kafka client id brokers log and quota by; default atkafka.
+	// ClientID is the Kafka client id brokers log and quota by; default DefaultClientID.
 	ClientID string
 	// Logger receives the producer's state changes and kgo's warnings; default slog.Default().
 	Logger *slog.Logger

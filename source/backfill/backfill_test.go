@@ -340,7 +340,7 @@ func TestPlanAppliesServiceFilters(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := f.pipeline(t)
-		p.Accounts = transform.Accounts(fl, testenv.Logger(t, slog.LevelInfo))
+		p.Accounts = transform.Accounts(fl, testenv.Logger(t, slog.LevelInfo), nil)
 		prod, err := kafka.NewTxn(ctx, kafka.Config{Brokers: f.brokers, Topic: f.work, CreateTopic: true, Logger: testenv.Logger(t, slog.LevelInfo)},
 			kafka.TxnConfig{TransactionalID: "plan-" + c.watched, CursorTopic: "events.cursors", CursorKey: "plan-" + c.watched})
 		if err != nil {

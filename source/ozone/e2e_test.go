@@ -425,7 +425,7 @@ func TestE2EKillMidPage(t *testing.T) {
 	cursorPath := filepath.Join(t.TempDir(), "ozone-cursor.txt")
 	// Past the settle delay every event is readable at once, so the child runs through whole pages and the kill
 	// lands in the middle of one.
-	time.Sleep(defaultSettleDelay)
+	time.Sleep(DefaultSettleDelay)
 
 	m := e.env.Moderator
 	cfg, _ := json.Marshal(childConfig{PDS: m.PDSURL, Identifier: m.Identifier, Password: m.Password,

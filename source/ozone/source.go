@@ -17,10 +17,14 @@ import (
 	"github.com/atkafka/atkafka/transform/format"
 )
 
+// Defaults of the Config fields left at their zero value; atkafka's flags default to them too.
 const (
-	defaultPollInterval = time.Second
-	defaultSettleDelay  = 2 * time.Second
-	requestTimeout      = 30 * time.Second
+	DefaultPollInterval = time.Second
+	DefaultSettleDelay  = 2 * time.Second
+)
+
+const (
+	requestTimeout = 30 * time.Second
 	// drainTimeout bounds how long Run waits at shutdown for Kafka to acknowledge what is in flight, so that the
 	// cursor saved last includes it; whatever is still unacknowledged then is produced again after a restart.
 	drainTimeout = 10 * time.Second
@@ -40,11 +44,11 @@ type Config struct {
 	Password   string
 	// LabelerDID is the Ozone service's DID; the PDS proxies to its #atproto_labeler endpoint.
 	LabelerDID string
-	// PollInterval is the wait after reaching the newest event before asking again. Default 1s.
+	// PollInterval is the wait after reaching the newest event before asking again. Default DefaultPollInterval.
 	PollInterval time.Duration
 	// SettleDelay keeps the source this far behind Ozone's clock: Ozone stamps createdAt before its transaction
 	// commits, so the newest events may still be joined by older-stamped ones. It must exceed Ozone's longest
-	// emitEvent transaction plus the clock skew between the hosts. Default 2s; negative disables it.
+	// emitEvent transaction plus the clock skew between the hosts. Default DefaultSettleDelay; negative disables it.
 	SettleDelay time.Duration
 	// Cursor stores the position of the last acknowledged event; see the package documentation for its format.
 	// A cursor file (atkafka's is bound to its Kafka cluster: cursor.ForCluster), or in exactly-once mode (Sink is
@@ -96,11 +100,11 @@ func New(cfg Config) (*Source, error) {
 		return nil, err
 	}
 	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = defaultPollInterval
+		cfg.PollInterval = DefaultPollInterval
 	}
 	settle := cfg.SettleDelay
 	if settle == 0 {
-		settle = defaultSettleDelay
+		settle = DefaultSettleDelay
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: requestTimeout}

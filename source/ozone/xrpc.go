@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/atkafka/atkafka/backoff"
 )
 
 // maxResponseBytes bounds what one response may hold: a page of 100 events is far below it, and a broken proxy
@@ -39,7 +41,7 @@ func (e *xrpcError) Error() string {
 // transient reports whether retrying the same request later may succeed. Network errors and timeouts (not
 // xrpcErrors) are transient too; see isTransient.
 func (e *xrpcError) transient() bool {
-	return e.Status >= 500 || e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout
+	return backoff.TransientStatus(e.Status)
 }
 
 // isTransient reports whether err is worth retrying unchanged: everything except a definite rejection.

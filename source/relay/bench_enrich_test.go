@@ -44,7 +44,7 @@ func enrichedPipeline(b *testing.B, opts ...format.FormatterOption) *transform.P
 		e.Metadata(context.Background(), did)
 	}
 	fl, _ := filter.New(filter.Config{})
-	return &transform.Pipeline{Collections: transform.Collections(fl), Accounts: transform.Accounts(fl, nil),
+	return &transform.Pipeline{Collections: transform.Collections(fl), Accounts: transform.Accounts(fl, nil, nil),
 		Enricher: e, Formatter: format.NewFormatter(opts...)}
 }
 

@@ -17,15 +17,19 @@ import (
 	"github.com/atkafka/atkafka/transform"
 )
 
-// Defaults of the Config fields left at their zero value.
+// Defaults of the Config fields left at their zero value; atkafka's flags default to them too.
 const (
 	DefaultHost            = "wss://bsky.network"
-	DefaultMaxInFlight     = 2048
-	DefaultShutdownTimeout = 10 * time.Second
+	DefaultMaxInFlight     = 1024
+	DefaultShutdownTimeout = 30 * time.Second
 	// DefaultMaxFrameBytes is far above any frame a relay sends (commit CARs are capped near 2 MB) and small
 	// enough that one hostile message cannot exhaust memory.
 	DefaultMaxFrameBytes = 8 << 20
 )
+
+// DefaultWorkers is the default of Config.Workers: twice GOMAXPROCS, at least 4, since workers also wait on
+// enrichment lookups.
+func DefaultWorkers() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
 
 // subscribePath is the XRPC endpoint added to Config.Host.
 const subscribePath = "/xrpc/com.atproto.sync.subscribeRepos"
@@ -46,8 +50,7 @@ type Config struct {
 	// cursor file takes over as usual.
 	StartCursor string
 	// Workers is how many goroutines turn frames into records. Frames of one DID always go to the same worker,
-	// which keeps their order. Default: twice GOMAXPROCS, at least 4, since workers also wait on enrichment
-	// lookups.
+	// which keeps their order. Default DefaultWorkers().
 	Workers int
 	// MaxInFlight bounds the frames read from the relay and not yet acknowledged by Kafka. Reading stops while it
 	// is reached, so memory is bounded by it and not by any backlog. Default DefaultMaxInFlight.
@@ -88,7 +91,7 @@ type Verifier interface {
 func (cfg Config) withDefaults() Config {
 	cfg.Host = cmp.Or(cfg.Host, DefaultHost)
 	cfg.DataDir = cmp.Or(cfg.DataDir, ".")
-	cfg.Workers = cmp.Or(cfg.Workers, max(4, 2*runtime.GOMAXPROCS(0)))
+	cfg.Workers = cmp.Or(cfg.Workers, DefaultWorkers())
 	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, DefaultMaxInFlight)
 	cfg.MaxFrameBytes = cmp.Or(cfg.MaxFrameBytes, DefaultMaxFrameBytes)
 	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, DefaultShutdownTimeout)

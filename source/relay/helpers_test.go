@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/atkafka/atkafka/schema"
 	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/sink/sinktest"
@@ -122,37 +123,8 @@ func (e expected) key() string {
 
 func loadExpected(t testing.TB) []expected { return testenv.CorpusExpected[expected](t) }
 
-// event is a standard-format record value.
-type event struct {
-	DID       string `json:"did"`
-	Timestamp string `json:"timestamp"`
-	Operation *struct {
-		Action     string          `json:"action"`
-		Collection string          `json:"collection"`
-		Rkey       string          `json:"rkey"`
-		URI        string          `json:"uri"`
-		CID        string          `json:"cid"`
-		Path       string          `json:"path"`
-		Record     json.RawMessage `json:"record"`
-	} `json:"operation"`
-	Identity *struct {
-		Handle string `json:"handle"`
-		Seq    int64  `json:"seq"`
-	} `json:"identity"`
-	Account *struct {
-		Active bool   `json:"active"`
-		Seq    int64  `json:"seq"`
-		Status string `json:"status"`
-	} `json:"account"`
-	Info *struct {
-		Name    string `json:"name"`
-		Message string `json:"message"`
-	} `json:"info"`
-	Sync *struct {
-		Rev    string `json:"rev"`
-		Commit string `json:"commit"`
-	} `json:"sync"`
-}
+// event is a standard-format record value, as the output schema's Go type decodes it, with the tests' keys.
+type event struct{ schema.Event }
 
 func (e event) key() string {
 	switch {

@@ -61,7 +61,7 @@ func verifyCorpus(t *testing.T, mode verify.Mode) (srv *relaytest.Server, forged
 		w.Write(d)
 	}))
 	t.Cleanup(plc.Close)
-	v, err = verify.New(verify.Config{Mode: mode, PLCHost: plc.URL, Logger: testLogger(t)})
+	v, err = verify.New(verify.Config{Mode: mode, PLCHost: plc.URL, PLCRate: -1, Logger: testLogger(t), Observer: metrics.Verify{}})
 	if err != nil {
 		t.Fatal(err)
 	}

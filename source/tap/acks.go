@@ -7,14 +7,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-
-	"github.com/atkafka/atkafka/metrics"
-)
-
-var (
-	acksOK           = metrics.AcksSent.WithLabelValues("ok")
-	acksKafkaError   = metrics.AcksSent.WithLabelValues("kafka_error")
-	acksDisconnected = metrics.AcksSent.WithLabelValues("disconnected")
 )
 
 // ackWriteTimeout bounds writing one batch of acks: a Tap that stops reading is treated as a dead connection
@@ -76,6 +68,7 @@ type ackWriter struct {
 	conn     *websocket.Conn
 	queue    *ackQueue
 	progress func(lastID uint64, n int) // called after each batch written
+	obs      Observer
 	buf      []byte
 }
 
@@ -111,12 +104,12 @@ func (w *ackWriter) write(ctx context.Context, ids []uint64) error {
 		w.buf = append(w.buf[:0], `{"type":"ack","id":`...)
 		w.buf = append(strconv.AppendUint(w.buf, id, 10), '}')
 		if err := w.conn.Write(ctx, websocket.MessageText, w.buf); err != nil {
-			acksOK.Add(float64(i))
-			acksDisconnected.Add(float64(len(ids) - i))
+			w.obs.Acks(acksOK, i)
+			w.obs.Acks(acksDisconnected, len(ids)-i)
 			return err
 		}
 	}
-	acksOK.Add(float64(len(ids)))
+	w.obs.Acks(acksOK, len(ids))
 	w.progress(ids[len(ids)-1], len(ids))
 	return nil
 }

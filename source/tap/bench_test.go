@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/testenv"
@@ -67,19 +66,20 @@ func BenchmarkBackfill(b *testing.B) {
 func backfill(b *testing.B, tap *testenv.Tap, snk *countingSink, dlq string, dids []string, events int64, disableAcks bool) {
 	tap.AddRepos(dids...)
 	waitFor(b, 2*time.Minute, "backfilled into Tap's outbox", func() bool { return tap.OutboxSize() >= events })
+	obs := &tally{}
 	src, err := New(Config{Host: tap.ChannelURL(), Sink: snk, Pipeline: testPipeline(), DeadLetterTopic: dlq,
-		DisableAcks: disableAcks, Logger: testLogger(b.Output())})
+		DisableAcks: disableAcks, Logger: testLogger(b.Output()), Observer: obs})
 	if err != nil {
 		b.Fatal(err)
 	}
-	delivered, acked := snk.delivered.Load(), testutil.ToFloat64(acksOK)
+	delivered := snk.delivered.Load()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 
 	b.StartTimer()
 	go func() { done <- src.Run(ctx) }()
 	waitFor(b, 2*time.Minute, "all delivered", func() bool {
-		return snk.delivered.Load()-delivered >= events && (disableAcks || testutil.ToFloat64(acksOK)-acked >= float64(events))
+		return snk.delivered.Load()-delivered >= events && (disableAcks || obs.get("acks "+acksOK) >= float64(events))
 	})
 	b.StopTimer()
 

@@ -13,11 +13,11 @@ import (
 	"github.com/atkafka/atkafka/transform"
 )
 
-// Defaults applied by New to zero fields of Config.
+// Defaults applied by New to zero fields of Config; atkafka's flags default to them too.
 const (
 	DefaultHost         = "ws://localhost:2480"
 	DefaultWorkers      = 10
-	DefaultDrainTimeout = 10 * time.Second
+	DefaultDrainTimeout = 30 * time.Second
 	// DefaultMaxInFlight bounds the events read and not yet handed to the sink, most of them waiting for their
 	// account's metadata: enough for a cold backfill's lookups to overlap against a PLC 50 ms away.
 	DefaultMaxInFlight = 1024
@@ -28,7 +28,7 @@ const adminUser = "admin"
 
 // Config configures a Source. The zero value of a field means its default.
 type Config struct {
-	// Host is Tap's address, ws://, wss://, http:// or https://; default ws://localhost:2480. The /channel path is
+	// Host is Tap's address, ws://, wss://, http:// or https://; default DefaultHost. The /channel path is
 	// added unless the address already ends with it.
 	Host string
 	// AdminPassword is Tap's --admin-password, sent with HTTP Basic auth as user admin. Empty sends none.
@@ -36,14 +36,14 @@ type Config struct {
 	// DisableAcks must match Tap's --disable-acks: no acks are sent, and events in flight when atkafka or Kafka
 	// fails are lost.
 	DisableAcks bool
-	// Workers is the number of goroutines filtering, enriching and rendering events; default 10. A DID's events
+	// Workers is the number of goroutines filtering, enriching and rendering events; default DefaultWorkers. A DID's events
 	// always go to the same worker.
 	Workers int
 	// MaxInFlight bounds the events read from Tap and not yet handed to the sink (waiting for their metadata or a
 	// worker); reading stops while it is reached. Default DefaultMaxInFlight.
 	MaxInFlight int
 	// DrainTimeout bounds how long Run, once its context ends, waits for Kafka to acknowledge the events already
-	// handed to the sink so that their acks can still be sent; default 10s. Events not acked by then are sent
+	// handed to the sink so that their acks can still be sent; default DefaultDrainTimeout. Events not acked by then are sent
 	// again by Tap.
 	DrainTimeout time.Duration
 
@@ -55,6 +55,8 @@ type Config struct {
 	DeadLetterTopic string
 	// Logger receives state changes; default slog.Default().
 	Logger *slog.Logger
+	// Observer receives the measurements (cursor, lag, latency, acks, decode errors, reconnects); nil: none.
+	Observer Observer
 }
 
 func (c Config) withDefaults() Config {
@@ -63,6 +65,7 @@ func (c Config) withDefaults() Config {
 	c.MaxInFlight = cmp.Or(c.MaxInFlight, DefaultMaxInFlight)
 	c.DrainTimeout = cmp.Or(c.DrainTimeout, DefaultDrainTimeout)
 	c.Logger = cmp.Or(c.Logger, slog.Default())
+	c.Observer = cmp.Or(c.Observer, Observer(nopObserver{}))
 	return c
 }
 

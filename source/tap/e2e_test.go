@@ -11,10 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/schema"
 	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/testenv"
@@ -86,25 +85,8 @@ func splitURI(uri string) (did, collection, rkey string) {
 	return parts[0], parts[1], parts[2]
 }
 
-// outEvent is the standard event as consumers decode it.
-type outEvent struct {
-	DID       string `json:"did"`
-	Timestamp string `json:"timestamp"`
-	Live      *bool  `json:"live"`
-	Operation *struct {
-		Action, Collection, Rkey, URI, CID, Path string
-		Record                                   json.RawMessage
-	} `json:"operation"`
-	Identity *struct {
-		Handle   string `json:"handle"`
-		IsActive *bool  `json:"isActive"`
-		Status   string `json:"status"`
-	} `json:"identity"`
-	Account *struct {
-		Active bool   `json:"active"`
-		Status string `json:"status"`
-	} `json:"account"`
-}
+// outEvent is the standard event as consumers decode it: the output schema's Go type.
+type outEvent = schema.Event
 
 // decodeOut decodes a record in any format, as its consumers do.
 func decodeOut(t testing.TB, r *kgo.Record) outEvent {
@@ -259,10 +241,10 @@ func testEndToEnd(t *testing.T, f *format.Formatter) {
 	}
 
 	// Tap restarts: the Source reconnects by itself.
-	reconnects := testutil.ToFloat64(metrics.Reconnects.WithLabelValues("tap", "read"))
+	reconnects := tallyOf(src).get("reconnect read")
 	e.tap.Restart()
 	waitFor(t, 30*time.Second, "reconnected to the restarted Tap", func() bool {
-		return src.Connected() && testutil.ToFloat64(metrics.Reconnects.WithLabelValues("tap", "read")) > reconnects
+		return src.Connected() && tallyOf(src).get("reconnect read") > reconnects
 	})
 
 	// Live traffic once the backfill is in.

@@ -11,12 +11,6 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/atkafka/atkafka/checkpoint"
-	"github.com/atkafka/atkafka/metrics"
-)
-
-var (
-	cursorCurrent   = metrics.CursorCurrent.WithLabelValues("tap")
-	cursorCommitted = metrics.CursorCommitted.WithLabelValues("tap")
 )
 
 // session is one websocket connection to Tap with its reader, workers and ack writer. Acks belong to the session:
@@ -128,7 +122,7 @@ func (ss *session) drain() {
 // dropPending counts the acks that were queued but can no longer be sent.
 func (ss *session) dropPending() {
 	ids, _ := ss.acks.take(nil)
-	acksDisconnected.Add(float64(len(ids)))
+	ss.src.obs.Acks(acksDisconnected, len(ids))
 }
 
 // ack queues id for the writer, or counts it dropped when the connection is gone.
@@ -138,12 +132,12 @@ func (ss *session) ack(id uint64) {
 		return
 	}
 	if !ss.acks.push(id) {
-		acksDisconnected.Inc()
+		ss.src.obs.Acks(acksDisconnected, 1)
 	}
 }
 
 func (ss *session) writer() *ackWriter {
-	return &ackWriter{conn: ss.conn, queue: ss.acks, progress: ss.src.progress}
+	return &ackWriter{conn: ss.conn, queue: ss.acks, progress: ss.src.progress, obs: ss.src.obs}
 }
 
 // read reads messages until the connection fails, handing them to workers until stopping is closed and
@@ -157,7 +151,7 @@ func (ss *session) read(ctx context.Context) error {
 		ss.active.Store(true)
 		j := decode(data, time.Now())
 		if j.hasID {
-			cursorCurrent.Set(float64(j.id))
+			ss.src.obs.Read(j.id)
 			ss.src.read.Add(1)
 		}
 		ss.dispatch(j)

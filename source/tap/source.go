@@ -14,7 +14,6 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/atkafka/atkafka/backoff"
-	"github.com/atkafka/atkafka/metrics"
 )
 
 const (
@@ -39,6 +38,7 @@ type Source struct {
 	cfg Config
 	url string
 	log *slog.Logger
+	obs Observer
 
 	connected    atomic.Bool
 	lastProgress atomic.Int64 // Unix nanoseconds
@@ -58,7 +58,7 @@ func New(cfg Config) (*Source, error) {
 		return nil, err
 	}
 	u, _ := channelURL(cfg.Host) // validated above
-	return &Source{cfg: cfg, url: u, log: cfg.Logger.With("source", "tap")}, nil
+	return &Source{cfg: cfg, url: u, log: cfg.Logger.With("source", "tap"), obs: cfg.Observer}, nil
 }
 
 // Connected reports whether a websocket connection to Tap is currently open.
@@ -75,12 +75,11 @@ func (s *Source) LastProgress() time.Time {
 	return time.Unix(0, ns)
 }
 
-// progress records that n events, the last with id lastID, were acked (atkafka_cursor_committed{source="tap"}
-// is that last id; Tap's ids are not ordered across DIDs, so it only shows that acks move).
+// progress records that n events, the last with id lastID, were acked (Observer.Acked).
 func (s *Source) progress(lastID uint64, n int) {
 	s.lastProgress.Store(time.Now().UnixNano())
 	s.settled.Add(int64(n))
-	cursorCommitted.Set(float64(lastID))
+	s.obs.Acked(lastID)
 }
 
 // Progress returns how many events of the current connection were handed to workers and how many of those are
@@ -115,7 +114,7 @@ func (s *Source) Run(ctx context.Context) error {
 		if ce := (*connError)(nil); errors.As(err, &ce) {
 			reason = ce.reason
 		}
-		metrics.Reconnects.WithLabelValues("tap", reason).Inc()
+		s.obs.Reconnect(reason)
 		delay := bo.Next()
 		// One line per outage: the retries of the same outage log at debug level.
 		level := slog.LevelDebug

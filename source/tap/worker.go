@@ -4,14 +4,8 @@ import (
 	"context"
 	"time"
 
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/transform/format"
-)
-
-var (
-	lagSeconds     = metrics.LagSeconds.WithLabelValues("tap")
-	produceLatency = metrics.ProduceLatency.WithLabelValues("tap")
 )
 
 // handle turns one job into a sink message, or acks it at once when a filter drops it. It returns when the
@@ -31,7 +25,7 @@ func (ss *session) handleRecord(ctx context.Context, j *job) {
 	r := j.ev.Record
 	if r.Live {
 		if lag, ok := liveLag(r, time.Now()); ok {
-			lagSeconds.Set(lag.Seconds())
+			ss.src.obs.Lag(lag)
 		}
 	}
 	ev := recordEvent(r, j.received)
@@ -78,12 +72,12 @@ func (ss *session) filtered(j *job) { ss.ack(j.id) }
 // deadLetter writes an undecodable message to the dead-letter topic; its ack, when its id is known, follows the
 // dead-letter record's delivery.
 func (ss *session) deadLetter(ctx context.Context, j *job) {
-	metrics.DecodeErrors.WithLabelValues("tap", j.reason).Inc()
+	ss.src.obs.DecodeError(j.reason)
 	ss.src.log.Warn("dead-lettering a Tap event that could not be decoded",
 		"reason", j.reason, "error", j.err, "id", j.id, "id_known", j.hasID, "did", j.did, "bytes", len(j.raw))
 	dl := sink.DeadLetter{Source: "tap", Reason: j.reason, Err: j.err, DID: j.did, Raw: j.raw}
 	ss.send(ctx, j, []sink.Record{dl.Record(ss.src.cfg.DeadLetterTopic)}, func() {
-		metrics.DeadLettered.WithLabelValues("tap", j.reason).Inc()
+		ss.src.obs.DeadLettered(j.reason)
 	})
 }
 
@@ -94,14 +88,14 @@ func (ss *session) send(ctx context.Context, j *job, records []sink.Record, deli
 	msg := &sink.Message{Records: records, Done: func(err error) {
 		defer ss.inflight.Settle()
 		if err != nil {
-			acksKafkaError.Inc()
+			ss.src.obs.Acks(acksKafkaError, 1)
 			if j.hasID {
 				ss.src.settled.Add(1) // left for Tap to redeliver
 			}
 			ss.src.kafkaFailed(err)
 			return
 		}
-		produceLatency.Observe(time.Since(j.received).Seconds())
+		ss.src.obs.Delivered(time.Since(j.received))
 		if delivered != nil {
 			delivered()
 		}

@@ -13,9 +13,9 @@
 //     without metadata at the stream's speed while the whole budget still goes to lookups that finish in time;
 //   - profiles are fetched 25 accounts a request (app.bsky.actor.getProfiles), gathered over ProfileBatchWait.
 //
-// Whatever is not known in time is left out of that event and counted (metrics.EnrichFailures per event,
-// metrics.EnrichMissing per record, by reason), and the fetch still completes in the background to serve the next
-// event of the same account.
+// Whatever is not known in time is left out of that event and counted (Observer.Failures per event, and the
+// pipeline's metrics.EnrichMissing per record, by reason), and the fetch still completes in the background to
+// serve the next event of the same account.
 package enrich
 
 import (
@@ -29,10 +29,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
-
-	"github.com/atkafka/atkafka/metrics"
 )
 
 // Defaults of the Config fields left at their zero value.
@@ -119,6 +116,8 @@ type Config struct {
 	// Logger receives failures at debug level (they can be per DID) and endpoint outages at warn; default
 	// discards.
 	Logger *slog.Logger
+	// Observer receives the measurements (lookups, failures, cache sizes, requests); nil: none.
+	Observer Observer
 }
 
 // Enricher looks up eventMetadata. It is safe for concurrent use; a slow lookup for one DID never holds up
@@ -138,7 +137,7 @@ type Enricher struct {
 	batcher  *profileBatcher
 	docReqs  *requestCounters
 	profReqs *requestCounters
-	failures [numKinds]prometheus.Counter
+	failures [numKinds]func()
 }
 
 // New validates cfg, applies defaults and returns an Enricher. Call Close when done to stop background fetches.
@@ -187,6 +186,10 @@ func New(cfg Config) (*Enricher, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	obs := cfg.Observer
+	if obs == nil {
+		obs = nopObserver{}
+	}
 
 	// A tenth of the deadline: at the defaults, an event queues at most 200 ms for a rate-limit token.
 	maxWait := cfg.LookupTimeout / 10
@@ -197,21 +200,23 @@ func New(cfg Config) (*Enricher, error) {
 		apiHost:  apiHost,
 		log:      cfg.Logger,
 		cancel:   cancel,
-		plc:      newEndpoint("plc", cfg.HTTPClient, limiter(cfg.PLCRate, cfg.PLCBurst), cfg.Concurrency, maxWait, cfg.Logger, true),
-		web:      newEndpoint("did:web", cfg.HTTPClient, limiter(cfg.PLCRate, cfg.PLCBurst), cfg.Concurrency, maxWait, cfg.Logger, false),
+		plc:      newEndpoint("plc", cfg.HTTPClient, limiter(cfg.PLCRate, cfg.PLCBurst), cfg.Concurrency, maxWait, cfg.Logger, obs, true),
+		web:      newEndpoint("did:web", cfg.HTTPClient, limiter(cfg.PLCRate, cfg.PLCBurst), cfg.Concurrency, maxWait, cfg.Logger, obs, false),
 		webURL:   func(host string) string { return "https://" + host + "/.well-known/did.json" },
-		docReqs:  newRequestCounters(metrics.PLCRequests, "doc"),
-		profReqs: newRequestCounters(metrics.APIRequests, "profile"),
+		docReqs:  newRequestCounters(obs, "doc"),
+		profReqs: newRequestCounters(obs, "profile"),
 	}
 	for k := range numKinds {
-		e.failures[k] = metrics.EnrichFailures.WithLabelValues(kindLabels[k])
+		e.failures[k] = obs.Failures(kindLabels[k])
 	}
-	e.accounts = newStore("doc", cfg.DocCacheSize, cfg.DocTTL, cfg.NotFoundTTL, cfg.FailureTTL, cfg.FetchTimeout, base, e.docReqs, e.fetchAccount)
+	e.accounts = newStore("doc", cfg.DocCacheSize, cfg.DocTTL, cfg.NotFoundTTL, cfg.FailureTTL, cfg.FetchTimeout, base, e.docReqs,
+		obs.CacheSize("doc"), e.fetchAccount)
 	if apiHost != "" {
-		e.api = newEndpoint("api", cfg.HTTPClient, limiter(cfg.APIRate, cfg.APIBurst), cfg.Concurrency, maxWait, cfg.Logger, true)
+		e.api = newEndpoint("api", cfg.HTTPClient, limiter(cfg.APIRate, cfg.APIBurst), cfg.Concurrency, maxWait, cfg.Logger, obs, true)
 		e.batcher = newProfileBatcher(e, cfg.ProfileBatchWait)
 		go e.batcher.run(base)
-		e.profiles = newStore("profile", cfg.ProfileCacheSize, cfg.ProfileTTL, cfg.NotFoundTTL, cfg.FailureTTL, cfg.FetchTimeout, base, e.profReqs, e.batcher.fetch)
+		e.profiles = newStore("profile", cfg.ProfileCacheSize, cfg.ProfileTTL, cfg.NotFoundTTL, cfg.FailureTTL, cfg.FetchTimeout, base, e.profReqs,
+			obs.CacheSize("profile"), e.batcher.fetch)
 		e.profiles.settleAfterInvalidate(cfg.ProfileCacheSize, cfg.ProfileSettle)
 	}
 	return e, nil
@@ -262,7 +267,7 @@ func (e *Enricher) LookupTimeout() time.Duration { return e.timeout }
 // Resolve fills m with did's metadata without waiting. When everything is cached it returns true and done is
 // never called. Otherwise it starts the missing lookups (one per key, shared with other events) and returns
 // false; done is then called exactly once, from another goroutine, when m is as complete as it gets before
-// deadline: what was not known by then is left out and counted (metrics.EnrichFailures), and the lookups go on
+// deadline: what was not known by then is left out and counted (Observer.Failures), and the lookups go on
 // to fill the cache for the next events. A definitive absence (unknown DID, no profile) is not a failure.
 func (e *Enricher) Resolve(did string, deadline time.Time, m *Metadata, done func()) bool {
 	*m = Metadata{did: did}
@@ -356,7 +361,7 @@ func missOf[V any](en *entry[V]) uint8 {
 // missing records in m that a kind is missing for reason r, and counts it.
 func (e *Enricher) missing(m *Metadata, kind int, r uint8) {
 	m.missing[kind] = r
-	e.failures[kind].Inc()
+	e.failures[kind]()
 	e.log.Debug("enrich: metadata incomplete", "kind", kindLabels[kind], "did", m.did, "reason", missReason(r))
 }
 

@@ -14,9 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/testenv"
 	"github.com/atkafka/atkafka/transform/filter"
 )
@@ -154,6 +151,60 @@ func profilesPath(did string) string {
 	return "/xrpc/app.bsky.actor.getProfiles?actors=" + strings.ReplaceAll(did, ":", "%3A")
 }
 
+// counts is an Observer of the test's own: what one Enricher measured, by kind and labels ("failures doc",
+// "lookups doc error false", "cache doc", "requests plc ok", "inflight plc"), rather than deltas of process-wide
+// metrics that other tests move too.
+type counts struct {
+	mu sync.Mutex
+	m  map[string]float64
+}
+
+func newCounts() *counts { return &counts{m: map[string]float64{}} }
+
+func (c *counts) get(key string) float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[key]
+}
+
+// adder returns what adds to key, or sets it when set is true.
+func (c *counts) adder(key string, set bool) func(float64) {
+	return func(v float64) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if set {
+			c.m[key] = v
+		} else {
+			c.m[key] += v
+		}
+	}
+}
+
+func (c *counts) Lookups(kind, status string, cached bool) func() {
+	add := c.adder(fmt.Sprint("lookups ", kind, " ", status, " ", cached), false)
+	return func() { add(1) }
+}
+
+func (c *counts) Failures(kind string) func() {
+	add := c.adder("failures "+kind, false)
+	return func() { add(1) }
+}
+
+func (c *counts) CacheSize(kind string) func(int) {
+	set := c.adder("cache "+kind, true)
+	return func(n int) { set(float64(n)) }
+}
+
+func (c *counts) Requests(endpoint, status string) func(time.Duration) {
+	add := c.adder("requests "+endpoint+" "+status, false)
+	return func(time.Duration) { add(1) }
+}
+
+func (c *counts) InFlight(endpoint string) func(int) {
+	add := c.adder("inflight "+endpoint, false)
+	return func(d int) { add(float64(d)) }
+}
+
 func newEnricher(t testing.TB, cfg Config) *Enricher {
 	t.Helper()
 	if cfg.PLCRate == 0 {
@@ -258,9 +309,8 @@ func TestNotFound(t *testing.T) {
 	did := testDID("nobody")
 	noPDS := testDID("nopds")
 	plc.set(plc.docs, noPDS, docJSON(noPDS, "nopds.test", ""))
-	e := newEnricher(t, Config{PLCHost: plc.URL, APIHost: plc.URL})
-	failures := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc"))
-	notFound := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "not_found", "false"))
+	obs := newCounts()
+	e := newEnricher(t, Config{PLCHost: plc.URL, APIHost: plc.URL, Observer: obs})
 
 	for range 3 {
 		m := e.Metadata(context.Background(), did)
@@ -274,11 +324,11 @@ func TestNotFound(t *testing.T) {
 	if n := plc.count(auditPath(did)); n != 1 {
 		t.Errorf("404 fetched %d times, want 1 (negative cache)", n)
 	}
-	if d := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc")) - failures; d != 0 {
+	if d := obs.get("failures doc"); d != 0 {
 		t.Errorf("a 404 counted %v enrich failures: it is an answer, not a failure", d)
 	}
-	if d := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "not_found", "false")) - notFound; d != 1 {
-		t.Errorf("plc_requests{doc,not_found,false} grew by %v, want 1", d)
+	if d := obs.get("lookups doc not_found false"); d != 1 {
+		t.Errorf("%v uncached doc lookups not found, want 1", d)
 	}
 
 	m := e.Metadata(context.Background(), noPDS)
@@ -308,8 +358,8 @@ func TestRetryThenOK(t *testing.T) {
 	plc.mu.Lock()
 	plc.fail[auditPath(did)] = 2
 	plc.mu.Unlock()
-	errs := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "error", "false"))
-	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 3 * time.Second})
+	obs := newCounts()
+	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 3 * time.Second, Observer: obs})
 	m := e.Metadata(context.Background(), did)
 	if m.Handle() != "flaky.test" {
 		t.Errorf("handle after two 500s = %q", m.Handle())
@@ -317,8 +367,8 @@ func TestRetryThenOK(t *testing.T) {
 	if n := plc.count(auditPath(did)); n != 3 {
 		t.Errorf("%d document requests, want 3", n)
 	}
-	if d := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "error", "false")) - errs; d != 2 {
-		t.Errorf("plc_requests{doc,error,false} grew by %v, want 2", d)
+	if d := obs.get("lookups doc error false"); d != 2 {
+		t.Errorf("%v uncached doc lookups failed, want 2", d)
 	}
 }
 
@@ -329,8 +379,8 @@ func TestPersistentFailureIsRemembered(t *testing.T) {
 	plc.mu.Lock()
 	plc.fail[auditPath(did)] = 1000
 	plc.mu.Unlock()
-	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 3 * time.Second, FailureTTL: time.Hour})
-	failures := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc"))
+	obs := newCounts()
+	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 3 * time.Second, FailureTTL: time.Hour, Observer: obs})
 	if r := e.Metadata(context.Background(), did).PDS(); r.Outcome != filter.Unknown {
 		t.Errorf("PDS after 5xx = %+v, want Unknown", r)
 	}
@@ -346,8 +396,8 @@ func TestPersistentFailureIsRemembered(t *testing.T) {
 	if n := plc.count(auditPath(did)); n != maxAttempts {
 		t.Errorf("%d requests, want %d (one flight, then remembered)", n, maxAttempts)
 	}
-	if d := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc")) - failures; d != 11 {
-		t.Errorf("enrich_failures{doc} grew by %v, want 11 (one per event without a document)", d)
+	if d := obs.get("failures doc"); d != 11 {
+		t.Errorf("%v doc failures, want 11 (one per event without a document)", d)
 	}
 }
 
@@ -359,8 +409,8 @@ func TestSlowLookupHitsDeadlineAndBlocksNoOne(t *testing.T) {
 	plc.mu.Lock()
 	plc.delay[auditPath(slow)] = 400 * time.Millisecond
 	plc.mu.Unlock()
-	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 100 * time.Millisecond})
-	failures := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc"))
+	obs := newCounts()
+	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 100 * time.Millisecond, Observer: obs})
 
 	done := make(chan time.Duration)
 	go func() {
@@ -381,8 +431,8 @@ func TestSlowLookupHitsDeadlineAndBlocksNoOne(t *testing.T) {
 	if d := <-done; d < 90*time.Millisecond || d > 300*time.Millisecond {
 		t.Errorf("slow lookup returned after %v, want about the 100ms deadline", d)
 	}
-	if d := testutil.ToFloat64(metrics.EnrichFailures.WithLabelValues("doc")) - failures; d != 1 {
-		t.Errorf("enrich_failures{doc} grew by %v, want 1", d)
+	if d := obs.get("failures doc"); d != 1 {
+		t.Errorf("%v doc failures, want 1", d)
 	}
 	// The next event of the slow DID waits out its own deadline on the same fetch, without a second request.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -520,7 +570,8 @@ func TestTTLExpiry(t *testing.T) {
 	plc := newFakePLC(t)
 	did, gone := testDID("ttl"), testDID("gone")
 	plc.set(plc.docs, did, docJSON(did, "ttl.test", "https://pds.example"))
-	e := newEnricher(t, Config{PLCHost: plc.URL, DocTTL: 100 * time.Millisecond, NotFoundTTL: 50 * time.Millisecond})
+	obs := newCounts()
+	e := newEnricher(t, Config{PLCHost: plc.URL, DocTTL: 100 * time.Millisecond, NotFoundTTL: 50 * time.Millisecond, Observer: obs})
 	ctx := context.Background()
 	e.Metadata(ctx, did).PDS()
 	e.Metadata(ctx, gone).PDS()
@@ -540,8 +591,8 @@ func TestTTLExpiry(t *testing.T) {
 	if plc.count(auditPath(did)) != 2 {
 		t.Errorf("after DocTTL: %v", plc.hits)
 	}
-	if n := testutil.ToFloat64(metrics.CacheSize.WithLabelValues("doc")); n < 1 {
-		t.Errorf("cache_size{doc} = %v", n)
+	if n := obs.get("cache doc"); n < 1 {
+		t.Errorf("doc cache size %v", n)
 	}
 }
 
@@ -676,8 +727,8 @@ func TestBudget(t *testing.T) {
 		dids[i] = testDID(fmt.Sprintf("budget%c%c", 'a'+i/26, 'a'+i%26))
 		plc.set(plc.docs, dids[i], docJSON(dids[i], "b.test", "https://pds.example"))
 	}
-	e := newEnricher(t, Config{PLCHost: plc.URL, PLCRate: 20, PLCBurst: 1, LookupTimeout: 500 * time.Millisecond})
-	budget := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "budget", "false"))
+	obs := newCounts()
+	e := newEnricher(t, Config{PLCHost: plc.URL, PLCRate: 20, PLCBurst: 1, LookupTimeout: 500 * time.Millisecond, Observer: obs})
 	var wg sync.WaitGroup
 	var enriched, quick atomic.Int32
 	start := time.Now()
@@ -708,8 +759,8 @@ func TestBudget(t *testing.T) {
 	if got := quick.Load(); got+enriched.Load() < n-4 {
 		t.Errorf("%d events went on at once and %d were enriched, of %d: the others waited out their deadline", got, enriched.Load(), n)
 	}
-	if d := testutil.ToFloat64(metrics.PLCRequests.WithLabelValues("doc", "budget", "false")) - budget; d < float64(n-enriched.Load()-4) {
-		t.Errorf("plc_requests{budget} grew by %v, want one per event not enriched", d)
+	if d := obs.get("lookups doc budget false"); d < float64(n-enriched.Load()-4) {
+		t.Errorf("%v doc lookups refused by the budget, want one per event not enriched", d)
 	}
 	// Requests are sent only when expected to answer in time; the expectation learns from answers, so a few may
 	// miss.

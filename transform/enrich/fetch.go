@@ -6,16 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
-	"github.com/atkafka/atkafka/metrics"
+	"github.com/atkafka/atkafka/backoff"
 )
 
 const (
@@ -49,22 +47,23 @@ type endpoint struct {
 	// latency is a moving average of answered requests' latency (nanoseconds): what a request sent now is
 	// expected to take, so that admit sends none that cannot answer before its event's deadline.
 	latency  atomic.Int64
-	inFlight prometheus.Gauge
-	observe  [numResults]prometheus.Observer
+	inFlight func(delta int)
+	observe  [numResults]func(time.Duration)
 
 	mu        sync.Mutex
 	failures  int
 	openUntil time.Time
 }
 
-func newEndpoint(name string, client *http.Client, limiter *rate.Limiter, concurrency int, maxWait time.Duration, log *slog.Logger, breaker bool) *endpoint {
+func newEndpoint(name string, client *http.Client, limiter *rate.Limiter, concurrency int, maxWait time.Duration, log *slog.Logger,
+	obs Observer, breaker bool) *endpoint {
 	ep := &endpoint{name: name, client: client, limiter: limiter, maxWait: maxWait, log: log, breaker: breaker,
-		inFlight: metrics.EnrichInFlight.WithLabelValues(name)}
+		inFlight: obs.InFlight(name)}
 	if concurrency > 0 {
 		ep.slots = make(chan struct{}, concurrency)
 	}
 	for r := range numResults {
-		ep.observe[r] = metrics.EnrichLookups.WithLabelValues(name, resultLabels[r])
+		ep.observe[r] = obs.Requests(name, resultLabels[r])
 	}
 	return ep
 }
@@ -74,7 +73,7 @@ func newEndpoint(name string, client *http.Client, limiter *rate.Limiter, concur
 // The first attempt is only made if it can answer before deadline (the asking event's); retries serve the
 // cache, within ctx.
 func (ep *endpoint) get(ctx context.Context, reqs *requestCounters, url string, deadline time.Time) ([]byte, result) {
-	backoff := firstBackoff
+	retries := backoff.New(firstBackoff, firstBackoff<<(maxAttempts-2))
 	for n := 1; ; n++ {
 		if n > 1 {
 			deadline, _ = ctx.Deadline()
@@ -89,13 +88,7 @@ func (ep *endpoint) get(ctx context.Context, reqs *requestCounters, url string, 
 		if !a.retry || n == maxAttempts {
 			return a.body, a.res
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		backoff *= 2
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, retries.Next()) {
 			return nil, resTimeout
 		}
 	}
@@ -129,7 +122,7 @@ func (ep *endpoint) attempt(ctx context.Context, url string, deadline time.Time)
 	req.Header.Set("User-Agent", "atkafka")
 	a := ep.do(ctx, req)
 	if a.sent {
-		ep.observe[a.res].Observe(time.Since(a.start).Seconds())
+		ep.observe[a.res](time.Since(a.start))
 		if a.res == resOK || a.res == resNotFound {
 			ep.learn(time.Since(a.start))
 		}
@@ -178,9 +171,9 @@ func (ep *endpoint) admit(ctx context.Context, deadline time.Time) (release func
 			}
 		}
 	}
-	ep.inFlight.Inc()
+	ep.inFlight(1)
 	return func() {
-		ep.inFlight.Dec()
+		ep.inFlight(-1)
 		if ep.slots != nil {
 			<-ep.slots
 		}
@@ -240,7 +233,7 @@ func (ep *endpoint) classify(ctx context.Context, resp *http.Response, err error
 		ep.record(true)
 		drain(resp.Body)
 		return attemptResult{res: resNotFound, sent: true}
-	case code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500:
+	case backoff.TransientStatus(code):
 		drain(resp.Body)
 		return ep.transient(ctx, fmt.Errorf("HTTP %d", code))
 	default:

@@ -6,9 +6,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/atkafka/atkafka/metrics"
 )
 
 // result is how one lookup ended. Its values index the status label of the request metrics.
@@ -27,15 +24,15 @@ const (
 
 var resultLabels = [numResults]string{"ok", "not_found", "error", "timeout", "budget"}
 
-// requestCounters holds the pre-resolved children of a request CounterVec for one kind, so counting a cache hit
-// on the per-event path is one atomic add instead of a label lookup.
-type requestCounters [numResults][2]prometheus.Counter
+// requestCounters holds the Observer's counters of one kind's lookups, by result and cached (index 1), resolved
+// once so that counting a cache hit on the per-event path is one call instead of a label lookup.
+type requestCounters [numResults][2]func()
 
-func newRequestCounters(vec *prometheus.CounterVec, kind string) *requestCounters {
+func newRequestCounters(obs Observer, kind string) *requestCounters {
 	var c requestCounters
 	for r := range numResults {
-		c[r][0] = vec.WithLabelValues(kind, resultLabels[r], "false")
-		c[r][1] = vec.WithLabelValues(kind, resultLabels[r], "true")
+		c[r][0] = obs.Lookups(kind, resultLabels[r], false)
+		c[r][1] = obs.Lookups(kind, resultLabels[r], true)
 	}
 	return &c
 }
@@ -45,7 +42,7 @@ func (c *requestCounters) inc(r result, cached bool) {
 	if cached {
 		i = 1
 	}
-	c[r][i].Inc()
+	c[r][i]()
 }
 
 // entry is one cached answer. Successful answers live for the cache's TTL; absences and failures carry their
@@ -77,10 +74,9 @@ type store[V any] struct {
 	base         context.Context
 	// fetch looks key up. deadline is when the event that asked stops waiting: a request that cannot be sent in
 	// time to answer before it is not sent (resBudget). ctx outlives it, so a slow answer still fills the cache.
-	fetch    func(ctx context.Context, key string, deadline time.Time) (V, result)
-	reqs     *requestCounters
-	failures prometheus.Counter
-	size     prometheus.Gauge
+	fetch func(ctx context.Context, key string, deadline time.Time) (V, result)
+	reqs  *requestCounters
+	size  func(entries int)
 	// settling holds the keys invalidated less than a settle period ago (nil: none is kept). Their answers serve
 	// the lookups that asked but are not cached, for an upstream that learns of a change after atkafka does: the
 	// AppView indexes a profile change from the firehose too, so the fetch made when atkafka sees the change
@@ -92,7 +88,7 @@ type store[V any] struct {
 }
 
 func newStore[V any](kind string, size int, ttl, negTTL, failTTL, fetchTimeout time.Duration, base context.Context,
-	reqs *requestCounters, fetch func(context.Context, string, time.Time) (V, result)) *store[V] {
+	reqs *requestCounters, sizeOf func(entries int), fetch func(context.Context, string, time.Time) (V, result)) *store[V] {
 	return &store[V]{
 		kind:         kind,
 		lru:          expirable.NewLRU[string, *entry[V]](size, nil, ttl),
@@ -102,8 +98,7 @@ func newStore[V any](kind string, size int, ttl, negTTL, failTTL, fetchTimeout t
 		base:         base,
 		fetch:        fetch,
 		reqs:         reqs,
-		failures:     metrics.EnrichFailures.WithLabelValues(kind),
-		size:         metrics.CacheSize.WithLabelValues(kind),
+		size:         sizeOf,
 		flights:      map[string]*flight[V]{},
 	}
 }
@@ -192,7 +187,7 @@ func (s *store[V]) run(key string, deadline time.Time, fl *flight[V]) {
 		delete(s.flights, key)
 	}
 	s.mu.Unlock()
-	s.size.Set(float64(s.lru.Len()))
+	s.size(s.lru.Len())
 	fl.ent = ent
 	close(fl.done)
 }
@@ -220,5 +215,5 @@ func (s *store[V]) invalidate(key string) {
 		delete(s.flights, key)
 	}
 	s.mu.Unlock()
-	s.size.Set(float64(s.lru.Len()))
+	s.size(s.lru.Len())
 }

@@ -2,7 +2,7 @@
 // account's PDS. It does no I/O: the PDS comes from the caller as a Resolution (transform/enrich produces one),
 // so collection filtering stays free and service filtering costs only what the caller already paid to resolve.
 //
-// The package only decides. Counting dropped events (metrics.FilteredEvents) is the caller's job, because only
+// The package only decides. Counting dropped events (transform.Observer's Filtered) is the caller's job, because only
 // the caller knows the unit: one relay commit dropped by service is several records not produced. Use the
 // Reason constants as label values so they cannot drift.
 package filter

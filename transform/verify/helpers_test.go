@@ -303,9 +303,37 @@ func (p *fakePLC) setDown(down bool) {
 
 func newVerifier(t testing.TB, mode Mode, plc string) *Verifier {
 	t.Helper()
-	v, err := New(Config{Mode: mode, PLCHost: plc, ErrorTTL: time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	v, err := New(Config{Mode: mode, PLCHost: plc, PLCRate: -1, ErrorTTL: time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+		Observer: &tally{}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// tally is an Observer of the test's own, so that a test counts its own verifier's frames rather than deltas of
+// process-wide metrics that other tests move too.
+type tally struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *tally) add(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	c.n[key]++
+}
+
+func (c *tally) Verified(kind, result string) { c.add(kind + " " + result) }
+func (c *tally) Failed(reason string)         { c.add("failed " + reason) }
+
+// counted returns how many frames v counted under key ("commit ok", "failed bad_signature").
+func counted(v *Verifier, key string) int {
+	c := v.obs.(*tally)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[key]
 }

@@ -34,8 +34,8 @@ func newDirectoryKeys(cfg Config) (directoryKeys, error) {
 	}
 	// Handles play no part in signatures: skipping their verification saves a DNS or HTTPS lookup per DID.
 	base := &identity.BaseDirectory{PLCURL: host, SkipHandleVerification: true, UserAgent: "atkafka"}
-	if cfg.PLCRate > 0 {
-		base.PLCLimiter = rate.NewLimiter(rate.Limit(cfg.PLCRate), max(1, int(cfg.PLCRate/5)))
+	if r := cmp.Or(cfg.PLCRate, DefaultPLCRate); r > 0 {
+		base.PLCLimiter = rate.NewLimiter(rate.Limit(r), max(1, int(r/5)))
 	}
 	ttl := cmp.Or(cfg.CacheTTL, DefaultCacheTTL)
 	// Handles are never verified here, so every entry has an invalid handle: the cache would expire such entries

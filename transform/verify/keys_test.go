@@ -78,3 +78,10 @@ func TestEnricherKeys(t *testing.T) {
 		t.Errorf("document without a key: reason %q, want %q", got, ReasonNoKey)
 	}
 }
+
+// atkafka passes one --plc-rate-limit to the enricher and the verifier: a default must mean the same to both.
+func TestPLCRateDefaultAgreesWithEnrich(t *testing.T) {
+	if DefaultPLCRate != enrich.DefaultPLCRate {
+		t.Fatalf("verify.DefaultPLCRate %v, enrich.DefaultPLCRate %v", DefaultPLCRate, enrich.DefaultPLCRate)
+	}
+}

@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
@@ -41,7 +42,6 @@ import (
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/transform/dagcbor"
 )
 
@@ -58,13 +58,15 @@ const (
 	ModeStrict Mode = "strict"
 )
 
+// Modes lists every Mode, in the order help texts list them.
+var Modes = []Mode{ModeOff, ModeLog, ModeStrict}
+
 // ParseMode reads a Mode; "" is ModeOff.
 func ParseMode(s string) (Mode, error) {
-	switch m := Mode(cmp.Or(s, string(ModeOff))); m {
-	case ModeOff, ModeLog, ModeStrict:
+	if m := Mode(cmp.Or(s, string(ModeOff))); slices.Contains(Modes, m) {
 		return m, nil
 	}
-	return "", fmt.Errorf("verify mode %q is not one of off, log, strict", s)
+	return "", fmt.Errorf("verify mode %q is not one of %v", s, Modes)
 }
 
 // Reason is why a frame is not verified. It is bounded: a metric label and, prefixed with "verify_", a
@@ -124,6 +126,8 @@ const (
 	DefaultCacheTTL      = time.Hour
 	DefaultErrorTTL      = 30 * time.Second
 	DefaultLookupTimeout = 5 * time.Second
+	// DefaultPLCRate is enrich.DefaultPLCRate: atkafka's one --plc-rate-limit means the same to both.
+	DefaultPLCRate = 100
 )
 
 // Config configures a Verifier. The zero value of a field means its default.
@@ -136,7 +140,8 @@ type Config struct {
 	Keys Keys
 	// PLCHost is the PLC directory keys are fetched from. Default DefaultPLCHost.
 	PLCHost string
-	// PLCRate limits requests to PLCHost per second (atkafka's --plc-rate-limit). Zero or negative: unlimited.
+	// PLCRate limits requests to PLCHost per second (atkafka's --plc-rate-limit). Default DefaultPLCRate;
+	// negative: unlimited (a private PLC mirror), as in enrich.Config.
 	PLCRate float64
 	// CacheSize is how many DID documents are kept; CacheTTL how long one is reused; ErrorTTL how long a failed
 	// lookup is remembered before it is tried again. Defaults DefaultCacheSize, DefaultCacheTTL,
@@ -149,7 +154,26 @@ type Config struct {
 	// Logger receives, in ModeLog, one warning per failed frame (with seq and DID); in ModeStrict the caller
 	// logs what it does with the frame. Default slog.Default().
 	Logger *slog.Logger
+	// Observer receives the counts of verified and failed frames; nil: none.
+	Observer Observer
 }
+
+// Observer receives a Verifier's counts, as kgo's hooks do: the Verifier counts, the caller decides where the
+// numbers go (atkafka's metrics.Verify sends them to Prometheus). Its types are Go's own, so an implementation
+// need not import this package.
+type Observer interface {
+	// Verified counts one frame of kind ("commit", "sync") by result: "ok", a Reason the frame passes with
+	// (ReasonUnverifiable, ReasonKeyUnavailable), or "failed".
+	Verified(kind, result string)
+	// Failed counts one frame that failed verification, by its Reason.
+	Failed(reason string)
+}
+
+// nopObserver is the Observer of a Config without one.
+type nopObserver struct{}
+
+func (nopObserver) Verified(string, string) {}
+func (nopObserver) Failed(string)           {}
 
 // Verifier checks #commit and #sync frames. It is safe for concurrent use.
 type Verifier struct {
@@ -157,6 +181,7 @@ type Verifier struct {
 	keys    Keys
 	timeout time.Duration
 	log     *slog.Logger
+	obs     Observer
 }
 
 // New builds a Verifier. It does no I/O.
@@ -175,7 +200,8 @@ func New(cfg Config) (*Verifier, error) {
 			return nil, err
 		}
 	}
-	return &Verifier{mode: mode, keys: keys, timeout: cmp.Or(cfg.LookupTimeout, DefaultLookupTimeout), log: log}, nil
+	return &Verifier{mode: mode, keys: keys, timeout: cmp.Or(cfg.LookupTimeout, DefaultLookupTimeout), log: log,
+		obs: cmp.Or(cfg.Observer, Observer(nopObserver{}))}, nil
 }
 
 // Mode returns the Verifier's mode.
@@ -203,7 +229,7 @@ func (v *Verifier) Sync(ctx context.Context, body []byte) error {
 // judge counts a verdict and turns it into what Commit and Sync return.
 func (v *Verifier) judge(kind string, err error) error {
 	if err == nil {
-		metrics.VerifiedFrames.WithLabelValues(kind, "ok").Inc()
+		v.obs.Verified(kind, "ok")
 		return nil
 	}
 	var e *Error
@@ -211,11 +237,11 @@ func (v *Verifier) judge(kind string, err error) error {
 		e = &Error{Reason: ReasonBadStructure, Err: err}
 	}
 	if e.Passes() {
-		metrics.VerifiedFrames.WithLabelValues(kind, string(e.Reason)).Inc()
+		v.obs.Verified(kind, string(e.Reason))
 		return nil
 	}
-	metrics.VerifiedFrames.WithLabelValues(kind, "failed").Inc()
-	metrics.VerifyFailures.WithLabelValues(string(e.Reason)).Inc()
+	v.obs.Verified(kind, "failed")
+	v.obs.Failed(string(e.Reason))
 	if v.mode == ModeStrict {
 		return e // the caller dead-letters the frame, and logs that
 	}

@@ -12,9 +12,7 @@ import (
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	lexutil "github.com/bluesky-social/indigo/lex/util"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/testenv"
 	"github.com/atkafka/atkafka/transform/frame"
 )
@@ -191,12 +189,10 @@ func TestModes(t *testing.T) {
 	off := newVerifier(t, ModeOff, plc.URL)
 	forged := body(t, a.commit(other, change{text: "forged"}))
 
-	failures := metrics.VerifyFailures.WithLabelValues(string(ReasonBadSignature))
-	n := testutil.ToFloat64(failures)
 	if err := logMode.Commit(ctx, forged); err != nil {
 		t.Errorf("log mode returned %v, want nil (produce anyway)", err)
 	}
-	if got := testutil.ToFloat64(failures) - n; got != 1 {
+	if got := counted(logMode, "failed "+string(ReasonBadSignature)); got != 1 {
 		t.Errorf("log mode counted %v failures, want 1", got)
 	}
 	if got := reasonOf(t, strict.Commit(ctx, forged)); got != ReasonBadSignature {
@@ -210,12 +206,11 @@ func TestModes(t *testing.T) {
 	// Unverifiable commits pass, counted.
 	old := a.commit(nil, change{text: "old style"})
 	old.PrevData = nil
-	unverifiable := metrics.VerifiedFrames.WithLabelValues("commit", string(ReasonUnverifiable))
-	n = testutil.ToFloat64(unverifiable)
+	n := counted(strict, "commit "+string(ReasonUnverifiable))
 	if err := strict.Commit(ctx, body(t, old)); err != nil {
 		t.Errorf("strict mode rejected an unverifiable commit: %v", err)
 	}
-	if got := testutil.ToFloat64(unverifiable) - n; got != 1 {
+	if got := counted(strict, "commit "+string(ReasonUnverifiable)) - n; got != 1 {
 		t.Errorf("counted %v unverifiable, want 1", got)
 	}
 }
@@ -230,12 +225,11 @@ func TestPLCDown(t *testing.T) {
 	if got := reasonOf(t, v.CheckCommit(ctx, msg)); got != ReasonKeyUnavailable {
 		t.Errorf("reason %q, want %q", got, ReasonKeyUnavailable)
 	}
-	unavailable := metrics.VerifiedFrames.WithLabelValues("commit", string(ReasonKeyUnavailable))
-	n := testutil.ToFloat64(unavailable)
+	n := counted(v, "commit "+string(ReasonKeyUnavailable))
 	if err := v.Commit(ctx, msg); err != nil {
 		t.Errorf("strict mode rejected a commit whose key is unavailable: %v", err)
 	}
-	if got := testutil.ToFloat64(unavailable) - n; got != 1 {
+	if got := counted(v, "commit "+string(ReasonKeyUnavailable)) - n; got != 1 {
 		t.Errorf("counted %v key_unavailable, want 1", got)
 	}
 

@@ -42,7 +42,14 @@ type TxnConfig struct {
 	// Config.MaxInFlightBytes, so that Sends keep being admitted while a transaction commits.
 	MaxRecords int
 	MaxBytes   int64
+	// AbortTimeout bounds how long aborting a failed transaction is retried while Kafka does not answer; the
+	// producer stops after that. Default DefaultAbortTimeout.
+	AbortTimeout time.Duration
 }
+
+// DefaultAbortTimeout is TxnConfig.AbortTimeout's default: longer than the transaction timeout (kgo's 40 s), after
+// which Kafka aborts the transaction itself, so further retries could only find it gone.
+const DefaultAbortTimeout = time.Minute
 
 // TxnProducer is the exactly-once sink: it produces messages strictly in Position order inside Kafka
 // transactions, each of which also writes the Cursor of its last message to the cursor topic, and calls Done only
@@ -80,6 +87,8 @@ type TxnProducer struct {
 	loopDone chan struct{}
 	// closeErr is what the loop leaves for Close: messages it could not commit.
 	closeErr error
+	// abortFailures counts the failed abort attempts since the last abort that worked: an outage logs one warning.
+	abortFailures int
 }
 
 var _ sink.Sink = (*TxnProducer)(nil)
@@ -91,6 +100,7 @@ func NewTxn(ctx context.Context, cfg Config, tc TxnConfig) (*TxnProducer, error)
 	cfg = cfg.withDefaults()
 	tc.MaxRecords = cmp.Or(tc.MaxRecords, max(1, cfg.MaxInFlightRecords/2))
 	tc.MaxBytes = cmp.Or(tc.MaxBytes, max(1, cfg.MaxInFlightBytes/2))
+	tc.AbortTimeout = cmp.Or(tc.AbortTimeout, DefaultAbortTimeout)
 	var errs []error
 	if err := cfg.validate(); err != nil {
 		errs = append(errs, err)
@@ -101,8 +111,8 @@ func NewTxn(ctx context.Context, cfg Config, tc TxnConfig) (*TxnProducer, error)
 	if tc.TransactionalID == "" || tc.CursorTopic == "" || tc.CursorKey == "" {
 		errs = append(errs, errors.New("exactly-once needs a transactional id, a cursor topic and a cursor key"))
 	}
-	if tc.MaxRecords < 0 || tc.MaxBytes < 0 {
-		errs = append(errs, errors.New("negative records or bytes per transaction"))
+	if tc.MaxRecords < 0 || tc.MaxBytes < 0 || tc.AbortTimeout < 0 {
+		errs = append(errs, errors.New("negative records or bytes per transaction, or abort timeout"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -501,29 +511,47 @@ func (t *txn) firstError() error {
 	return nil
 }
 
-// abort ends the open transaction with an abort, retrying while Kafka is unreachable.
+// abort ends the open transaction with an abort, retrying while Kafka does not answer, for up to AbortTimeout:
+// after that the transaction's state is unknown and the producer stops (a restart initialises the transactional
+// id again, which aborts it).
 func (p *TxnProducer) abort(t *txn) error {
 	if !t.open {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(p.loopCtx, p.tc.AbortTimeout)
+	defer cancel()
 	bo := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
-		err := p.cl.AbortBufferedRecords(p.loopCtx)
+		err := p.cl.AbortBufferedRecords(ctx)
 		if err == nil {
-			err = p.cl.EndTransaction(p.loopCtx, kgo.TryAbort)
+			err = p.cl.EndTransaction(ctx, kgo.TryAbort)
 		}
 		if err == nil {
 			t.open = false
 			metrics.Transactions.WithLabelValues("aborted").Inc()
+			if p.abortFailures > 0 {
+				p.log.Info("aborted the Kafka transaction", "failed_attempts", p.abortFailures)
+				p.abortFailures = 0
+			}
 			return nil
 		}
 		if isFenced(err) || errors.Is(err, kerr.InvalidProducerEpoch) || errors.Is(err, kerr.InvalidProducerIDMapping) {
 			// kgo recovers from these itself where it can (transactions before KIP-890); still failing, they are final.
 			return p.fatalError(err)
 		}
-		p.log.Warn("aborting the Kafka transaction failed; retrying", "err", err)
-		if !backoff.Sleep(p.loopCtx, bo.Next()) {
-			return fmt.Errorf("closing before the transaction was aborted: %w", err)
+		// One line per outage: the retries log at debug level.
+		p.abortFailures++
+		level := slog.LevelDebug
+		if p.abortFailures == 1 {
+			level = slog.LevelWarn
+		}
+		p.log.Log(ctx, level, "aborting the Kafka transaction failed; retrying", "err", err, "attempt", p.abortFailures)
+		if !backoff.Sleep(ctx, bo.Next()) {
+			if p.loopCtx.Err() != nil {
+				return fmt.Errorf("closing before the transaction was aborted: %w", err)
+			}
+			return p.halt(fmt.Errorf("could not abort the Kafka transaction of transactional id %q within %s: %w "+
+				"(a restart aborts it)", p.tc.TransactionalID, p.tc.AbortTimeout, err))
 		}
 	}
 }
@@ -586,13 +614,19 @@ func isFenced(err error) bool {
 		errors.Is(err, kerr.ClusterAuthorizationFailed)
 }
 
-// fatalError records err as the producer's end and returns it wrapped in sink.ErrStopped.
+// fatalError stops the producer with err, an error Kafka gives a producer whose transactional id another
+// instance took over or that may not use it.
 func (p *TxnProducer) fatalError(err error) error {
 	if errors.Is(err, sink.ErrStopped) {
 		return err
 	}
-	err = fmt.Errorf("%w: Kafka transactional id %q: %w (another atkafka instance with the same transactional id took over, "+
-		"or this one may not use it; this instance stops)", sink.ErrStopped, p.tc.TransactionalID, err)
+	return p.halt(fmt.Errorf("kafka transactional id %q: %w (another atkafka instance with the same transactional id "+
+		"took over, or this one may not use it)", p.tc.TransactionalID, err))
+}
+
+// halt records err as the producer's end and returns it wrapped in sink.ErrStopped.
+func (p *TxnProducer) halt(err error) error {
+	err = fmt.Errorf("%w: %w; this instance stops", sink.ErrStopped, err)
 	p.mu.Lock()
 	if p.fatal == nil {
 		p.fatal = err
@@ -619,7 +653,8 @@ func (p *TxnProducer) die(t *txn, err error) {
 
 // failAll calls Done(err) for every message held: those of the open transaction and those buffered.
 func (p *TxnProducer) failAll(t *txn, err error) {
-	if t.open {
+	// Stopped for good, the producer may no longer end a transaction; a restart aborts it.
+	if t.open && !errors.Is(err, sink.ErrStopped) {
 		_ = p.abort(t)
 	}
 	msgs := t.msgs

@@ -41,9 +41,8 @@ type Producer struct {
 	failed  atomic.Int64
 
 	// promise is onRecord, bound once so that producing a record allocates no closure.
-	promise     func(*kgo.Record, error)
-	mainTopic   *topicMetrics
-	otherTopics sync.Map // topic name → *topicMetrics
+	promise func(*kgo.Record, error)
+	gauges  *topicSet
 }
 
 var _ sink.Sink = (*Producer)(nil)
@@ -72,10 +71,7 @@ func New(ctx context.Context, cfg Config) (*Producer, error) {
 		stop:  make(chan struct{}),
 	}
 	p.promise = p.onRecord
-	p.mainTopic = newTopicMetrics(cfg.Topic)
-	for _, t := range cfg.ExtraTopics {
-		p.otherTopics.Store(t, newTopicMetrics(t))
-	}
+	p.gauges = newTopicSet(cfg)
 	if err := p.connect(ctx); err != nil {
 		cl.Close()
 		return nil, err
@@ -90,7 +86,7 @@ func New(ctx context.Context, cfg Config) (*Producer, error) {
 // The records' Key, Value and Headers must not be modified until Done.
 func (p *Producer) Send(ctx context.Context, msg *sink.Message) error {
 	records, bytes := int64(len(msg.Records)), messageBytes(msg)
-	if err := p.limit.acquire(ctx, p.stop, records, bytes); err != nil {
+	if err := p.limit.acquire(ctx, p.stop, records, bytes, nil); err != nil {
 		return err
 	}
 	p.mu.RLock()
@@ -154,17 +150,42 @@ var (
 	producedError = metrics.ProducedEvents.WithLabelValues("error")
 )
 
-// topicMetrics returns the metrics of topic: those of the configured topics were resolved by New, others
-// (records naming a topic the configuration did not) are resolved and kept on first use.
-func (p *Producer) topicMetrics(topic string) *topicMetrics {
-	if topic == "" || topic == p.cfg.Topic {
-		return p.mainTopic
+// topicSet holds the metrics of a producer's topics.
+type topicSet struct {
+	main  *topicMetrics
+	other sync.Map // topic name → *topicMetrics
+}
+
+func newTopicSet(cfg Config) *topicSet {
+	s := &topicSet{main: newTopicMetrics(cfg.Topic)}
+	for _, t := range cfg.ExtraTopics {
+		s.other.Store(t, newTopicMetrics(t))
 	}
-	if m, ok := p.otherTopics.Load(topic); ok {
+	return s
+}
+
+// get returns the metrics of a record's topic ("" for the output topic): those of the configured topics were
+// resolved up front, others (records naming a topic the configuration did not) are resolved and kept on first
+// use.
+func (s *topicSet) get(topic string) *topicMetrics {
+	if topic == "" || topic == s.main.name {
+		return s.main
+	}
+	if m, ok := s.other.Load(topic); ok {
 		return m.(*topicMetrics)
 	}
-	m, _ := p.otherTopics.LoadOrStore(topic, newTopicMetrics(topic))
+	m, _ := s.other.LoadOrStore(topic, newTopicMetrics(topic))
 	return m.(*topicMetrics)
+}
+
+// addMessage adds msg's records, times sign, to the in-flight gauges of their topics.
+func (s *topicSet) addMessage(msg *sink.Message, sign float64) {
+	for i := range msg.Records {
+		r := &msg.Records[i]
+		m := s.get(r.Topic)
+		m.records.Add(sign)
+		m.bytes.Add(sign * float64(recordBytes(r)))
+	}
 }
 
 func newTopicMetrics(topic string) *topicMetrics {
@@ -174,7 +195,7 @@ func newTopicMetrics(topic string) *topicMetrics {
 
 func (p *Producer) produce(d *delivery, r *sink.Record) {
 	pr := pendingPool.Get().(*pending)
-	pr.d, pr.size, pr.topic = d, recordBytes(r), p.topicMetrics(r.Topic)
+	pr.d, pr.size, pr.topic = d, recordBytes(r), p.gauges.get(r.Topic)
 	pr.topic.records.Add(1)
 	pr.topic.bytes.Add(float64(pr.size))
 	pr.rec = kgo.Record{Topic: pr.topic.name, Key: r.Key, Value: r.Value}

@@ -22,10 +22,6 @@ import (
 	"github.com/atkafka/atkafka/sink"
 )
 
-// txnHeader carries the id of the transaction on its cursor record, so that a commit whose outcome Kafka left
-// unconfirmed can be looked up instead of guessed (guessing wrong either loses or duplicates the batch).
-const txnHeader = "atkafka-txn"
-
 // TxnConfig configures the exactly-once parts of a TxnProducer.
 type TxnConfig struct {
 	// TransactionalID identifies the producer to Kafka across restarts. A second producer with the same id fences
@@ -54,7 +50,7 @@ const DefaultAbortTimeout = time.Minute
 // TxnProducer is the exactly-once sink: it produces messages strictly in Position order inside Kafka
 // transactions, each of which also writes the Cursor of its last message to the cursor topic, and calls Done only
 // after the transaction committed. A crash at any point leaves either both the records and their cursor or
-// neither, so a restart that resumes from LoadCursor neither loses nor repeats anything for read_committed
+// neither, so a restart that resumes from the Cursor neither loses nor repeats anything for read_committed
 // consumers. It is safe for concurrent use.
 //
 // Kafka allows one transaction in flight per producer; its size is ours. A transaction begins with every message
@@ -67,18 +63,21 @@ type TxnProducer struct {
 	cl  *kgo.Client
 	log *slog.Logger
 	// nonce tells this instance's transactions from an earlier instance's in the cursor topic.
-	nonce string
+	nonce   string
+	cursors *CursorStore
 
-	mu sync.Mutex
-	// buf holds messages received and not yet produced, by Position; next is the Position produced next.
-	buf  map[uint64]*sink.Message
-	next uint64
-	// records and bytes count the messages held (buffered or in the open transaction) until their Done.
-	records, bytes int64
-	// room is closed and replaced whenever something held is released or next moves, waking waiting Sends.
-	room    chan struct{}
+	// limit counts the messages held (buffered or in the open transaction) until their Done.
+	limit  *limiter
+	gauges *topicSet
+	mu     sync.Mutex
+	// buf holds messages received and not yet produced, by Position.
+	buf map[uint64]*sink.Message
+	// next is the Position produced next. It changes under mu, and is read without it by the Sends waiting for
+	// room, which the message at next may always take.
+	next    atomic.Uint64
 	closing bool
-	fatal   error
+	// fatal is the error that stopped the producer for good.
+	fatal atomic.Pointer[error]
 
 	kick     chan struct{} // a message arrived: the loop has something to produce
 	stop     chan struct{} // closed by Close
@@ -95,7 +94,7 @@ var _ sink.Sink = (*TxnProducer)(nil)
 
 // NewTxn validates the configurations, connects, creates (or checks) the output, extra and cursor topics, and
 // initialises the transactional producer id, which fences any earlier instance with the same TransactionalID and
-// aborts whatever transaction it left open. Call LoadCursor next to know where the source resumes.
+// aborts whatever transaction it left open. Load the Cursor next to know where the source resumes.
 func NewTxn(ctx context.Context, cfg Config, tc TxnConfig) (*TxnProducer, error) {
 	cfg = cfg.withDefaults()
 	tc.MaxRecords = cmp.Or(tc.MaxRecords, max(1, cfg.MaxInFlightRecords/2))
@@ -129,8 +128,9 @@ func NewTxn(ctx context.Context, cfg Config, tc TxnConfig) (*TxnProducer, error)
 	_, _ = rand.Read(nonce[:])
 	p := &TxnProducer{
 		cfg: cfg, tc: tc, cl: cl, log: cfg.Logger.With("transactional_id", tc.TransactionalID),
-		nonce: hex.EncodeToString(nonce[:]),
-		buf:   map[uint64]*sink.Message{}, room: make(chan struct{}),
+		nonce: hex.EncodeToString(nonce[:]), cursors: NewCursorStore(cfg, tc.CursorTopic, tc.CursorKey),
+		limit: newLimiter(int64(cfg.MaxInFlightRecords), cfg.MaxInFlightBytes), gauges: newTopicSet(cfg),
+		buf:  map[uint64]*sink.Message{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), loopDone: make(chan struct{}),
 	}
 	if err := p.connect(ctx); err != nil {
@@ -152,122 +152,13 @@ func (p *TxnProducer) connect(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
-	adm := kadm.NewClient(p.cl)
-	if !p.cfg.CreateTopic {
-		if err := pr.checkTopics(ctx, adm, []string{p.tc.CursorTopic}); err != nil {
-			return err
-		}
-	} else {
-		compact := "compact"
-		resp, err := adm.CreateTopic(ctx, 1, orBrokerDefault(p.cfg.ReplicationFactor), map[string]*string{"cleanup.policy": &compact}, p.tc.CursorTopic)
-		switch {
-		case err == nil && resp.Err == nil:
-			p.log.Info("created Kafka cursor topic", "topic", p.tc.CursorTopic)
-			pr.waitForLeaders(ctx, adm, []string{p.tc.CursorTopic})
-		case errors.Is(cmp.Or(err, resp.Err), kerr.TopicAlreadyExists):
-		default:
-			return fmt.Errorf("creating Kafka cursor topic %s: %w %s", p.tc.CursorTopic, cmp.Or(err, resp.Err), resp.ErrMessage)
-		}
+	if err := p.cursors.ensure(ctx, pr, kadm.NewClient(p.cl)); err != nil {
+		return err
 	}
 	if _, _, err := p.cl.ProducerID(ctx); err != nil {
 		return fmt.Errorf("initialising Kafka transactional id %s: %w", p.tc.TransactionalID, err)
 	}
 	return nil
-}
-
-// Send holds msg until every message of a lower Position was received, then produces it in the open
-// transaction; msg.Done runs after that transaction committed, or with an error when one of msg's records failed
-// for good (the source may send it again, with the same Position) or the producer stopped for good (the error
-// wraps sink.ErrStopped). Send blocks while the in-flight limits are reached, except for the message at the
-// next Position, which is always let in so that the held ones can move. It fails when ctx ends, after Close, or
-// after a fatal error; msg.Done is not called then. The records must not be modified until Done.
-func (p *TxnProducer) Send(ctx context.Context, msg *sink.Message) error {
-	records, bytes := int64(len(msg.Records)), messageBytes(msg)
-	p.mu.Lock()
-	for {
-		switch {
-		case p.fatal != nil:
-			p.mu.Unlock()
-			return p.fatal
-		case p.closing:
-			p.mu.Unlock()
-			return ErrClosed
-		case msg.Position < p.next || p.buf[msg.Position] != nil:
-			p.mu.Unlock()
-			return fmt.Errorf("message position %d sent twice (next expected %d)", msg.Position, p.next)
-		}
-		empty := p.records == 0 && p.bytes == 0
-		fits := p.records+records <= int64(p.cfg.MaxInFlightRecords) && p.bytes+bytes <= p.cfg.MaxInFlightBytes
-		if empty || fits || msg.Position == p.next {
-			break
-		}
-		room := p.room
-		p.mu.Unlock()
-		select {
-		case <-room:
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		case <-p.stop:
-			return ErrClosed
-		}
-		p.mu.Lock()
-	}
-	p.buf[msg.Position] = msg
-	p.records += records
-	p.bytes += bytes
-	metrics.InFlightRecords.WithLabelValues(p.cfg.Topic).Add(float64(records))
-	metrics.InFlightBytes.WithLabelValues(p.cfg.Topic).Add(float64(bytes))
-	p.mu.Unlock()
-	p.wake()
-	return nil
-}
-
-// wake makes the loop look for ready messages.
-func (p *TxnProducer) wake() {
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
-}
-
-// wakeLocked wakes the Sends waiting for room; p.mu is held.
-func (p *TxnProducer) wakeLocked() {
-	close(p.room)
-	p.room = make(chan struct{})
-}
-
-// release forgets msgs, which left the producer (Done is about to run), and frees their room.
-func (p *TxnProducer) release(msgs []*sink.Message) {
-	var records, bytes int64
-	for _, m := range msgs {
-		records += int64(len(m.Records))
-		bytes += messageBytes(m)
-	}
-	p.mu.Lock()
-	p.records -= records
-	p.bytes -= bytes
-	p.wakeLocked()
-	p.mu.Unlock()
-	metrics.InFlightRecords.WithLabelValues(p.cfg.Topic).Add(float64(-records))
-	metrics.InFlightBytes.WithLabelValues(p.cfg.Topic).Add(float64(-bytes))
-}
-
-// ready adds to t the messages that can be produced now: those at next, next+1, ... that were received, until t
-// holds MaxRecords or MaxBytes.
-func (p *TxnProducer) ready(t *txn) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := len(t.msgs)
-	for m := p.buf[p.next]; m != nil && t.records < p.tc.MaxRecords && t.bytes < p.tc.MaxBytes; m = p.buf[p.next] {
-		delete(p.buf, p.next)
-		t.msgs = append(t.msgs, m)
-		t.records += len(m.Records)
-		t.bytes += messageBytes(m)
-		p.next++
-	}
-	if len(t.msgs) > n {
-		p.wakeLocked() // next moved: the message now at next may enter
-	}
 }
 
 // txn is the open transaction: its messages in Position order, and the record failures of the current attempt.
@@ -479,7 +370,7 @@ func (p *TxnProducer) tryCommit(t *txn, id string) error {
 	if aerr := p.abort(t); aerr != nil {
 		return errors.Join(err, aerr)
 	}
-	_, header, ok, lerr := p.loadCursor(ctx)
+	_, header, ok, lerr := p.cursors.last(ctx)
 	if lerr == nil && ok && header == id {
 		p.log.Warn("Kafka reported a failed commit, but the transaction had committed", "err", err)
 		return nil
@@ -573,14 +464,8 @@ func (p *TxnProducer) returnRefused(t *txn) bool {
 	if i < 0 {
 		return false
 	}
-	refused, later := t.msgs[i], t.msgs[i+1:]
-	p.mu.Lock()
-	p.next = refused.Position
-	for _, m := range later {
-		p.buf[m.Position] = m
-	}
-	p.wakeLocked()
-	p.mu.Unlock()
+	refused := t.msgs[i]
+	p.requeue(refused.Position, t.msgs[i+1:])
 	t.msgs = t.msgs[:i]
 	t.records, t.bytes = 0, 0
 	for _, m := range t.msgs {
@@ -627,12 +512,9 @@ func (p *TxnProducer) fatalError(err error) error {
 // halt records err as the producer's end and returns it wrapped in sink.ErrStopped.
 func (p *TxnProducer) halt(err error) error {
 	err = fmt.Errorf("%w: %w; this instance stops", sink.ErrStopped, err)
-	p.mu.Lock()
-	if p.fatal == nil {
-		p.fatal = err
-		p.wakeLocked()
+	if p.fatal.CompareAndSwap(nil, &err) {
+		p.limit.wake() // the Sends waiting for room return it
 	}
-	p.mu.Unlock()
 	return err
 }
 
@@ -703,12 +585,9 @@ func (p *TxnProducer) Close(ctx context.Context) error {
 	}
 	p.cancel()
 	p.cl.Close()
-	p.mu.Lock()
-	fatal := p.fatal
-	p.mu.Unlock()
-	switch {
+	switch fatal := p.fatal.Load(); {
 	case fatal != nil:
-		return fatal
+		return *fatal
 	case p.closeErr != nil:
 		p.log.Warn("closed exactly-once Kafka producer before every message was committed", "err", p.closeErr)
 		return fmt.Errorf("closing Kafka producer: %w", p.closeErr)
@@ -717,128 +596,6 @@ func (p *TxnProducer) Close(ctx context.Context) error {
 	return nil
 }
 
-// LoadCursor returns the newest committed cursor value for the cursor key, reading the cursor topic with
-// read_committed isolation; ok is false when none was ever committed. NewTxn initialised the producer id first,
-// which aborted any transaction an earlier instance left open, so the value read is final.
-func (p *TxnProducer) LoadCursor(ctx context.Context) (value string, ok bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, max(p.cfg.ConnectTimeout, 30*time.Second))
-	defer cancel()
-	// A cursor topic NewTxn just created may not be known to every broker yet: that, and leader moves, pass.
-	bo := backoff.New(50*time.Millisecond, time.Second)
-	for {
-		value, _, ok, err = p.loadCursor(ctx)
-		if err == nil || !kerr.IsRetriable(err) || !backoff.Sleep(ctx, bo.Next()) {
-			return value, ok, err
-		}
-	}
-}
-
-// loadCursor reads the tail of every partition of the cursor topic below its last stable offset, widening the
-// tail until a record of the cursor key shows up or the partition's start is reached.
-func (p *TxnProducer) loadCursor(ctx context.Context) (value, txnID string, ok bool, err error) {
-	adm := kadm.NewClient(p.cl)
-	ends, err := adm.ListCommittedOffsets(ctx, p.tc.CursorTopic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return "", "", false, fmt.Errorf("listing the offsets of cursor topic %s: %w", p.tc.CursorTopic, err)
-	}
-	starts, err := adm.ListStartOffsets(ctx, p.tc.CursorTopic)
-	if err == nil {
-		err = starts.Error()
-	}
-	if err != nil {
-		return "", "", false, fmt.Errorf("listing the offsets of cursor topic %s: %w", p.tc.CursorTopic, err)
-	}
-	var best *kgo.Record
-	for partition, end := range ends[p.tc.CursorTopic] {
-		start, _ := starts.Lookup(p.tc.CursorTopic, partition)
-		rec, err := p.lastOfKey(ctx, partition, start.Offset, end.Offset)
-		if err != nil {
-			return "", "", false, err
-		}
-		if rec != nil && (best == nil || rec.Timestamp.After(best.Timestamp)) {
-			best = rec
-		}
-	}
-	if best == nil {
-		return "", "", false, nil
-	}
-	for _, h := range best.Headers {
-		if h.Key == txnHeader {
-			txnID = string(h.Value)
-		}
-	}
-	return string(best.Value), txnID, true, nil
-}
-
-// lastOfKey returns the last committed record of the cursor key in partition below end (a last stable offset).
-func (p *TxnProducer) lastOfKey(ctx context.Context, partition int32, start, end int64) (*kgo.Record, error) {
-	for window := int64(64); ; window *= 8 {
-		from := max(start, end-window)
-		if from >= end {
-			return nil, nil
-		}
-		rec, err := p.scan(ctx, partition, from, end)
-		if err != nil || rec != nil || from == start {
-			return rec, err
-		}
-	}
-}
-
-// scan reads partition from from to end with read_committed isolation, keeping control records so that the
-// offset just below end is always seen (it is a commit or abort marker, or a record outside transactions), and
-// returns the last record of the cursor key.
-func (p *TxnProducer) scan(ctx context.Context, partition int32, from, end int64) (*kgo.Record, error) {
-	opts, err := p.cfg.ConnectOpts()
-	if err != nil {
-		return nil, err
-	}
-	cl, err := kgo.NewClient(append(opts,
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{p.tc.CursorTopic: {partition: kgo.NewOffset().At(from)}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(), kgo.FetchMaxWait(100*time.Millisecond))...)
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	var last *kgo.Record
-	for {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("reading cursor topic %s partition %d from %d to %d: %w", p.tc.CursorTopic, partition, from, end, err)
-		}
-		if errs := fs.Errors(); len(errs) > 0 {
-			return nil, fmt.Errorf("reading cursor topic %s: %w", p.tc.CursorTopic, errs[0].Err)
-		}
-		for _, r := range fs.Records() {
-			if r.Offset >= end {
-				return last, nil
-			}
-			if !r.Attrs.IsControl() && string(r.Key) == p.tc.CursorKey {
-				last = r
-			}
-			if r.Offset == end-1 {
-				return last, nil
-			}
-		}
-	}
-}
-
-// Cursor returns the cursor.Store a source resumes from in exactly-once mode: Load is LoadCursor, and Save does
-// nothing, since each transaction stored the cursor with the records it covers.
-func (p *TxnProducer) Cursor() *TxnCursor { return &TxnCursor{p: p} }
-
-// TxnCursor is the cursor.Store over a TxnProducer's cursor topic.
-type TxnCursor struct{ p *TxnProducer }
-
-// Load returns the newest committed cursor of the producer's cursor key.
-func (c *TxnCursor) Load() (string, bool, error) { return c.p.LoadCursor(context.Background()) }
-
-// Save does nothing: the cursor was committed with the records.
-func (c *TxnCursor) Save(string) error { return nil }
-
-// String says where the cursor is kept, for logs and error messages.
-func (c *TxnCursor) String() string {
-	return fmt.Sprintf("Kafka topic %s, key %s", c.p.tc.CursorTopic, c.p.tc.CursorKey)
-}
+// Cursor returns the cursor.Store a source resumes from in exactly-once mode: this producer's key in its cursor
+// topic.
+func (p *TxnProducer) Cursor() *CursorStore { return p.cursors }

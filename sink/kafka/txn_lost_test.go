@@ -13,10 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/testenv"
 )
@@ -57,8 +59,8 @@ func TestKafkaTxnCommitAnswerLost(t *testing.T) {
 			if strings.Join(got, ",") != "0,1,2,3,4,5" {
 				t.Errorf("read_committed sees %q, want each of 0 to 5 once", got)
 			}
-			if cur, _, err := p.LoadCursor(context.Background()); err != nil || cur != "c5" {
-				t.Errorf("LoadCursor = %q, %v; want c5", cur, err)
+			if cur, _, err := p.Cursor().Load(); err != nil || cur != "c5" {
+				t.Errorf("Cursor().Load = %q, %v; want c5", cur, err)
 			}
 			found := strings.Contains(logs.String(), "Kafka reported a failed commit, but the transaction had committed")
 			if found != applied {
@@ -187,5 +189,38 @@ func TestTxnAbortBounded(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "level=WARN msg=\"aborting the Kafka transaction failed"); n != 1 {
 		t.Errorf("%d warnings for the failed abort, want 1:\n%s", n, logs.String())
+	}
+}
+
+// TestTxnInFlightPerTopic counts held records in the gauges of their own topics, as Producer does, until Done.
+func TestTxnInFlightPerTopic(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The first commit is answered late, so the records are still held when the test looks.
+	c.ControlKey(int16(kmsg.EndTxn), func(kmsg.Request) (kmsg.Response, error, bool) {
+		time.Sleep(300 * time.Millisecond)
+		return nil, nil, false
+	})
+	topic := "events-" + t.Name()
+	p := newTxn(t, c.ListenAddrs()[0], TxnConfig{}, Config{Topic: topic, ExtraTopics: []string{topic + ".dead"}})
+	gauge := func(topic string) float64 { return testutil.ToFloat64(metrics.InFlightRecords.WithLabelValues(topic)) }
+	a := newAcks()
+	m := txnMessage(a, 0, "out", "out too")
+	m.Records = append(m.Records, sink.Record{Topic: topic + ".dead", Value: []byte("dead letter")})
+	send2(t, p, m)
+	if out, dead := gauge(topic), gauge(topic+".dead"); out != 2 || dead != 1 {
+		t.Errorf("in flight: %v records for the output topic, %v for the dead-letter one; want 2 and 1", out, dead)
+	}
+	if errs := a.wait(t, 10*time.Second); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if out, dead := gauge(topic), gauge(topic+".dead"); out != 0 || dead != 0 {
+		t.Errorf("after Done: %v and %v records in flight, want none", out, dead)
+	}
+	if cur, ok, err := NewCursorStore(Config{Brokers: []string{c.ListenAddrs()[0]}}, "cursors", "relay:test").Load(); err != nil || !ok || cur != "c0" {
+		t.Errorf("a CursorStore of its own reads %q, %v, %v; want c0", cur, ok, err)
 	}
 }

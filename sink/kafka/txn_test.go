@@ -134,17 +134,17 @@ func TestTxnProducesInPositionOrderAndAcksAfterCommit(t *testing.T) {
 	if c := testutil.ToFloat64(metrics.Transactions.WithLabelValues("committed")) - committedBefore; c < 1 {
 		t.Errorf("transactions{committed} grew by %v", c)
 	}
-	cur, ok, err := p.LoadCursor(context.Background())
+	cur, ok, err := p.Cursor().Load()
 	if err != nil || !ok || cur != "c"+strconv.Itoa(n-1) {
-		t.Errorf("LoadCursor = %q, %v, %v; want c%d", cur, ok, err, n-1)
+		t.Errorf("Cursor().Load = %q, %v, %v; want c%d", cur, ok, err, n-1)
 	}
 	// A new instance reads the same cursor.
 	if err := p.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	p2 := newTxn(t, addr, TxnConfig{}, Config{})
-	if cur, ok, err := p2.LoadCursor(context.Background()); err != nil || !ok || cur != "c"+strconv.Itoa(n-1) {
-		t.Errorf("after restart, LoadCursor = %q, %v, %v", cur, ok, err)
+	if cur, ok, err := p2.Cursor().Load(); err != nil || !ok || cur != "c"+strconv.Itoa(n-1) {
+		t.Errorf("after restart, Cursor().Load = %q, %v, %v", cur, ok, err)
 	}
 }
 
@@ -159,10 +159,10 @@ func send2(t *testing.T, p interface {
 	}
 }
 
-func TestTxnLoadCursorEmpty(t *testing.T) {
+func TestTxnCursorEmpty(t *testing.T) {
 	p := newTxn(t, fakeCluster(t), TxnConfig{}, Config{})
-	if cur, ok, err := p.LoadCursor(context.Background()); err != nil || ok {
-		t.Errorf("LoadCursor on a fresh topic = %q, %v, %v", cur, ok, err)
+	if cur, ok, err := p.Cursor().Load(); err != nil || ok {
+		t.Errorf("Cursor().Load on a fresh topic = %q, %v, %v", cur, ok, err)
 	}
 }
 
@@ -202,8 +202,8 @@ func TestTxnAbortAndRetry(t *testing.T) {
 	if d := testutil.ToFloat64(metrics.Transactions.WithLabelValues("aborted")) - abortedBefore; d < 1 {
 		t.Errorf("transactions{aborted} grew by %v, want an abort", d)
 	}
-	if cur, _, err := p.LoadCursor(context.Background()); err != nil || cur != "c19" {
-		t.Errorf("LoadCursor = %q, %v", cur, err)
+	if cur, _, err := p.Cursor().Load(); err != nil || cur != "c19" {
+		t.Errorf("Cursor().Load = %q, %v", cur, err)
 	}
 }
 
@@ -259,8 +259,8 @@ func testTxnFenced(t *testing.T, addr, topic string, tc TxnConfig) {
 		t.Fatalf("Done errors: %v", errs)
 	}
 	p2 := newTxn(t, addr, tc, Config{Topic: topic})
-	if cur, _, err := p2.LoadCursor(context.Background()); err != nil || cur != "c0" {
-		t.Fatalf("second instance LoadCursor = %q, %v", cur, err)
+	if cur, _, err := p2.Cursor().Load(); err != nil || cur != "c0" {
+		t.Fatalf("second instance Cursor().Load = %q, %v", cur, err)
 	}
 
 	b := newAcks()

@@ -192,6 +192,7 @@ func (t *txn) recordFailed(m *sink.Message, err error) {
 func (p *TxnProducer) loop() {
 	defer close(p.loopDone)
 	t := &txn{failed: map[*sink.Message]error{}}
+	var committed []*sink.Message // the last transaction's messages, Done not yet called
 	for closing := false; ; {
 		if !closing {
 			select {
@@ -200,7 +201,11 @@ func (p *TxnProducer) loop() {
 				closing = true
 			}
 		}
-		if err := p.produceReady(t); err != nil {
+		err := p.produceReady(t)
+		// The committed messages are acknowledged once the next transaction's first records are on their way.
+		p.acknowledge(committed)
+		committed = nil
+		if err != nil {
 			p.die(t, err)
 			return
 		}
@@ -218,7 +223,7 @@ func (p *TxnProducer) loop() {
 		if !closing && t.firstLeft.Load() > 0 && t.records < p.tc.MaxRecords && t.bytes < p.tc.MaxBytes {
 			continue
 		}
-		if err := p.commit(t); err != nil {
+		if committed, err = p.commit(t); err != nil {
 			if errors.Is(err, sink.ErrStopped) {
 				p.die(t, err)
 			} else {
@@ -287,51 +292,62 @@ func (p *TxnProducer) produceMessage(t *txn, m *sink.Message, first *atomic.Int6
 }
 
 // commit ends the open transaction with the cursor of its last message, retrying (abort, produce again) until it
-// commits. A message whose record Kafka refuses for good is taken out and handed back with Done(err); the
-// messages after it go back to the buffer, to follow it when the source sends it again. It returns an error
-// wrapping sink.ErrStopped when the producer cannot go on (fenced), or the loop's context error when Close ran
-// out of time.
-func (p *TxnProducer) commit(t *txn) error {
+// commits, and returns the messages it committed, for acknowledge. A message whose record Kafka refuses for good
+// is taken out and handed back with Done(err); the messages after it go back to the buffer, to follow it when the
+// source sends it again. It returns an error wrapping sink.ErrStopped when the producer cannot go on (fenced),
+// or the loop's context error when Close ran out of time.
+func (p *TxnProducer) commit(t *txn) ([]*sink.Message, error) {
 	bo := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		id := p.nonce + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 		err := p.tryCommit(t, id)
 		if err == nil {
 			metrics.Transactions.WithLabelValues("committed").Inc()
-			producedOK.Add(float64(t.records))
 			msgs := t.msgs
 			p.reset(t)
-			p.release(msgs)
-			for _, m := range msgs {
-				if m.Done != nil {
-					m.Done(nil)
-				}
-			}
-			return nil
+			return msgs, nil
 		}
 		if p.loopCtx.Err() != nil {
-			return fmt.Errorf("closing before the transaction committed: %w", err)
+			return nil, fmt.Errorf("closing before the transaction committed: %w", err)
 		}
 		if isFenced(err) {
-			return p.fatalError(err)
+			return nil, p.fatalError(err)
 		}
 		if bo.Attempt() == 0 {
 			p.log.Warn("Kafka transaction failed; aborting and producing it again", "err", err, "messages", len(t.msgs), "records", t.records)
 		}
 		if err := p.abort(t); err != nil {
-			return err
+			return nil, err
 		}
 		if p.returnRefused(t) && len(t.msgs) == 0 {
-			return nil
+			return nil, nil
 		}
 		if !backoff.Sleep(p.loopCtx, bo.Next()) {
-			return fmt.Errorf("closing before the transaction committed: %w", context.Cause(p.loopCtx))
+			return nil, fmt.Errorf("closing before the transaction committed: %w", context.Cause(p.loopCtx))
 		}
 		if err := p.begin(t); err != nil {
-			return err
+			return nil, err
 		}
 		for _, m := range t.msgs {
 			p.produceMessage(t, m, nil)
+		}
+	}
+}
+
+// acknowledge releases committed messages and calls their Done.
+func (p *TxnProducer) acknowledge(msgs []*sink.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	var records int
+	for _, m := range msgs {
+		records += len(m.Records)
+	}
+	producedOK.Add(float64(records))
+	p.release(msgs)
+	for _, m := range msgs {
+		if m.Done != nil {
+			m.Done(nil)
 		}
 	}
 }

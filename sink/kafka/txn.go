@@ -65,11 +65,13 @@ type TxnProducer struct {
 	// nonce tells this instance's transactions from an earlier instance's in the cursor topic.
 	nonce   string
 	cursors *CursorStore
+	adm     *kadm.Client
 
 	// limit counts the messages held (buffered or in the open transaction) until their Done.
 	limit  *limiter
 	gauges *topicSet
-	mu     sync.Mutex
+	// mu guards buf and closing, and orders the changes of next.
+	mu sync.Mutex
 	// buf holds messages received and not yet produced, by Position.
 	buf map[uint64]*sink.Message
 	// next is the Position produced next. It changes under mu, and is read without it by the Sends waiting for
@@ -128,7 +130,7 @@ func NewTxn(ctx context.Context, cfg Config, tc TxnConfig) (*TxnProducer, error)
 	_, _ = rand.Read(nonce[:])
 	p := &TxnProducer{
 		cfg: cfg, tc: tc, cl: cl, log: cfg.Logger.With("transactional_id", tc.TransactionalID),
-		nonce: hex.EncodeToString(nonce[:]), cursors: NewCursorStore(cfg, tc.CursorTopic, tc.CursorKey),
+		nonce: hex.EncodeToString(nonce[:]), cursors: NewCursorStore(cfg, tc.CursorTopic, tc.CursorKey), adm: kadm.NewClient(cl),
 		limit: newLimiter(int64(cfg.MaxInFlightRecords), cfg.MaxInFlightBytes), gauges: newTopicSet(cfg),
 		buf:  map[uint64]*sink.Message{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), loopDone: make(chan struct{}),
@@ -152,7 +154,7 @@ func (p *TxnProducer) connect(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
-	if err := p.cursors.ensure(ctx, pr, kadm.NewClient(p.cl)); err != nil {
+	if err := p.cursors.ensure(ctx, pr, p.adm); err != nil {
 		return err
 	}
 	if _, _, err := p.cl.ProducerID(ctx); err != nil {
@@ -192,7 +194,6 @@ func (t *txn) recordFailed(m *sink.Message, err error) {
 func (p *TxnProducer) loop() {
 	defer close(p.loopDone)
 	t := &txn{failed: map[*sink.Message]error{}}
-	var committed []*sink.Message // the last transaction's messages, Done not yet called
 	for closing := false; ; {
 		if !closing {
 			select {
@@ -201,11 +202,7 @@ func (p *TxnProducer) loop() {
 				closing = true
 			}
 		}
-		err := p.produceReady(t)
-		// The committed messages are acknowledged once the next transaction's first records are on their way.
-		p.acknowledge(committed)
-		committed = nil
-		if err != nil {
+		if err := p.produceReady(t); err != nil {
 			p.die(t, err)
 			return
 		}
@@ -223,7 +220,8 @@ func (p *TxnProducer) loop() {
 		if !closing && t.firstLeft.Load() > 0 && t.records < p.tc.MaxRecords && t.bytes < p.tc.MaxBytes {
 			continue
 		}
-		if committed, err = p.commit(t); err != nil {
+		committed, err := p.commit(t)
+		if err != nil {
 			if errors.Is(err, sink.ErrStopped) {
 				p.die(t, err)
 			} else {
@@ -232,6 +230,8 @@ func (p *TxnProducer) loop() {
 			}
 			return
 		}
+		p.acknowledge(committed)
+		p.settle()
 		p.wake() // what arrived during the commit begins the next transaction; closing, the loop goes on until none did
 	}
 }
@@ -330,6 +330,25 @@ func (p *TxnProducer) commit(t *txn) ([]*sink.Message, error) {
 		}
 		for _, m := range t.msgs {
 			p.produceMessage(t, m, nil)
+		}
+	}
+}
+
+// settleFor bounds settle: the broker's own retry backoff (add.partitions.to.txn.retry.backoff.ms, 20 ms by
+// default), past which waiting saves nothing.
+const settleFor = 20 * time.Millisecond
+
+// settle waits until Kafka completed the commit that just returned, for up to settleFor. EndTxn answers once the
+// commit is decided; the markers are written after that, and a produce of the next transaction arriving before
+// they are is held back by the broker for its retry backoff, which took most of a transaction's time in a
+// catch-up. Where transactions cannot be described, it does not wait.
+func (p *TxnProducer) settle() {
+	ctx, cancel := context.WithTimeout(p.loopCtx, settleFor)
+	defer cancel()
+	for {
+		described, err := p.adm.DescribeTransactions(ctx, p.tc.TransactionalID)
+		if err != nil || described[p.tc.TransactionalID].State != "PrepareCommit" || !backoff.Sleep(ctx, 500*time.Microsecond) {
+			return
 		}
 	}
 }

@@ -53,10 +53,10 @@ const DefaultAbortTimeout = time.Minute
 // neither, so a restart that resumes from the Cursor neither loses nor repeats anything for read_committed
 // consumers. It is safe for concurrent use.
 //
-// Kafka allows one transaction in flight per producer; its size is ours. A transaction begins with every message
-// that became ready while the previous one committed, takes in those that arrive until Kafka answered its first
-// records, and commits then (or at MaxRecords or MaxBytes): transactions grow with the backlog, the next begins as
-// soon as the previous committed, and no timer adds latency at live rates.
+// Kafka allows one transaction in flight per producer; its size is ours. A transaction takes every message that
+// became ready while the previous one committed (up to MaxRecords and MaxBytes) and commits as soon as Kafka
+// acknowledged their records: transactions grow with the backlog, the next begins as soon as the previous
+// committed, and no timer adds latency at live rates.
 type TxnProducer struct {
 	cfg Config
 	tc  TxnConfig
@@ -169,8 +169,6 @@ type txn struct {
 	records int
 	bytes   int64
 	open    bool // BeginTransaction was called and not ended
-	// firstLeft counts the records the transaction began with that Kafka has not answered yet.
-	firstLeft *atomic.Int64
 
 	mu     sync.Mutex
 	failed map[*sink.Message]error // the first record error of each message, this attempt
@@ -189,8 +187,8 @@ func (t *txn) recordFailed(m *sink.Message, err error) {
 	}
 }
 
-// loop owns the client's transactions: it produces messages as they become ready and commits once the first
-// records of the transaction are answered, while Sends keep buffering messages for the next one.
+// loop owns the client's transactions: it produces the messages that are ready and commits them at once, while
+// Sends keep buffering messages for the next transaction.
 func (p *TxnProducer) loop() {
 	defer close(p.loopDone)
 	t := &txn{failed: map[*sink.Message]error{}}
@@ -213,11 +211,6 @@ func (p *TxnProducer) loop() {
 				p.failAll(t, ErrClosed)
 				return
 			}
-			continue
-		}
-		// Until the first records are answered (which, in a new transaction, includes adding their partitions
-		// to it), later messages are produced alongside rather than wait for the next transaction.
-		if !closing && t.firstLeft.Load() > 0 && t.records < p.tc.MaxRecords && t.bytes < p.tc.MaxBytes {
 			continue
 		}
 		committed, err := p.commit(t)
@@ -246,16 +239,8 @@ func (p *TxnProducer) produceReady(t *txn) error {
 	if err := p.begin(t); err != nil {
 		return err
 	}
-	var first *atomic.Int64
-	if n == 0 {
-		first = new(atomic.Int64)
-		for _, m := range t.msgs {
-			first.Add(int64(len(m.Records)))
-		}
-		t.firstLeft = first
-	}
 	for _, m := range t.msgs[n:] {
-		p.produceMessage(t, m, first)
+		p.produceMessage(t, m)
 	}
 	return nil
 }
@@ -271,9 +256,8 @@ func (p *TxnProducer) begin(t *txn) error {
 	return nil
 }
 
-// produceMessage produces m's records into the open transaction; first, when not nil, counts down the
-// transaction's first records and wakes the loop once they are all answered.
-func (p *TxnProducer) produceMessage(t *txn, m *sink.Message, first *atomic.Int64) {
+// produceMessage produces m's records into the open transaction.
+func (p *TxnProducer) produceMessage(t *txn, m *sink.Message) {
 	for i := range m.Records {
 		r := &m.Records[i]
 		rec := &kgo.Record{Topic: cmp.Or(r.Topic, p.cfg.Topic), Key: r.Key, Value: r.Value}
@@ -283,9 +267,6 @@ func (p *TxnProducer) produceMessage(t *txn, m *sink.Message, first *atomic.Int6
 		p.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
 			if err != nil {
 				t.recordFailed(m, err)
-			}
-			if first != nil && first.Add(-1) == 0 {
-				p.wake()
 			}
 		})
 	}
@@ -329,7 +310,7 @@ func (p *TxnProducer) commit(t *txn) ([]*sink.Message, error) {
 			return nil, err
 		}
 		for _, m := range t.msgs {
-			p.produceMessage(t, m, nil)
+			p.produceMessage(t, m)
 		}
 	}
 }
@@ -554,7 +535,7 @@ func (p *TxnProducer) halt(err error) error {
 }
 
 func (p *TxnProducer) reset(t *txn) {
-	t.msgs, t.records, t.bytes, t.firstLeft = nil, 0, 0, nil
+	t.msgs, t.records, t.bytes = nil, 0, 0
 	t.mu.Lock()
 	clear(t.failed)
 	t.other = nil

@@ -194,18 +194,10 @@ func TestTxnAbortBounded(t *testing.T) {
 
 // TestTxnInFlightPerTopic counts held records in the gauges of their own topics, as Producer does, until Done.
 func TestTxnInFlightPerTopic(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	// The first commit is answered late, so the records are still held when the test looks.
-	c.ControlKey(int16(kmsg.EndTxn), func(kmsg.Request) (kmsg.Response, error, bool) {
-		time.Sleep(300 * time.Millisecond)
-		return nil, nil, false
-	})
+	// The commit is answered late, so the records are still held when the test looks.
+	addr := lateCommits(t)
 	topic := "events-" + t.Name()
-	p := newTxn(t, c.ListenAddrs()[0], TxnConfig{}, Config{Topic: topic, ExtraTopics: []string{topic + ".dead"}})
+	p := newTxn(t, addr, TxnConfig{}, Config{Topic: topic, ExtraTopics: []string{topic + ".dead"}})
 	gauge := func(topic string) float64 { return testutil.ToFloat64(metrics.InFlightRecords.WithLabelValues(topic)) }
 	a := newAcks()
 	m := txnMessage(a, 0, "out", "out too")
@@ -220,7 +212,7 @@ func TestTxnInFlightPerTopic(t *testing.T) {
 	if out, dead := gauge(topic), gauge(topic+".dead"); out != 0 || dead != 0 {
 		t.Errorf("after Done: %v and %v records in flight, want none", out, dead)
 	}
-	if cur, ok, err := NewCursorStore(Config{Brokers: []string{c.ListenAddrs()[0]}}, "cursors", "relay:test").Load(); err != nil || !ok || cur != "c0" {
+	if cur, ok, err := NewCursorStore(Config{Brokers: []string{addr}}, "cursors", "relay:test").Load(); err != nil || !ok || cur != "c0" {
 		t.Errorf("a CursorStore of its own reads %q, %v, %v; want c0", cur, ok, err)
 	}
 }

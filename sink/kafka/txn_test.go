@@ -70,19 +70,25 @@ func committedValues(t *testing.T, addr string, n int, topic ...string) []string
 	return out
 }
 
-func TestTxnProducesInPositionOrderAndAcksAfterCommit(t *testing.T) {
+// lateCommits starts a kfake cluster that answers every EndTxn after 300 ms, and returns its address.
+func lateCommits(t *testing.T) string {
+	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	// Every commit takes 300 ms to answer: no Done may run before its commit did.
+	t.Cleanup(c.Close)
 	c.ControlKey(int16(kmsg.EndTxn), func(kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		time.Sleep(300 * time.Millisecond)
 		return nil, nil, false
 	})
-	addr := c.ListenAddrs()[0]
+	return c.ListenAddrs()[0]
+}
+
+func TestTxnProducesInPositionOrderAndAcksAfterCommit(t *testing.T) {
+	// Every commit takes 300 ms to answer: no Done may run before its commit did.
+	addr := lateCommits(t)
 	p := newTxn(t, addr, TxnConfig{}, Config{})
 	committedBefore := testutil.ToFloat64(metrics.Transactions.WithLabelValues("committed"))
 	const n = 200

@@ -81,6 +81,9 @@ type Config struct {
 	ClientID string
 	// Logger receives the producer's state changes and kgo's warnings; default slog.Default().
 	Logger *slog.Logger
+
+	// clientOpts are added to every client's options: tests put a faulty dialer between client and broker.
+	clientOpts []kgo.Opt
 }
 
 // TLSConfig configures TLS to the brokers.
@@ -185,7 +188,7 @@ func (cfg Config) ConnectOpts() ([]kgo.Opt, error) {
 	if m := cfg.SASL.mechanism(); m != nil {
 		opts = append(opts, kgo.SASL(m))
 	}
-	return opts, nil
+	return append(opts, cfg.clientOpts...), nil
 }
 
 // ProducerOpts returns the Producer's client options: ConnectOpts, plus compression, linger, batch size and acks,

@@ -22,13 +22,14 @@ func newLimiter(maxRecords, maxBytes int64) *limiter {
 	return &limiter{maxRecords: maxRecords, maxBytes: maxBytes, freed: make(chan struct{})}
 }
 
-// acquire waits until records and bytes fit, or ctx ends, or stop is closed. What does not fit even alone is let
-// through when nothing is in flight, or it would wait forever.
-func (l *limiter) acquire(ctx context.Context, stop <-chan struct{}, records, bytes int64) error {
+// acquire waits until records and bytes fit, or pass (if not nil) reports true, or ctx ends, or stop is closed.
+// What does not fit even alone is let through when nothing is in flight, or it would wait forever. pass is
+// called with the limiter's lock held, and is checked again after wake.
+func (l *limiter) acquire(ctx context.Context, stop <-chan struct{}, records, bytes int64, pass func() bool) error {
 	for {
 		l.mu.Lock()
 		empty := l.records == 0 && l.bytes == 0
-		if empty || (l.records+records <= l.maxRecords && l.bytes+bytes <= l.maxBytes) {
+		if empty || (l.records+records <= l.maxRecords && l.bytes+bytes <= l.maxBytes) || (pass != nil && pass()) {
 			l.records += records
 			l.bytes += bytes
 			l.mu.Unlock()
@@ -52,10 +53,21 @@ func (l *limiter) release(records, bytes int64) {
 	l.mu.Lock()
 	l.records -= records
 	l.bytes -= bytes
+	l.wakeLocked()
+	l.mu.Unlock()
+}
+
+// wake makes the waiters check again, for a pass condition that changed.
+func (l *limiter) wake() {
+	l.mu.Lock()
+	l.wakeLocked()
+	l.mu.Unlock()
+}
+
+func (l *limiter) wakeLocked() {
 	if l.waiting {
 		close(l.freed)
 		l.freed = make(chan struct{})
 		l.waiting = false
 	}
-	l.mu.Unlock()
 }

@@ -17,19 +17,19 @@ func TestLimiter(t *testing.T) {
 		return ctx
 	}
 
-	if err := l.acquire(ctx, stop, 50, 5000); err != nil {
+	if err := l.acquire(ctx, stop, 50, 5000, nil); err != nil {
 		t.Fatalf("an oversized message with nothing in flight must pass: %v", err)
 	}
-	if err := l.acquire(short(), stop, 1, 1); !errors.Is(err, context.DeadlineExceeded) {
+	if err := l.acquire(short(), stop, 1, 1, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("acquire over the limit = %v, want it to wait", err)
 	}
 	l.release(50, 5000)
 
-	if err := l.acquire(ctx, stop, 6, 60); err != nil {
+	if err := l.acquire(ctx, stop, 6, 60, nil); err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan error)
-	go func() { got <- l.acquire(ctx, stop, 6, 10) }()
+	go func() { got <- l.acquire(ctx, stop, 6, 10, nil) }()
 	select {
 	case err := <-got:
 		t.Fatalf("acquire returned %v while 6+6 records exceed 10", err)
@@ -40,7 +40,7 @@ func TestLimiter(t *testing.T) {
 		t.Fatalf("acquire after release: %v", err)
 	}
 
-	go func() { got <- l.acquire(ctx, stop, 5, 5) }()
+	go func() { got <- l.acquire(ctx, stop, 5, 5, nil) }()
 	close(stop)
 	if err := <-got; !errors.Is(err, ErrClosed) {
 		t.Fatalf("acquire after stop = %v, want ErrClosed", err)

@@ -44,7 +44,7 @@ type Producer struct {
 
 	// promise is onRecord, bound once so that producing a record allocates no closure.
 	promise func(*kgo.Record, error)
-	gauges  *topicGauges
+	gauges  *topicSet
 }
 
 var _ sink.Sink = (*Producer)(nil)
@@ -73,7 +73,7 @@ func New(ctx context.Context, cfg Config) (*Producer, error) {
 		stop:  make(chan struct{}),
 	}
 	p.promise = p.onRecord
-	p.gauges = newTopicGauges(cfg)
+	p.gauges = newTopicSet(cfg)
 	if err := p.connect(ctx); err != nil {
 		cl.Close()
 		return nil, err
@@ -92,7 +92,7 @@ func (p *Producer) ClusterID() string { return p.clusterID }
 // The records' Key, Value and Headers must not be modified until Done.
 func (p *Producer) Send(ctx context.Context, msg *sink.Message) error {
 	records, bytes := int64(len(msg.Records)), messageBytes(msg)
-	if err := p.limit.acquire(ctx, p.stop, records, bytes); err != nil {
+	if err := p.limit.acquire(ctx, p.stop, records, bytes, nil); err != nil {
 		return err
 	}
 	p.mu.RLock()
@@ -160,38 +160,39 @@ var (
 	producedError = metrics.ProducedEvents.WithLabelValues("error")
 )
 
-// topicGauges resolves the in-flight gauges of each topic once instead of by label per record.
-type topicGauges struct {
-	main   *topicMetrics
-	others sync.Map // topic name → *topicMetrics
+// topicSet holds the metrics of a producer's topics.
+type topicSet struct {
+	main  *topicMetrics
+	other sync.Map // topic name → *topicMetrics
 }
 
-func newTopicGauges(cfg Config) *topicGauges {
-	g := &topicGauges{main: newTopicMetrics(cfg.Topic)}
+func newTopicSet(cfg Config) *topicSet {
+	s := &topicSet{main: newTopicMetrics(cfg.Topic)}
 	for _, t := range cfg.ExtraTopics {
-		g.others.Store(t, newTopicMetrics(t))
+		s.other.Store(t, newTopicMetrics(t))
 	}
-	return g
+	return s
 }
 
-// of returns the metrics of topic ("" is the main topic): those of the configured topics were resolved at start,
-// others (records naming a topic the configuration did not) are resolved and kept on first use.
-func (g *topicGauges) of(topic string) *topicMetrics {
-	if topic == "" || topic == g.main.name {
-		return g.main
+// get returns the metrics of a record's topic ("" for the output topic): those of the configured topics were
+// resolved up front, others (records naming a topic the configuration did not) are resolved and kept on first
+// use.
+func (s *topicSet) get(topic string) *topicMetrics {
+	if topic == "" || topic == s.main.name {
+		return s.main
 	}
-	if m, ok := g.others.Load(topic); ok {
+	if m, ok := s.other.Load(topic); ok {
 		return m.(*topicMetrics)
 	}
-	m, _ := g.others.LoadOrStore(topic, newTopicMetrics(topic))
+	m, _ := s.other.LoadOrStore(topic, newTopicMetrics(topic))
 	return m.(*topicMetrics)
 }
 
-// add counts the records of msg as in flight (sign 1) or no longer (sign -1), each under its topic.
-func (g *topicGauges) add(msg *sink.Message, sign float64) {
+// addMessage adds msg's records, times sign, to the in-flight gauges of their topics.
+func (s *topicSet) addMessage(msg *sink.Message, sign float64) {
 	for i := range msg.Records {
 		r := &msg.Records[i]
-		m := g.of(r.Topic)
+		m := s.get(r.Topic)
 		m.records.Add(sign)
 		m.bytes.Add(sign * float64(recordBytes(r)))
 	}
@@ -204,7 +205,7 @@ func newTopicMetrics(topic string) *topicMetrics {
 
 func (p *Producer) produce(d *delivery, r *sink.Record) {
 	pr := pendingPool.Get().(*pending)
-	pr.d, pr.size, pr.topic = d, recordBytes(r), p.gauges.of(r.Topic)
+	pr.d, pr.size, pr.topic = d, recordBytes(r), p.gauges.get(r.Topic)
 	pr.topic.records.Add(1)
 	pr.topic.bytes.Add(float64(pr.size))
 	pr.rec = kgo.Record{Topic: pr.topic.name, Key: r.Key, Value: r.Value}

@@ -22,10 +22,6 @@ import (
 	"github.com/atkafka/atkafka/sink"
 )
 
-// txnHeader carries the id of the transaction on its cursor record, so that a commit whose outcome Kafka left
-// unconfirmed can be looked up instead of guessed (guessing wrong either loses or duplicates the batch).
-const txnHeader = "atkafka-txn"
-
 // TxnConfig configures the exactly-once parts of a TxnProducer.
 type TxnConfig struct {
 	// TransactionalID identifies the producer to Kafka across restarts. A second producer with the same id fences
@@ -42,38 +38,50 @@ type TxnConfig struct {
 	// Config.MaxInFlightBytes, so that Sends keep being admitted while a transaction commits.
 	MaxRecords int
 	MaxBytes   int64
+	// AbortTimeout bounds how long aborting a failed transaction is retried while Kafka does not answer; the
+	// producer stops after that. Default DefaultAbortTimeout.
+	AbortTimeout time.Duration
 }
+
+// DefaultAbortTimeout is TxnConfig.AbortTimeout's default: longer than the transaction timeout (kgo's 40 s), after
+// which Kafka aborts the transaction itself, so further retries could only find it gone.
+const DefaultAbortTimeout = time.Minute
 
 // TxnProducer is the exactly-once sink: it produces messages strictly in Position order inside Kafka
 // transactions, each of which also writes the Cursor of its last message to the cursor topic, and calls Done only
 // after the transaction committed. A crash at any point leaves either both the records and their cursor or
-// neither, so a restart that resumes from LoadCursor neither loses nor repeats anything for read_committed
+// neither, so a restart that resumes from the Cursor neither loses nor repeats anything for read_committed
 // consumers. It is safe for concurrent use.
 //
-// Kafka allows one transaction in flight per producer; its size is ours. A transaction begins with every message
-// that became ready while the previous one committed, takes in those that arrive until Kafka answered its first
-// records, and commits then (or at MaxRecords or MaxBytes): transactions grow with the backlog, the next begins as
-// soon as the previous committed, and no timer adds latency at live rates.
+// Kafka allows one transaction in flight per producer; its size is ours. A transaction takes every message that
+// became ready while the previous one committed (up to MaxRecords and MaxBytes) and commits as soon as Kafka
+// acknowledged their records: transactions grow with the backlog, the next begins as soon as the previous
+// committed, and no timer adds latency at live rates.
 type TxnProducer struct {
 	cfg Config
 	tc  TxnConfig
 	cl  *kgo.Client
 	log *slog.Logger
 	// nonce tells this instance's transactions from an earlier instance's in the cursor topic.
-	nonce string
+	nonce   string
+	cursors *CursorStore
+	adm     *kadm.Client
 	// clusterID is the cluster's id from its metadata, read once at start-up.
 	clusterID string
 
+	// limit counts the messages held (buffered or in the open transaction) until their Done.
+	limit  *limiter
+	gauges *topicSet
+	// mu guards buf and closing, and orders the changes of next.
 	mu sync.Mutex
-	// buf holds messages received and not yet produced, by Position; next is the Position produced next.
-	buf  map[uint64]*sink.Message
-	next uint64
-	// records and bytes count the messages held (buffered or in the open transaction) until their Done.
-	records, bytes int64
-	// room is closed and replaced whenever something held is released or next moves, waking waiting Sends.
-	room    chan struct{}
+	// buf holds messages received and not yet produced, by Position.
+	buf map[uint64]*sink.Message
+	// next is the Position produced next. It changes under mu, and is read without it by the Sends waiting for
+	// room, which the message at next may always take.
+	next    atomic.Uint64
 	closing bool
-	fatal   error
+	// fatal is the error that stopped the producer for good.
+	fatal atomic.Pointer[error]
 
 	kick     chan struct{} // a message arrived: the loop has something to produce
 	stop     chan struct{} // closed by Close
@@ -82,19 +90,20 @@ type TxnProducer struct {
 	loopDone chan struct{}
 	// closeErr is what the loop leaves for Close: messages it could not commit.
 	closeErr error
-	// gauges are the in-flight gauges, by record topic: one transaction may span several (--route).
-	gauges *topicGauges
+	// abortFailures counts the failed abort attempts since the last abort that worked: an outage logs one warning.
+	abortFailures int
 }
 
 var _ sink.Sink = (*TxnProducer)(nil)
 
 // NewTxn validates the configurations, connects, creates (or checks) the output, extra and cursor topics, and
 // initialises the transactional producer id, which fences any earlier instance with the same TransactionalID and
-// aborts whatever transaction it left open. Call LoadCursor next to know where the source resumes.
+// aborts whatever transaction it left open. Load the Cursor next to know where the source resumes.
 func NewTxn(ctx context.Context, cfg Config, tc TxnConfig) (*TxnProducer, error) {
 	cfg = cfg.withDefaults()
 	tc.MaxRecords = cmp.Or(tc.MaxRecords, max(1, cfg.MaxInFlightRecords/2))
 	tc.MaxBytes = cmp.Or(tc.MaxBytes, max(1, cfg.MaxInFlightBytes/2))
+	tc.AbortTimeout = cmp.Or(tc.AbortTimeout, DefaultAbortTimeout)
 	var errs []error
 	if err := cfg.validate(); err != nil {
 		errs = append(errs, err)
@@ -105,8 +114,8 @@ func NewTxn(ctx context.Context, cfg Config, tc TxnConfig) (*TxnProducer, error)
 	if tc.TransactionalID == "" || tc.CursorTopic == "" || tc.CursorKey == "" {
 		errs = append(errs, errors.New("exactly-once needs a transactional id, a cursor topic and a cursor key"))
 	}
-	if tc.MaxRecords < 0 || tc.MaxBytes < 0 {
-		errs = append(errs, errors.New("negative records or bytes per transaction"))
+	if tc.MaxRecords < 0 || tc.MaxBytes < 0 || tc.AbortTimeout < 0 {
+		errs = append(errs, errors.New("negative records or bytes per transaction, or abort timeout"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -123,8 +132,9 @@ func NewTxn(ctx context.Context, cfg Config, tc TxnConfig) (*TxnProducer, error)
 	_, _ = rand.Read(nonce[:])
 	p := &TxnProducer{
 		cfg: cfg, tc: tc, cl: cl, log: cfg.Logger.With("transactional_id", tc.TransactionalID),
-		nonce: hex.EncodeToString(nonce[:]),
-		buf:   map[uint64]*sink.Message{}, room: make(chan struct{}), gauges: newTopicGauges(cfg),
+		nonce: hex.EncodeToString(nonce[:]), cursors: NewCursorStore(cfg, tc.CursorTopic, tc.CursorKey), adm: kadm.NewClient(cl),
+		limit: newLimiter(int64(cfg.MaxInFlightRecords), cfg.MaxInFlightBytes), gauges: newTopicSet(cfg),
+		buf:  map[uint64]*sink.Message{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), loopDone: make(chan struct{}),
 	}
 	if err := p.connect(ctx); err != nil {
@@ -145,124 +155,16 @@ func (p *TxnProducer) connect(ctx context.Context) error {
 		return err
 	}
 	p.clusterID = pr.clusterID
+	p.cursors.cluster = pr.clusterID
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
-	adm := kadm.NewClient(p.cl)
-	if !p.cfg.CreateTopic {
-		if err := pr.checkTopics(ctx, adm, []string{p.tc.CursorTopic}); err != nil {
-			return err
-		}
-	} else {
-		compact := "compact"
-		resp, err := adm.CreateTopic(ctx, 1, orBrokerDefault(p.cfg.ReplicationFactor), map[string]*string{"cleanup.policy": &compact}, p.tc.CursorTopic)
-		switch {
-		case err == nil && resp.Err == nil:
-			p.log.Info("created Kafka cursor topic", "topic", p.tc.CursorTopic)
-			pr.waitForLeaders(ctx, adm, []string{p.tc.CursorTopic})
-		case errors.Is(cmp.Or(err, resp.Err), kerr.TopicAlreadyExists):
-		default:
-			return fmt.Errorf("creating Kafka cursor topic %s: %w %s", p.tc.CursorTopic, cmp.Or(err, resp.Err), resp.ErrMessage)
-		}
+	if err := p.cursors.ensure(ctx, pr, p.adm); err != nil {
+		return err
 	}
 	if _, _, err := p.cl.ProducerID(ctx); err != nil {
 		return fmt.Errorf("initialising Kafka transactional id %s: %w", p.tc.TransactionalID, err)
 	}
 	return nil
-}
-
-// Send holds msg until every message of a lower Position was received, then produces it in the open
-// transaction; msg.Done runs after that transaction committed, or with an error when one of msg's records failed
-// for good (the source may send it again, with the same Position) or the producer stopped for good (the error
-// wraps sink.ErrStopped). Send blocks while the in-flight limits are reached, except for the message at the
-// next Position, which is always let in so that the held ones can move. It fails when ctx ends, after Close, or
-// after a fatal error; msg.Done is not called then. The records must not be modified until Done.
-func (p *TxnProducer) Send(ctx context.Context, msg *sink.Message) error {
-	records, bytes := int64(len(msg.Records)), messageBytes(msg)
-	p.mu.Lock()
-	for {
-		switch {
-		case p.fatal != nil:
-			p.mu.Unlock()
-			return p.fatal
-		case p.closing:
-			p.mu.Unlock()
-			return ErrClosed
-		case msg.Position < p.next || p.buf[msg.Position] != nil:
-			p.mu.Unlock()
-			return fmt.Errorf("message position %d sent twice (next expected %d)", msg.Position, p.next)
-		}
-		empty := p.records == 0 && p.bytes == 0
-		fits := p.records+records <= int64(p.cfg.MaxInFlightRecords) && p.bytes+bytes <= p.cfg.MaxInFlightBytes
-		if empty || fits || msg.Position == p.next {
-			break
-		}
-		room := p.room
-		p.mu.Unlock()
-		select {
-		case <-room:
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		case <-p.stop:
-			return ErrClosed
-		}
-		p.mu.Lock()
-	}
-	p.buf[msg.Position] = msg
-	p.records += records
-	p.bytes += bytes
-	p.gauges.add(msg, 1)
-	p.mu.Unlock()
-	p.wake()
-	return nil
-}
-
-// wake makes the loop look for ready messages.
-func (p *TxnProducer) wake() {
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
-}
-
-// wakeLocked wakes the Sends waiting for room; p.mu is held.
-func (p *TxnProducer) wakeLocked() {
-	close(p.room)
-	p.room = make(chan struct{})
-}
-
-// release forgets msgs, which left the producer (Done is about to run), and frees their room.
-func (p *TxnProducer) release(msgs []*sink.Message) {
-	var records, bytes int64
-	for _, m := range msgs {
-		records += int64(len(m.Records))
-		bytes += messageBytes(m)
-	}
-	p.mu.Lock()
-	p.records -= records
-	p.bytes -= bytes
-	p.wakeLocked()
-	p.mu.Unlock()
-	for _, m := range msgs {
-		p.gauges.add(m, -1)
-	}
-}
-
-// ready adds to t the messages that can be produced now: those at next, next+1, ... that were received, until t
-// holds MaxRecords or MaxBytes.
-func (p *TxnProducer) ready(t *txn) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := len(t.msgs)
-	for m := p.buf[p.next]; m != nil && t.records < p.tc.MaxRecords && t.bytes < p.tc.MaxBytes; m = p.buf[p.next] {
-		delete(p.buf, p.next)
-		t.msgs = append(t.msgs, m)
-		t.records += len(m.Records)
-		t.bytes += messageBytes(m)
-		p.next++
-	}
-	if len(t.msgs) > n {
-		p.wakeLocked() // next moved: the message now at next may enter
-	}
 }
 
 // txn is the open transaction: its messages in Position order, and the record failures of the current attempt.
@@ -271,8 +173,6 @@ type txn struct {
 	records int
 	bytes   int64
 	open    bool // BeginTransaction was called and not ended
-	// firstLeft counts the records the transaction began with that Kafka has not answered yet.
-	firstLeft *atomic.Int64
 
 	mu     sync.Mutex
 	failed map[*sink.Message]error // the first record error of each message, this attempt
@@ -291,8 +191,8 @@ func (t *txn) recordFailed(m *sink.Message, err error) {
 	}
 }
 
-// loop owns the client's transactions: it produces messages as they become ready and commits once the first
-// records of the transaction are answered, while Sends keep buffering messages for the next one.
+// loop owns the client's transactions: it produces the messages that are ready and commits them at once, while
+// Sends keep buffering messages for the next transaction.
 func (p *TxnProducer) loop() {
 	defer close(p.loopDone)
 	t := &txn{failed: map[*sink.Message]error{}}
@@ -317,12 +217,8 @@ func (p *TxnProducer) loop() {
 			}
 			continue
 		}
-		// Until the first records are answered (which, in a new transaction, includes adding their partitions
-		// to it), later messages are produced alongside rather than wait for the next transaction.
-		if !closing && t.firstLeft.Load() > 0 && t.records < p.tc.MaxRecords && t.bytes < p.tc.MaxBytes {
-			continue
-		}
-		if err := p.commit(t); err != nil {
+		committed, err := p.commit(t)
+		if err != nil {
 			if errors.Is(err, sink.ErrStopped) {
 				p.die(t, err)
 			} else {
@@ -331,6 +227,8 @@ func (p *TxnProducer) loop() {
 			}
 			return
 		}
+		p.acknowledge(committed)
+		p.settle()
 		p.wake() // what arrived during the commit begins the next transaction; closing, the loop goes on until none did
 	}
 }
@@ -345,16 +243,8 @@ func (p *TxnProducer) produceReady(t *txn) error {
 	if err := p.begin(t); err != nil {
 		return err
 	}
-	var first *atomic.Int64
-	if n == 0 {
-		first = new(atomic.Int64)
-		for _, m := range t.msgs {
-			first.Add(int64(len(m.Records)))
-		}
-		t.firstLeft = first
-	}
 	for _, m := range t.msgs[n:] {
-		p.produceMessage(t, m, first)
+		p.produceMessage(t, m)
 	}
 	return nil
 }
@@ -370,9 +260,8 @@ func (p *TxnProducer) begin(t *txn) error {
 	return nil
 }
 
-// produceMessage produces m's records into the open transaction; first, when not nil, counts down the
-// transaction's first records and wakes the loop once they are all answered.
-func (p *TxnProducer) produceMessage(t *txn, m *sink.Message, first *atomic.Int64) {
+// produceMessage produces m's records into the open transaction.
+func (p *TxnProducer) produceMessage(t *txn, m *sink.Message) {
 	for i := range m.Records {
 		r := &m.Records[i]
 		rec := &kgo.Record{Topic: cmp.Or(r.Topic, p.cfg.Topic), Key: r.Key, Value: r.Value}
@@ -383,59 +272,86 @@ func (p *TxnProducer) produceMessage(t *txn, m *sink.Message, first *atomic.Int6
 			if err != nil {
 				t.recordFailed(m, err)
 			}
-			if first != nil && first.Add(-1) == 0 {
-				p.wake()
-			}
 		})
 	}
 }
 
 // commit ends the open transaction with the cursor of its last message, retrying (abort, produce again) until it
-// commits. A message whose record Kafka refuses for good is taken out and handed back with Done(err); the
-// messages after it go back to the buffer, to follow it when the source sends it again. It returns an error
-// wrapping sink.ErrStopped when the producer cannot go on (fenced), or the loop's context error when Close ran
-// out of time.
-func (p *TxnProducer) commit(t *txn) error {
+// commits, and returns the messages it committed, for acknowledge. A message whose record Kafka refuses for good
+// is taken out and handed back with Done(err); the messages after it go back to the buffer, to follow it when the
+// source sends it again. It returns an error wrapping sink.ErrStopped when the producer cannot go on (fenced),
+// or the loop's context error when Close ran out of time.
+func (p *TxnProducer) commit(t *txn) ([]*sink.Message, error) {
 	bo := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		id := p.nonce + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 		err := p.tryCommit(t, id)
 		if err == nil {
 			metrics.Transactions.WithLabelValues("committed").Inc()
-			producedOK.Add(float64(t.records))
 			msgs := t.msgs
 			p.reset(t)
-			p.release(msgs)
-			for _, m := range msgs {
-				if m.Done != nil {
-					m.Done(nil)
-				}
-			}
-			return nil
+			return msgs, nil
 		}
 		if p.loopCtx.Err() != nil {
-			return fmt.Errorf("closing before the transaction committed: %w", err)
+			return nil, fmt.Errorf("closing before the transaction committed: %w", err)
 		}
 		if isFenced(err) {
-			return p.fatalError(err)
+			return nil, p.fatalError(err)
 		}
 		if bo.Attempt() == 0 {
 			p.log.Warn("Kafka transaction failed; aborting and producing it again", "err", err, "messages", len(t.msgs), "records", t.records)
 		}
 		if err := p.abort(t); err != nil {
-			return err
+			return nil, err
 		}
 		if p.returnRefused(t) && len(t.msgs) == 0 {
-			return nil
+			return nil, nil
 		}
 		if !backoff.Sleep(p.loopCtx, bo.Next()) {
-			return fmt.Errorf("closing before the transaction committed: %w", context.Cause(p.loopCtx))
+			return nil, fmt.Errorf("closing before the transaction committed: %w", context.Cause(p.loopCtx))
 		}
 		if err := p.begin(t); err != nil {
-			return err
+			return nil, err
 		}
 		for _, m := range t.msgs {
-			p.produceMessage(t, m, nil)
+			p.produceMessage(t, m)
+		}
+	}
+}
+
+// settleFor bounds settle: the broker's own retry backoff (add.partitions.to.txn.retry.backoff.ms, 20 ms by
+// default), past which waiting saves nothing.
+const settleFor = 20 * time.Millisecond
+
+// settle waits until Kafka completed the commit that just returned, for up to settleFor. EndTxn answers once the
+// commit is decided; the markers are written after that, and a produce of the next transaction arriving before
+// they are is held back by the broker for its retry backoff, which took most of a transaction's time in a
+// catch-up. Where transactions cannot be described, it does not wait.
+func (p *TxnProducer) settle() {
+	ctx, cancel := context.WithTimeout(p.loopCtx, settleFor)
+	defer cancel()
+	for {
+		described, err := p.adm.DescribeTransactions(ctx, p.tc.TransactionalID)
+		if err != nil || described[p.tc.TransactionalID].State != "PrepareCommit" || !backoff.Sleep(ctx, 500*time.Microsecond) {
+			return
+		}
+	}
+}
+
+// acknowledge releases committed messages and calls their Done.
+func (p *TxnProducer) acknowledge(msgs []*sink.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	var records int
+	for _, m := range msgs {
+		records += len(m.Records)
+	}
+	producedOK.Add(float64(records))
+	p.release(msgs)
+	for _, m := range msgs {
+		if m.Done != nil {
+			m.Done(nil)
 		}
 	}
 }
@@ -474,7 +390,7 @@ func (p *TxnProducer) tryCommit(t *txn, id string) error {
 	if aerr := p.abort(t); aerr != nil {
 		return errors.Join(err, aerr)
 	}
-	_, header, ok, lerr := p.loadCursor(ctx)
+	_, header, ok, lerr := p.cursors.last(ctx)
 	if lerr == nil && ok && header == id {
 		p.log.Warn("Kafka reported a failed commit, but the transaction had committed", "err", err)
 		return nil
@@ -506,29 +422,47 @@ func (t *txn) firstError() error {
 	return nil
 }
 
-// abort ends the open transaction with an abort, retrying while Kafka is unreachable.
+// abort ends the open transaction with an abort, retrying while Kafka does not answer, for up to AbortTimeout:
+// after that the transaction's state is unknown and the producer stops (a restart initialises the transactional
+// id again, which aborts it).
 func (p *TxnProducer) abort(t *txn) error {
 	if !t.open {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(p.loopCtx, p.tc.AbortTimeout)
+	defer cancel()
 	bo := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
-		err := p.cl.AbortBufferedRecords(p.loopCtx)
+		err := p.cl.AbortBufferedRecords(ctx)
 		if err == nil {
-			err = p.cl.EndTransaction(p.loopCtx, kgo.TryAbort)
+			err = p.cl.EndTransaction(ctx, kgo.TryAbort)
 		}
 		if err == nil {
 			t.open = false
 			metrics.Transactions.WithLabelValues("aborted").Inc()
+			if p.abortFailures > 0 {
+				p.log.Info("aborted the Kafka transaction", "failed_attempts", p.abortFailures)
+				p.abortFailures = 0
+			}
 			return nil
 		}
 		if isFenced(err) || errors.Is(err, kerr.InvalidProducerEpoch) || errors.Is(err, kerr.InvalidProducerIDMapping) {
 			// kgo recovers from these itself where it can (transactions before KIP-890); still failing, they are final.
 			return p.fatalError(err)
 		}
-		p.log.Warn("aborting the Kafka transaction failed; retrying", "err", err)
-		if !backoff.Sleep(p.loopCtx, bo.Next()) {
-			return fmt.Errorf("closing before the transaction was aborted: %w", err)
+		// One line per outage: the retries log at debug level.
+		p.abortFailures++
+		level := slog.LevelDebug
+		if p.abortFailures == 1 {
+			level = slog.LevelWarn
+		}
+		p.log.Log(ctx, level, "aborting the Kafka transaction failed; retrying", "err", err, "attempt", p.abortFailures)
+		if !backoff.Sleep(ctx, bo.Next()) {
+			if p.loopCtx.Err() != nil {
+				return fmt.Errorf("closing before the transaction was aborted: %w", err)
+			}
+			return p.halt(fmt.Errorf("could not abort the Kafka transaction of transactional id %q within %s: %w "+
+				"(a restart aborts it)", p.tc.TransactionalID, p.tc.AbortTimeout, err))
 		}
 	}
 }
@@ -550,14 +484,8 @@ func (p *TxnProducer) returnRefused(t *txn) bool {
 	if i < 0 {
 		return false
 	}
-	refused, later := t.msgs[i], t.msgs[i+1:]
-	p.mu.Lock()
-	p.next = refused.Position
-	for _, m := range later {
-		p.buf[m.Position] = m
-	}
-	p.wakeLocked()
-	p.mu.Unlock()
+	refused := t.msgs[i]
+	p.requeue(refused.Position, t.msgs[i+1:])
 	t.msgs = t.msgs[:i]
 	t.records, t.bytes = 0, 0
 	for _, m := range t.msgs {
@@ -591,24 +519,27 @@ func isFenced(err error) bool {
 		errors.Is(err, kerr.ClusterAuthorizationFailed)
 }
 
-// fatalError records err as the producer's end and returns it wrapped in sink.ErrStopped.
+// fatalError stops the producer with err, an error Kafka gives a producer whose transactional id another
+// instance took over or that may not use it.
 func (p *TxnProducer) fatalError(err error) error {
 	if errors.Is(err, sink.ErrStopped) {
 		return err
 	}
-	err = fmt.Errorf("%w: Kafka transactional id %q: %w (another atkafka instance with the same transactional id took over, "+
-		"or this one may not use it; this instance stops)", sink.ErrStopped, p.tc.TransactionalID, err)
-	p.mu.Lock()
-	if p.fatal == nil {
-		p.fatal = err
-		p.wakeLocked()
+	return p.halt(fmt.Errorf("kafka transactional id %q: %w (another atkafka instance with the same transactional id "+
+		"took over, or this one may not use it)", p.tc.TransactionalID, err))
+}
+
+// halt records err as the producer's end and returns it wrapped in sink.ErrStopped.
+func (p *TxnProducer) halt(err error) error {
+	err = fmt.Errorf("%w: %w; this instance stops", sink.ErrStopped, err)
+	if p.fatal.CompareAndSwap(nil, &err) {
+		p.limit.wake() // the Sends waiting for room return it
 	}
-	p.mu.Unlock()
 	return err
 }
 
 func (p *TxnProducer) reset(t *txn) {
-	t.msgs, t.records, t.bytes, t.firstLeft = nil, 0, 0, nil
+	t.msgs, t.records, t.bytes = nil, 0, 0
 	t.mu.Lock()
 	clear(t.failed)
 	t.other = nil
@@ -624,7 +555,8 @@ func (p *TxnProducer) die(t *txn, err error) {
 
 // failAll calls Done(err) for every message held: those of the open transaction and those buffered.
 func (p *TxnProducer) failAll(t *txn, err error) {
-	if t.open {
+	// Stopped for good, the producer may no longer end a transaction; a restart aborts it.
+	if t.open && !errors.Is(err, sink.ErrStopped) {
 		_ = p.abort(t)
 	}
 	msgs := t.msgs
@@ -673,12 +605,9 @@ func (p *TxnProducer) Close(ctx context.Context) error {
 	}
 	p.cancel()
 	p.cl.Close()
-	p.mu.Lock()
-	fatal := p.fatal
-	p.mu.Unlock()
-	switch {
+	switch fatal := p.fatal.Load(); {
 	case fatal != nil:
-		return fatal
+		return *fatal
 	case p.closeErr != nil:
 		p.log.Warn("closed exactly-once Kafka producer before every message was committed", "err", p.closeErr)
 		return fmt.Errorf("closing Kafka producer: %w", p.closeErr)
@@ -687,133 +616,10 @@ func (p *TxnProducer) Close(ctx context.Context) error {
 	return nil
 }
 
-// LoadCursor returns the newest committed cursor value for the cursor key, reading the cursor topic with
-// read_committed isolation; ok is false when none was ever committed. NewTxn initialised the producer id first,
-// which aborted any transaction an earlier instance left open, so the value read is final.
-func (p *TxnProducer) LoadCursor(ctx context.Context) (value string, ok bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, max(p.cfg.ConnectTimeout, 30*time.Second))
-	defer cancel()
-	// A cursor topic NewTxn just created may not be known to every broker yet: that, and leader moves, pass.
-	bo := backoff.New(50*time.Millisecond, time.Second)
-	for {
-		value, _, ok, err = p.loadCursor(ctx)
-		if err == nil || !kerr.IsRetriable(err) || !backoff.Sleep(ctx, bo.Next()) {
-			return value, ok, err
-		}
-	}
-}
-
-// loadCursor reads the tail of every partition of the cursor topic below its last stable offset, widening the
-// tail until a record of the cursor key shows up or the partition's start is reached.
-func (p *TxnProducer) loadCursor(ctx context.Context) (value, txnID string, ok bool, err error) {
-	adm := kadm.NewClient(p.cl)
-	ends, err := adm.ListCommittedOffsets(ctx, p.tc.CursorTopic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return "", "", false, fmt.Errorf("listing the offsets of cursor topic %s: %w", p.tc.CursorTopic, err)
-	}
-	starts, err := adm.ListStartOffsets(ctx, p.tc.CursorTopic)
-	if err == nil {
-		err = starts.Error()
-	}
-	if err != nil {
-		return "", "", false, fmt.Errorf("listing the offsets of cursor topic %s: %w", p.tc.CursorTopic, err)
-	}
-	var best *kgo.Record
-	for partition, end := range ends[p.tc.CursorTopic] {
-		start, _ := starts.Lookup(p.tc.CursorTopic, partition)
-		rec, err := p.lastOfKey(ctx, partition, start.Offset, end.Offset)
-		if err != nil {
-			return "", "", false, err
-		}
-		if rec != nil && (best == nil || rec.Timestamp.After(best.Timestamp)) {
-			best = rec
-		}
-	}
-	if best == nil {
-		return "", "", false, nil
-	}
-	for _, h := range best.Headers {
-		if h.Key == txnHeader {
-			txnID = string(h.Value)
-		}
-	}
-	return string(best.Value), txnID, true, nil
-}
-
-// lastOfKey returns the last committed record of the cursor key in partition below end (a last stable offset).
-func (p *TxnProducer) lastOfKey(ctx context.Context, partition int32, start, end int64) (*kgo.Record, error) {
-	for window := int64(64); ; window *= 8 {
-		from := max(start, end-window)
-		if from >= end {
-			return nil, nil
-		}
-		rec, err := p.scan(ctx, partition, from, end)
-		if err != nil || rec != nil || from == start {
-			return rec, err
-		}
-	}
-}
-
-// scan reads partition from from to end with read_committed isolation, keeping control records so that the
-// offset just below end is always seen (it is a commit or abort marker, or a record outside transactions), and
-// returns the last record of the cursor key.
-func (p *TxnProducer) scan(ctx context.Context, partition int32, from, end int64) (*kgo.Record, error) {
-	opts, err := p.cfg.ConnectOpts()
-	if err != nil {
-		return nil, err
-	}
-	cl, err := kgo.NewClient(append(opts,
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{p.tc.CursorTopic: {partition: kgo.NewOffset().At(from)}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(), kgo.FetchMaxWait(100*time.Millisecond))...)
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	var last *kgo.Record
-	for {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("reading cursor topic %s partition %d from %d to %d: %w", p.tc.CursorTopic, partition, from, end, err)
-		}
-		if errs := fs.Errors(); len(errs) > 0 {
-			return nil, fmt.Errorf("reading cursor topic %s: %w", p.tc.CursorTopic, errs[0].Err)
-		}
-		for _, r := range fs.Records() {
-			if r.Offset >= end {
-				return last, nil
-			}
-			if !r.Attrs.IsControl() && string(r.Key) == p.tc.CursorKey {
-				last = r
-			}
-			if r.Offset == end-1 {
-				return last, nil
-			}
-		}
-	}
-}
-
 // ClusterID returns the id of the Kafka cluster the producer connected to; see Producer.ClusterID.
 func (p *TxnProducer) ClusterID() string { return p.clusterID }
 
-// Cursor returns the cursor.Store a source resumes from in exactly-once mode: Load is LoadCursor, and Save does
-// nothing, since each transaction stored the cursor with the records it covers. Unlike a cursor file it needs no
-// binding to its cluster (cursor.ForCluster): the cursor topic is a topic of the very cluster whose transactions
-// it records, so a run against another cluster reads that cluster's cursor topic, never this one.
-func (p *TxnProducer) Cursor() *TxnCursor { return &TxnCursor{p: p} }
-
-// TxnCursor is the cursor.Store over a TxnProducer's cursor topic.
-type TxnCursor struct{ p *TxnProducer }
-
-// Load returns the newest committed cursor of the producer's cursor key.
-func (c *TxnCursor) Load() (string, bool, error) { return c.p.LoadCursor(context.Background()) }
-
-// Save does nothing: the cursor was committed with the records.
-func (c *TxnCursor) Save(string) error { return nil }
-
-// String says where the cursor is kept, for logs and error messages.
-func (c *TxnCursor) String() string {
-	return fmt.Sprintf("Kafka topic %s, key %s, of cluster %s", c.p.tc.CursorTopic, c.p.tc.CursorKey, c.p.clusterID)
-}
+// Cursor returns the cursor.Store a source resumes from in exactly-once mode: this producer's key in its cursor
+// topic. Unlike a cursor file it needs no binding to its cluster (cursor.ForCluster): the cursor topic is a topic
+// of the very cluster whose transactions it records, so a run against another cluster reads that cluster's.
+func (p *TxnProducer) Cursor() *CursorStore { return p.cursors }

@@ -70,19 +70,25 @@ func committedValues(t *testing.T, addr string, n int, topic ...string) []string
 	return out
 }
 
-func TestTxnProducesInPositionOrderAndAcksAfterCommit(t *testing.T) {
+// lateCommits starts a kfake cluster that answers every EndTxn after 300 ms, and returns its address.
+func lateCommits(t *testing.T) string {
+	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	// Every commit takes 300 ms to answer: no Done may run before its commit did.
+	t.Cleanup(c.Close)
 	c.ControlKey(int16(kmsg.EndTxn), func(kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		time.Sleep(300 * time.Millisecond)
 		return nil, nil, false
 	})
-	addr := c.ListenAddrs()[0]
+	return c.ListenAddrs()[0]
+}
+
+func TestTxnProducesInPositionOrderAndAcksAfterCommit(t *testing.T) {
+	// Every commit takes 300 ms to answer: no Done may run before its commit did.
+	addr := lateCommits(t)
 	p := newTxn(t, addr, TxnConfig{}, Config{})
 	committedBefore := testutil.ToFloat64(metrics.Transactions.WithLabelValues("committed"))
 	const n = 200
@@ -134,17 +140,17 @@ func TestTxnProducesInPositionOrderAndAcksAfterCommit(t *testing.T) {
 	if c := testutil.ToFloat64(metrics.Transactions.WithLabelValues("committed")) - committedBefore; c < 1 {
 		t.Errorf("transactions{committed} grew by %v", c)
 	}
-	cur, ok, err := p.LoadCursor(context.Background())
+	cur, ok, err := p.Cursor().Load()
 	if err != nil || !ok || cur != "c"+strconv.Itoa(n-1) {
-		t.Errorf("LoadCursor = %q, %v, %v; want c%d", cur, ok, err, n-1)
+		t.Errorf("Cursor().Load = %q, %v, %v; want c%d", cur, ok, err, n-1)
 	}
 	// A new instance reads the same cursor.
 	if err := p.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	p2 := newTxn(t, addr, TxnConfig{}, Config{})
-	if cur, ok, err := p2.LoadCursor(context.Background()); err != nil || !ok || cur != "c"+strconv.Itoa(n-1) {
-		t.Errorf("after restart, LoadCursor = %q, %v, %v", cur, ok, err)
+	if cur, ok, err := p2.Cursor().Load(); err != nil || !ok || cur != "c"+strconv.Itoa(n-1) {
+		t.Errorf("after restart, Cursor().Load = %q, %v, %v", cur, ok, err)
 	}
 }
 
@@ -159,10 +165,10 @@ func send2(t *testing.T, p interface {
 	}
 }
 
-func TestTxnLoadCursorEmpty(t *testing.T) {
+func TestTxnCursorEmpty(t *testing.T) {
 	p := newTxn(t, fakeCluster(t), TxnConfig{}, Config{})
-	if cur, ok, err := p.LoadCursor(context.Background()); err != nil || ok {
-		t.Errorf("LoadCursor on a fresh topic = %q, %v, %v", cur, ok, err)
+	if cur, ok, err := p.Cursor().Load(); err != nil || ok {
+		t.Errorf("Cursor().Load on a fresh topic = %q, %v, %v", cur, ok, err)
 	}
 }
 
@@ -202,8 +208,8 @@ func TestTxnAbortAndRetry(t *testing.T) {
 	if d := testutil.ToFloat64(metrics.Transactions.WithLabelValues("aborted")) - abortedBefore; d < 1 {
 		t.Errorf("transactions{aborted} grew by %v, want an abort", d)
 	}
-	if cur, _, err := p.LoadCursor(context.Background()); err != nil || cur != "c19" {
-		t.Errorf("LoadCursor = %q, %v", cur, err)
+	if cur, _, err := p.Cursor().Load(); err != nil || cur != "c19" {
+		t.Errorf("Cursor().Load = %q, %v", cur, err)
 	}
 }
 
@@ -259,8 +265,8 @@ func testTxnFenced(t *testing.T, addr, topic string, tc TxnConfig) {
 		t.Fatalf("Done errors: %v", errs)
 	}
 	p2 := newTxn(t, addr, tc, Config{Topic: topic})
-	if cur, _, err := p2.LoadCursor(context.Background()); err != nil || cur != "c0" {
-		t.Fatalf("second instance LoadCursor = %q, %v", cur, err)
+	if cur, _, err := p2.Cursor().Load(); err != nil || cur != "c0" {
+		t.Fatalf("second instance Cursor().Load = %q, %v", cur, err)
 	}
 
 	b := newAcks()

@@ -45,7 +45,7 @@ func TestExactlyOnceTakeover(t *testing.T) {
 	s1 := e.source(cfg)
 	done1 := make(chan error, 1)
 	go func() { done1 <- s1.Run(context.Background()) }()
-	waitFor(t, 10*time.Second, "a committed cursor", func() bool { _, ok, _ := p1.LoadCursor(context.Background()); return ok })
+	waitFor(t, 10*time.Second, "a committed cursor", func() bool { _, ok, _ := p1.Cursor().Load(); return ok })
 
 	p2 := newProducer() // fences p1
 	e.fake.add("2026-07-04T10:00:00.003Z", 200)
@@ -57,14 +57,14 @@ func TestExactlyOnceTakeover(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the fenced source did not stop")
 	}
-	from, _, _ := p2.LoadCursor(context.Background())
+	from, _, _ := p2.Cursor().Load()
 	t.Logf("the second instance resumes after %q", from)
 
 	cfg = e.config(p2)
 	cfg.Cursor = p2.Cursor()
 	stop := run(t, e.source(cfg))
 	waitFor(t, 20*time.Second, "the cursor at the last event", func() bool {
-		v, _, _ := p2.LoadCursor(context.Background())
+		v, _, _ := p2.Cursor().Load()
 		return v == "2026-07-04T10:00:00.003Z 500"
 	})
 	if err := stop(); err != nil {

@@ -46,9 +46,11 @@ type endpoint struct {
 	maxWait time.Duration
 	// latency is a moving average of answered requests' latency (nanoseconds): what a request sent now is
 	// expected to take, so that admit sends none that cannot answer before its event's deadline.
-	latency  atomic.Int64
-	inFlight func(delta int)
-	observe  [numResults]func(time.Duration)
+	latency atomic.Int64
+	// budgetLogged is when the last "over budget" warning was logged (Unix nanoseconds): one a minute at most.
+	budgetLogged atomic.Int64
+	inFlight     func(delta int)
+	observe      [numResults]func(time.Duration)
 
 	mu        sync.Mutex
 	failures  int
@@ -81,6 +83,9 @@ func (ep *endpoint) get(ctx context.Context, reqs *requestCounters, url string, 
 		a := ep.attempt(ctx, url, deadline)
 		if a.sent || a.res == resBudget {
 			reqs.inc(a.res, false) // a lookup the budget refused is counted too, as one not sent
+		}
+		if a.res == resBudget {
+			ep.overBudget(a.err)
 		}
 		if a.err != nil {
 			ep.log.Debug("enrich: request failed", "endpoint", ep.name, "url", url, "attempt", n, "retry", a.retry && n < maxAttempts, "err", a.err)
@@ -184,6 +189,19 @@ func (ep *endpoint) admit(ctx context.Context, deadline time.Time) (release func
 // request that answers after its event's deadline spent the budget for nothing.
 func (ep *endpoint) expected() time.Duration {
 	return 2*time.Duration(ep.latency.Load()) + 5*time.Millisecond
+}
+
+// overBudget warns, once a minute at most, that lookups go unmade: the operator should know that events go on
+// without metadata because of the rate limit or the concurrency bound, not a failing endpoint.
+func (ep *endpoint) overBudget(err error) {
+	now := time.Now().UnixNano()
+	last := ep.budgetLogged.Load()
+	if now-last < int64(time.Minute) || !ep.budgetLogged.CompareAndSwap(last, now) {
+		return
+	}
+	ep.log.Warn("enrich: new accounts arrive faster than the lookup budget allows; their events go on without that "+
+		"metadata (atkafka_enrich_missing_records{reason=\"budget\"}); raise --plc-rate-limit/--api-rate-limit or "+
+		"--enrich-concurrency, or use a PLC mirror", "endpoint", ep.name, "reason", err)
 }
 
 // learn folds one answer's latency into the moving average (weight 1/8).

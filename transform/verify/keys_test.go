@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 
@@ -16,11 +15,7 @@ import (
 // it enriches, and that Enricher.
 func enricherVerifier(t *testing.T, plc *fakePLC) (*Verifier, *enrich.Enricher) {
 	t.Helper()
-	e, err := enrich.New(enrich.Config{PLCHost: plc.URL, PLCRate: -1, FailureTTL: time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
+	e := newEnricher(t, plc.URL)
 	v, err := New(Config{Mode: ModeStrict, Keys: e, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -76,12 +71,5 @@ func TestEnricherKeys(t *testing.T) {
 	keyless, _ := enricherVerifier(t, noKey)
 	if got := reasonOf(t, keyless.CheckCommit(ctx, msg)); got != ReasonNoKey {
 		t.Errorf("document without a key: reason %q, want %q", got, ReasonNoKey)
-	}
-}
-
-// atkafka passes one --plc-rate-limit to the enricher and the verifier: a default must mean the same to both.
-func TestPLCRateDefaultAgreesWithEnrich(t *testing.T) {
-	if DefaultPLCRate != enrich.DefaultPLCRate {
-		t.Fatalf("verify.DefaultPLCRate %v, enrich.DefaultPLCRate %v", DefaultPLCRate, enrich.DefaultPLCRate)
 	}
 }

@@ -24,8 +24,7 @@ func enricherVerifier(t *testing.T, plc *fakePLC) (*Verifier, *enrich.Enricher) 
 }
 
 // TestEnricherKeys: with its keys from enrichment's document cache, the Verifier needs no request of its own,
-// follows a key rotation with one refetch, and tells an unknown DID (no_key) from a PLC outage (key_unavailable),
-// as it does with its own cache.
+// follows a key rotation with one refetch, and tells an unknown DID (no_key) from a PLC outage (key_unavailable).
 func TestEnricherKeys(t *testing.T) {
 	ctx := context.Background()
 	a, plc, _ := setup(t)

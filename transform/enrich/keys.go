@@ -93,7 +93,8 @@ func (a *account) publicKey(id string) (atcrypto.PublicKey, error) {
 		// A declared key that does not parse is as unusable as none.
 		k.err = fmt.Errorf("%w: %w", identity.ErrKeyNotDeclared, k.err)
 	}
-	// Two first uses racing parse twice and one list wins; either is right.
+	// A racing first use loses nothing but this parse: the loser's key is parsed again when next asked for. The
+	// ids come from callers' code ("atproto", "atproto_label"), never from data, so the list stays short.
 	a.keys.CompareAndSwap(head, k)
 	return k.key, k.err
 }

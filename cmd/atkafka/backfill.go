@@ -39,7 +39,7 @@ func (wiring) backfillPlan(ctx context.Context, c *config) error {
 	// Only the service filters need documents at plan time; eventMetadata is the run's business.
 	pc := *c
 	pc.Firehose.Enrich = false
-	pipeline, enricher, err := newPipeline(&pc, log, false)
+	pipeline, enricher, err := newPipeline(&pc, log, false, false)
 	if err != nil {
 		return err
 	}
@@ -124,7 +124,7 @@ func (wiring) backfillRun(ctx context.Context, c *config) error {
 		return err
 	}
 	log := newLogger(c)
-	pipeline, enricher, err := newPipeline(c, log, true) // the enricher is needed anyway: it finds each PDS
+	pipeline, enricher, err := newPipeline(c, log, true, false) // the enricher is needed anyway: it finds each PDS
 	if err != nil {
 		return err
 	}

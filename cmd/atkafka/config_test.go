@@ -323,6 +323,32 @@ func TestNewStageVerifier(t *testing.T) {
 	}
 }
 
+// TestNewStageLabelsIdentities: the labels source resolves labelers given by DID and label keys through the
+// enricher (the one identity resolver), built for it even without enrichment, and only then in the pipeline.
+func TestNewStageLabelsIdentities(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	for _, tc := range []struct {
+		labels labelsConfig
+		want   bool
+	}{
+		{labels: labelsConfig{Hosts: []string{"mod.example"}}},
+		{labels: labelsConfig{Hosts: []string{"mod.example"}, Verify: "off"}},
+		{labels: labelsConfig{DIDs: []string{"did:plc:labelera"}}, want: true},
+		{labels: labelsConfig{Hosts: []string{"mod.example"}, Verify: "strict"}, want: true},
+	} {
+		c := &config{Labels: tc.labels, Firehose: firehoseConfig{PLCHost: "https://plc.directory"}}
+		st, err := newStage(c, log, "labels")
+		if err != nil {
+			t.Fatalf("%+v: %v", tc.labels, err)
+		}
+		if (st.identities != nil) != tc.want || st.pipeline.Enricher != nil {
+			t.Errorf("%+v: identities %v, in the pipeline %v; want identities %v, not in the pipeline",
+				tc.labels, st.identities != nil, st.pipeline.Enricher != nil, tc.want)
+		}
+		st.close()
+	}
+}
+
 func TestExactlyOnceFlags(t *testing.T) {
 	t.Setenv("ATKAFKA_EXACTLY_ONCE", "true")
 	r, err := parse(t, "--output-topic", "events", "firehose", "relay")

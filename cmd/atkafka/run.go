@@ -52,21 +52,17 @@ func (wiring) relay(ctx context.Context, c *config) error {
 }
 
 // newVerifier builds the --verify-commits verifier; nil (not a typed nil) when it is off, which costs nothing.
-// With an enricher, keys come from its document cache: one fetch per account, within one --plc-rate-limit.
+// Keys come from the enricher's document cache: one fetch per account, within one --plc-rate-limit.
 func newVerifier(c *config, log *slog.Logger, e *enrich.Enricher) (relay.Verifier, error) {
 	mode, err := verify.ParseMode(c.Relay.VerifyCommits)
 	if err != nil || mode == verify.ModeOff {
 		return nil, err
 	}
-	cfg := verify.Config{Mode: mode, PLCHost: c.Firehose.PLCHost, PLCRate: c.Firehose.PLCRate, Logger: log, Observer: metrics.Verify{}}
-	if e != nil {
-		cfg.Keys = e
-	}
-	v, err := verify.New(cfg)
+	v, err := verify.New(verify.Config{Mode: mode, Keys: e, Logger: log, Observer: metrics.Verify{}})
 	if err != nil {
 		return nil, err
 	}
-	log.Info("verifying commits (Sync 1.1)", "mode", mode, "plc_host", c.Firehose.PLCHost, "shared_document_cache", e != nil)
+	log.Info("verifying commits (Sync 1.1)", "mode", mode, "plc_host", c.Firehose.PLCHost)
 	return v, nil
 }
 
@@ -105,8 +101,12 @@ func (wiring) labels(ctx context.Context, c *config) error {
 		return err
 	}
 	return runSource(ctx, c, "labels", func(rt *runtime, st *stage) (source, error) {
+		var dir labels.Directory
+		if st.identities != nil {
+			dir = labels.NewDirectory(st.identities)
+		}
 		return labels.New(labels.Config{
-			Labelers: labels.ParseLabelers(c.Labels.DIDs, c.Labels.Hosts), Directory: labels.NewDirectory(c.Firehose.PLCHost),
+			Labelers: labels.ParseLabelers(c.Labels.DIDs, c.Labels.Hosts), Directory: dir,
 			StartCursor: c.Labels.Cursor, DataDir: c.DataDir, Verify: mode, IncludeSig: c.Labels.IncludeSig,
 			Cursor: func(l labels.Labeler) (cursor.Store, error) {
 				return rt.cursor(labels.CursorFile(c.DataDir, l), "at the labeler's tip")
@@ -207,27 +207,31 @@ func addReadiness(rt *runtime, c *config, name string, src source) {
 	})
 }
 
-// stage is the transform of the firehose commands: the pipeline and, for the relay with --verify-commits, the
-// verifier.
+// stage is the transform of the firehose commands: the pipeline, the identity resolver and, for the relay with
+// --verify-commits, the verifier.
 type stage struct {
 	pipeline *transform.Pipeline
-	verifier relay.Verifier
-	close    func() // stops the enricher's background fetches
+	// identities is the enricher, atkafka's one identity resolver, when something needs DID documents; nil
+	// otherwise.
+	identities *enrich.Enricher
+	verifier   relay.Verifier
+	close      func() // stops the enricher's background fetches
 }
 
-// newStage builds the filters, the enricher (needed for eventMetadata and for service rules), the formatter and
-// the relay's verifier.
+// newStage builds the filters, the enricher (needed for eventMetadata, service rules, the relay's verifier and
+// the labels source's labelers given by DID and label keys), the formatter and the relay's verifier.
 func newStage(c *config, log *slog.Logger, command string) (*stage, error) {
 	verifying := command == "relay" && c.Relay.VerifyCommits != "" && c.Relay.VerifyCommits != "off"
-	p, e, err := newPipeline(c, log, verifying)
+	labelIdentities := command == "labels" && (len(c.Labels.DIDs) > 0 || c.Labels.Verify != "" && c.Labels.Verify != "off")
+	p, e, err := newPipeline(c, log, verifying, labelIdentities)
 	if err != nil {
 		return nil, err
 	}
-	st := &stage{pipeline: p, close: func() {}}
+	st := &stage{pipeline: p, identities: e, close: func() {}}
 	if e != nil {
 		st.close = e.Close
 	}
-	if command == "relay" {
+	if verifying {
 		if st.verifier, err = newVerifier(c, log, e); err != nil {
 			st.close()
 			return nil, err
@@ -237,8 +241,10 @@ func newStage(c *config, log *slog.Logger, command string) (*stage, error) {
 }
 
 // newPipeline builds the filters, the formatter and, when eventMetadata, service rules or the verifier need
-// it, the enricher: its scheduling keeps a slow account's lookups from holding up other accounts' events.
-func newPipeline(c *config, log *slog.Logger, verifying bool) (*transform.Pipeline, *enrich.Enricher, error) {
+// it, the enricher in the pipeline: its scheduling keeps a slow account's lookups from holding up other accounts'
+// events. identities asks for the enricher outside the pipeline too (the labels source resolves labelers with
+// it), so that every DID document goes through its cache and rate limit.
+func newPipeline(c *config, log *slog.Logger, verifying, identities bool) (*transform.Pipeline, *enrich.Enricher, error) {
 	fc := c.Firehose
 	f, err := filter.New(filter.Config{WatchedCollections: fc.WatchedCollections, IgnoredCollections: fc.IgnoredCollections,
 		WatchedServices: fc.WatchedServices, IgnoredServices: fc.IgnoredServices})
@@ -253,12 +259,13 @@ func newPipeline(c *config, log *slog.Logger, verifying bool) (*transform.Pipeli
 		return nil, nil, err
 	}
 	p := &transform.Pipeline{Collections: transform.Collections(f), Formatter: formatter, Observer: metrics.Pipeline{}}
-	if !fc.Enrich && !f.HasServiceRules() && !verifying {
+	inPipeline := fc.Enrich || f.HasServiceRules() || verifying
+	if !inPipeline && !identities {
 		return p, nil, nil
 	}
 	apiHost := fc.APIHost
 	if !fc.Enrich {
-		apiHost = "" // the filter and the verifier need documents only
+		apiHost = "" // the filter, the verifier and the labels source need documents only
 	}
 	e, err := enrich.New(enrich.Config{
 		PLCHost: fc.PLCHost, APIHost: apiHost, LookupTimeout: fc.EnrichTimeout, Concurrency: fc.EnrichConcurrency,
@@ -268,9 +275,11 @@ func newPipeline(c *config, log *slog.Logger, verifying bool) (*transform.Pipeli
 	if err != nil {
 		return nil, nil, err
 	}
-	p.Accounts = transform.Accounts(f, log, p.Observer)
-	p.Enricher = e
-	p.OmitMetadata = !fc.Enrich
+	if inPipeline {
+		p.Accounts = transform.Accounts(f, log, p.Observer)
+		p.Enricher = e
+		p.OmitMetadata = !fc.Enrich
+	}
 	return p, e, nil
 }
 

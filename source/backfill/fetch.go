@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/atkafka/atkafka/backoff"
 )
 
 // failure is why a repository could not be loaded. Permanent failures go to the failed topic at once; the others
@@ -217,7 +219,7 @@ func classify(resp *http.Response) error {
 		return permanent("not_found", err)
 	case resp.StatusCode == http.StatusTooManyRequests:
 		return transient("rate_limited", err)
-	case resp.StatusCode >= 500:
+	case backoff.TransientStatus(resp.StatusCode): // 408 and 5xx
 		return transient("server_error", err)
 	}
 	return permanent("http_"+strconv.Itoa(resp.StatusCode), err)

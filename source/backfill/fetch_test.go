@@ -69,6 +69,12 @@ func TestClassify(t *testing.T) {
 			t.Errorf("%s: %s, want %s", body, got, want)
 		}
 	}
+	// The statuses worth retrying are backoff.TransientStatus's, as for every HTTP client of atkafka.
+	rec := httptest.NewRecorder()
+	rec.WriteHeader(http.StatusRequestTimeout)
+	if f, ok := classify(rec.Result()).(*failure); !ok || f.permanent {
+		t.Errorf("408: %v, want transient", f)
+	}
 }
 
 func TestLargeRepositoriesAreMappedNotHeld(t *testing.T) {

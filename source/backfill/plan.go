@@ -190,7 +190,7 @@ func (cfg *PlanConfig) get(ctx context.Context, u string) (l *listed, retry bool
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500, errors.New(resp.Status)
+		return nil, backoff.TransientStatus(resp.StatusCode), errors.New(resp.Status)
 	}
 	l = new(listed)
 	if err := json.NewDecoder(resp.Body).Decode(l); err != nil {

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"sync"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
-	"github.com/bluesky-social/indigo/atproto/identity"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 )
 
@@ -24,57 +22,51 @@ type Directory interface {
 	LabelKey(ctx context.Context, did string, refresh bool) (atcrypto.PublicKey, error)
 }
 
+// Identities is the identity resolver a Directory reads: enrich.Enricher, atkafka's one account cache (one PLC
+// request per account, one --plc-rate-limit), which keeps every verification method and service of a document.
+type Identities interface {
+	// PublicKey returns the key of did's verification method #id; errors as Directory.LabelKey's.
+	PublicKey(ctx context.Context, did, id string) (key atcrypto.PublicKey, cached bool, err error)
+	// ServiceEndpoint returns the endpoint of did's service #id, "" when the document names none.
+	ServiceEndpoint(ctx context.Context, did, id string) (endpoint string, cached bool, err error)
+	// InvalidateIdentity forgets did's document, so that the next call fetches it.
+	InvalidateIdentity(did string)
+}
+
 // errBadDID is a src that is not a DID: no key can ever be found for it.
 var errBadDID = errors.New("not a DID")
 
-// refreshAfter is how old a cached key must be before a failed signature fetches it again: a stream of forged
-// or corrupt labels then costs one document fetch per interval, not one per label.
+// refreshAfter is how long after a document was fetched again for a failed signature a failure may fetch it
+// once more: a stream of forged or corrupt labels then costs one document fetch per interval, not one per label.
 const refreshAfter = 10 * time.Second
 
-// keyTTL is how long a label key is trusted without a failure prompting a refresh: rotations are rare, and a
-// rotation shows itself as a failure anyway.
-const keyTTL = time.Hour
+// maxRefreshed bounds the refresh times kept; a labeler signs with its own DID, so there are few.
+const maxRefreshed = 1024
 
-// PLCDirectory resolves did:plc through a PLC directory and did:web over HTTPS (indigo's identity package),
-// caching label keys.
-type PLCDirectory struct {
-	dir identity.BaseDirectory
+// identityDirectory is the Directory over Identities.
+type identityDirectory struct {
+	ids Identities
 
-	mu   sync.Mutex
-	keys map[string]cachedKey
+	mu        sync.Mutex
+	refreshed map[string]time.Time // when a failure last fetched a DID's document again
 }
 
-type cachedKey struct {
-	key     atcrypto.PublicKey
-	fetched time.Time
-}
-
-// NewDirectory returns a PLCDirectory over the PLC directory at plcURL (https://plc.directory).
-func NewDirectory(plcURL string) *PLCDirectory {
-	return &PLCDirectory{dir: identity.BaseDirectory{PLCURL: plcURL, SkipHandleVerification: true, UserAgent: "atkafka",
-		HTTPClient: http.Client{Timeout: keyTimeout}}, keys: map[string]cachedKey{}}
-}
-
-func (d *PLCDirectory) resolve(ctx context.Context, did string) (*identity.Identity, error) {
-	id, err := syntax.ParseDID(did)
-	if err != nil {
-		return nil, fmt.Errorf("%w %q: %v", errBadDID, did, err)
-	}
-	doc, err := d.dir.ResolveDID(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("resolving %s: %w", did, err)
-	}
-	ident := identity.ParseIdentity(doc)
-	return &ident, nil
+// NewDirectory returns the Directory that resolves through ids. Keys live as long as ids caches documents
+// (--did-cache-ttl): rotations are rare, and a rotation shows itself as a failure anyway.
+func NewDirectory(ids Identities) Directory {
+	return &identityDirectory{ids: ids, refreshed: map[string]time.Time{}}
 }
 
 // LabelerEndpoint implements Directory.
-func (d *PLCDirectory) LabelerEndpoint(ctx context.Context, did string) (string, error) {
-	ident, err := d.resolve(ctx, did)
-	if err != nil {
-		return "", err
+func (d *identityDirectory) LabelerEndpoint(ctx context.Context, did string) (string, error) {
+	if _, err := syntax.ParseDID(did); err != nil {
+		return "", fmt.Errorf("%w %q: %v", errBadDID, did, err)
 	}
-	ep := ident.GetServiceEndpoint("atproto_labeler")
+	d.ids.InvalidateIdentity(did) // connections are rare; a stale endpoint would follow no move
+	ep, _, err := d.ids.ServiceEndpoint(ctx, did, "atproto_labeler")
+	if err != nil {
+		return "", fmt.Errorf("resolving %s: %w", did, err)
+	}
 	if ep == "" {
 		return "", fmt.Errorf("the DID document of %s names no #atproto_labeler service: it is not a labeler", did)
 	}
@@ -82,27 +74,24 @@ func (d *PLCDirectory) LabelerEndpoint(ctx context.Context, did string) (string,
 }
 
 // LabelKey implements Directory.
-func (d *PLCDirectory) LabelKey(ctx context.Context, did string, refresh bool) (atcrypto.PublicKey, error) {
-	d.mu.Lock()
-	c, ok := d.keys[did]
-	d.mu.Unlock()
-	age := time.Since(c.fetched)
-	if ok && age < keyTTL && (!refresh || age < refreshAfter) {
-		return c.key, nil
+func (d *identityDirectory) LabelKey(ctx context.Context, did string, refresh bool) (atcrypto.PublicKey, error) {
+	if _, err := syntax.ParseDID(did); err != nil {
+		return nil, fmt.Errorf("%w %q: %v", errBadDID, did, err)
 	}
-	ident, err := d.resolve(ctx, did)
-	if err != nil {
-		return nil, err
+	if refresh {
+		d.mu.Lock()
+		if time.Since(d.refreshed[did]) >= refreshAfter {
+			if len(d.refreshed) >= maxRefreshed { // srcs come from the stream: keep their number bounded
+				clear(d.refreshed)
+			}
+			d.refreshed[did] = time.Now()
+			d.ids.InvalidateIdentity(did)
+		}
+		d.mu.Unlock()
 	}
-	key, err := ident.GetPublicKey("atproto_label")
-	if errors.Is(err, identity.ErrKeyNotDeclared) {
-		return nil, fmt.Errorf("the DID document of %s declares no #atproto_label key: %w", did, err)
-	}
+	key, _, err := d.ids.PublicKey(ctx, did, "atproto_label")
 	if err != nil {
 		return nil, fmt.Errorf("the #atproto_label key of %s: %w", did, err)
 	}
-	d.mu.Lock()
-	d.keys[did] = cachedKey{key: key, fetched: time.Now()}
-	d.mu.Unlock()
 	return key, nil
 }

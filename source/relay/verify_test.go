@@ -16,6 +16,7 @@ import (
 	"github.com/atkafka/atkafka/sink/sinktest"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
 	"github.com/atkafka/atkafka/testenv"
+	"github.com/atkafka/atkafka/transform/enrich"
 	"github.com/atkafka/atkafka/transform/frame"
 	"github.com/atkafka/atkafka/transform/verify"
 )
@@ -53,15 +54,21 @@ func verifyCorpus(t *testing.T, mode verify.Mode) (srv *relaytest.Server, forged
 	}
 	docs[forged], _ = json.Marshal(doc)
 	plc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		d, ok := docs[strings.TrimPrefix(r.URL.Path, "/")]
+		did := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/"), "/log/audit")
+		d, ok := docs[did]
 		if !ok {
 			http.NotFound(w, r)
 			return
 		}
-		w.Write(d)
+		w.Write(testenv.PLCAuditLog(did, d, "2023-04-01T12:00:00.000Z"))
 	}))
 	t.Cleanup(plc.Close)
-	v, err = verify.New(verify.Config{Mode: mode, PLCHost: plc.URL, PLCRate: -1, Logger: testLogger(t), Observer: metrics.Verify{}})
+	e, err := enrich.New(enrich.Config{PLCHost: plc.URL, PLCRate: -1, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	v, err = verify.New(verify.Config{Mode: mode, Keys: e, Logger: testLogger(t), Observer: metrics.Verify{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/bluesky-social/indigo/atproto/identity"
 
 	"github.com/atkafka/atkafka/testenv"
 	"github.com/atkafka/atkafka/transform/filter"
@@ -663,6 +666,26 @@ func TestDIDWeb(t *testing.T) {
 	}
 	if plc.total() != 1 {
 		t.Errorf("requests: %v (no audit log for did:web)", plc.hits)
+	}
+	// Keys and services by id come from the same cached document, as indigo reads it.
+	ctx := context.Background()
+	if k, cached, err := e.PublicKey(ctx, did, "atproto"); err != nil || !cached || k.Multibase() != "zQ3shrc8v5X6ZiANcZxA6JerfT2T4SskeCGxpmtDfMuHF9KRj" {
+		t.Errorf("#atproto key: %v, cached %v, %v", k, cached, err)
+	}
+	if _, _, err := e.PublicKey(ctx, did, "atproto_label"); !errors.Is(err, identity.ErrKeyNotDeclared) {
+		t.Errorf("#atproto_label key: %v, want ErrKeyNotDeclared", err)
+	}
+	if ep, cached, err := e.ServiceEndpoint(ctx, did, "atproto_pds"); err != nil || !cached || ep != "https://pds.example.com" {
+		t.Errorf("#atproto_pds: %q, cached %v, %v", ep, cached, err)
+	}
+	if ep, _, err := e.ServiceEndpoint(ctx, did, "atproto_labeler"); err != nil || ep != "" {
+		t.Errorf("#atproto_labeler: %q, %v; want none", ep, err)
+	}
+	if _, _, err := e.ServiceEndpoint(ctx, "did:web:nobody.example.com", "atproto_pds"); !errors.Is(err, identity.ErrDIDNotFound) {
+		t.Errorf("unknown DID: %v, want ErrDIDNotFound", err)
+	}
+	if plc.total() != 2 {
+		t.Errorf("requests: %v, want one more, for the unknown DID", plc.hits)
 	}
 }
 

@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/bluesky-social/indigo/atproto/atcrypto"
-	"github.com/bluesky-social/indigo/atproto/identity"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/atkafka/atkafka/transform/filter"
@@ -58,8 +56,8 @@ type account struct {
 	createdAt int64
 	// createdRaw is that createdAt as written, when rendering createdAt would not give it back.
 	createdRaw *string
-	// key is the atproto signing key, parsed on first use (by --verify-commits only).
-	key atomic.Pointer[signingKey]
+	// keys are the verification methods' keys asked for so far (by the verifier, the labels source), parsed.
+	keys atomic.Pointer[parsedKey]
 }
 
 // webDoc is a did:web document, compacted, and its PDS endpoint.
@@ -87,11 +85,6 @@ func (a *account) appendCreated(dst []byte) []byte {
 	dst = append(dst, '"')
 	dst = time.UnixMilli(a.createdAt).UTC().AppendFormat(dst, createdLayout)
 	return append(dst, '"')
-}
-
-type signingKey struct {
-	key atcrypto.PublicKey
-	err error
 }
 
 // AppendJSON appends the metadata as a JSON object:
@@ -321,33 +314,4 @@ func webAccount(did string, body []byte) (*account, error) {
 	a := &account{web: &webDoc{doc: buf.Bytes(), pdsHost: pds}}
 	a.setIdentity(handle, pds)
 	return a, nil
-}
-
-// signingKey returns the account's atproto signing key, parsed once; most accounts are only ever rendered.
-func (a *account) signingKey() (atcrypto.PublicKey, error) {
-	if k := a.key.Load(); k != nil {
-		return k.key, k.err
-	}
-	k := &signingKey{}
-	if a.plc != nil {
-		if mb := a.plc.signingKey(); mb == "" {
-			k.err = identity.ErrKeyNotDeclared
-		} else {
-			k.key, k.err = atcrypto.ParsePublicMultibase(mb)
-		}
-	} else {
-		var doc identity.DIDDocument
-		if err := json.Unmarshal(a.web.doc, &doc); err != nil {
-			k.err = err
-		} else {
-			ident := identity.ParseIdentity(&doc)
-			k.key, k.err = ident.PublicKey()
-		}
-	}
-	if k.err != nil && !errors.Is(k.err, identity.ErrKeyNotDeclared) {
-		// A declared key that does not parse is as unusable as none.
-		k.err = fmt.Errorf("%w: %w", identity.ErrKeyNotDeclared, k.err)
-	}
-	a.key.Store(k)
-	return k.key, k.err
 }

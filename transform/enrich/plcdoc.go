@@ -423,6 +423,56 @@ func (d *plcDoc) pdsEndpoint() string { return d.pds.in(d.b) }
 // signingKey returns the #atproto verification method's publicKeyMultibase, or "" when there is none.
 func (d *plcDoc) signingKey() string { return d.key.in(d.b) }
 
+// verificationMethod returns the publicKeyMultibase of the verification method #id, or "" when there is none.
+func (d *plcDoc) verificationMethod(id string) string {
+	if id == "atproto" {
+		return d.signingKey() // the hot one has its span
+	}
+	b, i := d.b, d.skipAKA()
+	n, w := uvarintString(b[i:])
+	i += w
+	for range n {
+		vid, key := nextPacked(b, &i), nextPacked(b, &i)
+		if vid == id {
+			return key
+		}
+	}
+	return ""
+}
+
+// serviceEndpoint returns the endpoint of the service #id, or "" when there is none or it is no URL (indigo's
+// reading, as for pdsEndpoint).
+func (d *plcDoc) serviceEndpoint(id string) string {
+	b, i := d.b, d.skipAKA()
+	n, w := uvarintString(b[i:])
+	i += w
+	for range n { // the verification methods
+		nextPacked(b, &i)
+		nextPacked(b, &i)
+	}
+	n, w = uvarintString(b[i:])
+	i += w
+	for range n {
+		sid, _, ep := nextPacked(b, &i), nextPacked(b, &i), nextPacked(b, &i)
+		if sid == id {
+			if _, err := url.Parse(ep); err != nil {
+				return ""
+			}
+			return ep
+		}
+	}
+	return ""
+}
+
+// skipAKA returns where the verification methods start in d.b.
+func (d *plcDoc) skipAKA() int {
+	n, i := uvarintString(d.b)
+	for range n {
+		nextPacked(d.b, &i)
+	}
+	return i
+}
+
 // jsonNeedsEscape reports whether s cannot be written between quotes as is. Strings from the decoder are valid
 // UTF-8, so only the ASCII the JSON grammar reserves matters.
 func jsonNeedsEscape(s string) bool {

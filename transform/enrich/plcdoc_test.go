@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
+	"github.com/bluesky-social/indigo/atproto/identity"
 
 	"github.com/atkafka/atkafka/testenv"
 )
@@ -270,10 +271,47 @@ func TestParseAuditLog(t *testing.T) {
 			if doc.handle() != tc.handle || doc.pdsEndpoint() != tc.pds || doc.signingKey() != tc.key {
 				t.Errorf("handle %q pds %q key %q, want %q %q %q", doc.handle(), doc.pdsEndpoint(), doc.signingKey(), tc.handle, tc.pds, tc.key)
 			}
+			// The generic accessors (labelers' keys and endpoints) agree with the spans.
+			if ep := doc.serviceEndpoint("atproto_pds"); ep != tc.pds {
+				t.Errorf("serviceEndpoint(atproto_pds) %q, want %q", ep, tc.pds)
+			}
 			if tc.createdAt != "" && createdAt != tc.createdAt {
 				t.Errorf("createdAt %q, want %q", createdAt, tc.createdAt)
 			}
 		})
+	}
+}
+
+// Every verification method and service is kept and found by its id, not only the account's own.
+func TestPLCDocMethodsAndServices(t *testing.T) {
+	log := "[" + entryJSON(plcOp(`["at://mod.test"]`, fmt.Sprintf(`{"atproto":%q,"atproto_label":%q}`, plcTestK256, plcTestP256),
+		`{"atproto_pds":{"type":"AtprotoPersonalDataServer","endpoint":"https://pds.example.com"},"atproto_labeler":{"type":"AtprotoLabeler","endpoint":"https://mod.example"}}`),
+		false, "2023-05-01T00:00:00.000Z") + "]"
+	doc, _, err := parseAuditLog(plcTestDID, []byte(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]string{"atproto": plcTestK256, "atproto_label": plcTestP256, "other": ""} {
+		if got := doc.verificationMethod(id); got != strings.TrimPrefix(want, "did:key:") {
+			t.Errorf("verificationMethod(%s) = %q, want %q", id, got, want)
+		}
+	}
+	for id, want := range map[string]string{"atproto_pds": "https://pds.example.com", "atproto_labeler": "https://mod.example", "other": ""} {
+		if got := doc.serviceEndpoint(id); got != want {
+			t.Errorf("serviceEndpoint(%s) = %q, want %q", id, got, want)
+		}
+	}
+	acct := &account{plc: doc}
+	for range 2 { // parsed, then from the list
+		if k, err := acct.publicKey("atproto_label"); err != nil || k.DIDKey() != plcTestP256 {
+			t.Errorf("publicKey(atproto_label) = %v, %v", k, err)
+		}
+		if k, err := acct.publicKey("atproto"); err != nil || k.DIDKey() != plcTestK256 {
+			t.Errorf("publicKey(atproto) = %v, %v", k, err)
+		}
+	}
+	if _, err := acct.publicKey("other"); !errors.Is(err, identity.ErrKeyNotDeclared) {
+		t.Errorf("publicKey(other): %v, want ErrKeyNotDeclared", err)
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 	carutil "github.com/ipld/go-car/util"
 
 	"github.com/atkafka/atkafka/transform/dagcbor"
+	"github.com/atkafka/atkafka/transform/enrich"
 )
 
 // cborPrefix makes the CIDs of DAG-CBOR blocks, as atproto repositories do.
@@ -303,12 +304,23 @@ func (p *fakePLC) setDown(down bool) {
 
 func newVerifier(t testing.TB, mode Mode, plc string) *Verifier {
 	t.Helper()
-	v, err := New(Config{Mode: mode, PLCHost: plc, PLCRate: -1, ErrorTTL: time.Millisecond, Logger: slog.New(slog.DiscardHandler),
-		Observer: &tally{}})
+	v, err := New(Config{Mode: mode, Keys: newEnricher(t, plc), Logger: slog.New(slog.DiscardHandler), Observer: &tally{}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// newEnricher returns the Enricher that resolves keys on plc, as atkafka wires it; failures are remembered for a
+// millisecond only, so that a test can bring the PLC back.
+func newEnricher(t testing.TB, plc string) *enrich.Enricher {
+	t.Helper()
+	e, err := enrich.New(enrich.Config{PLCHost: plc, PLCRate: -1, FailureTTL: time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
 }
 
 // tally is an Observer of the test's own, so that a test counts its own verifier's frames rather than deltas of

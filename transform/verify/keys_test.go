@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 
@@ -16,11 +15,7 @@ import (
 // it enriches, and that Enricher.
 func enricherVerifier(t *testing.T, plc *fakePLC) (*Verifier, *enrich.Enricher) {
 	t.Helper()
-	e, err := enrich.New(enrich.Config{PLCHost: plc.URL, PLCRate: -1, FailureTTL: time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
+	e := newEnricher(t, plc.URL)
 	v, err := New(Config{Mode: ModeStrict, Keys: e, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -29,8 +24,7 @@ func enricherVerifier(t *testing.T, plc *fakePLC) (*Verifier, *enrich.Enricher) 
 }
 
 // TestEnricherKeys: with its keys from enrichment's document cache, the Verifier needs no request of its own,
-// follows a key rotation with one refetch, and tells an unknown DID (no_key) from a PLC outage (key_unavailable),
-// as it does with its own cache.
+// follows a key rotation with one refetch, and tells an unknown DID (no_key) from a PLC outage (key_unavailable).
 func TestEnricherKeys(t *testing.T) {
 	ctx := context.Background()
 	a, plc, _ := setup(t)
@@ -76,12 +70,5 @@ func TestEnricherKeys(t *testing.T) {
 	keyless, _ := enricherVerifier(t, noKey)
 	if got := reasonOf(t, keyless.CheckCommit(ctx, msg)); got != ReasonNoKey {
 		t.Errorf("document without a key: reason %q, want %q", got, ReasonNoKey)
-	}
-}
-
-// atkafka passes one --plc-rate-limit to the enricher and the verifier: a default must mean the same to both.
-func TestPLCRateDefaultAgreesWithEnrich(t *testing.T) {
-	if DefaultPLCRate != enrich.DefaultPLCRate {
-		t.Fatalf("verify.DefaultPLCRate %v, enrich.DefaultPLCRate %v", DefaultPLCRate, enrich.DefaultPLCRate)
 	}
 }

@@ -9,7 +9,7 @@
 //     a deleted path is gone), and, when the frame carries prevData, applying the inverted ops to the tree
 //     yields prevData: nothing was changed that the ops do not say;
 //  3. signature: the commit block is signed by the #atproto key of the account's DID document, from [Keys]:
-//     enrichment's document cache when atkafka enriches, else a cache of the Verifier's own. A signature that
+//     enrichment's document cache, atkafka's one identity resolver. A signature that
 //     does not verify with a cached key is retried once with a freshly fetched document, since the account may
 //     have rotated its key.
 //
@@ -119,36 +119,17 @@ func (e *Error) Passes() bool {
 	return e.Reason == ReasonUnverifiable || e.Reason == ReasonKeyUnavailable
 }
 
-// Defaults of the Config fields left at their zero value.
-const (
-	DefaultPLCHost       = "https://plc.directory"
-	DefaultCacheSize     = 250_000
-	DefaultCacheTTL      = time.Hour
-	DefaultErrorTTL      = 30 * time.Second
-	DefaultLookupTimeout = 5 * time.Second
-	// DefaultPLCRate is enrich.DefaultPLCRate: atkafka's one --plc-rate-limit means the same to both.
-	DefaultPLCRate = 100
-)
+// DefaultLookupTimeout is Config.LookupTimeout's default.
+const DefaultLookupTimeout = 5 * time.Second
 
 // Config configures a Verifier. The zero value of a field means its default.
 type Config struct {
 	// Mode is what Commit and Sync do with failures. Default ModeOff, in which they do nothing.
 	Mode Mode
-	// Keys, when set, is where signing keys come from (enrich.Enricher shares enrichment's document cache and
-	// PLC rate limit), and the fields below down to ErrorTTL are unused. Otherwise the Verifier keeps its own
-	// cache of documents fetched from PLCHost.
+	// Keys is where signing keys come from, required unless Mode is ModeOff: atkafka's one identity resolver,
+	// enrich.Enricher, so that verifying shares enrichment's document cache and PLC rate limit (tests may pass
+	// an in-memory Keys).
 	Keys Keys
-	// PLCHost is the PLC directory keys are fetched from. Default DefaultPLCHost.
-	PLCHost string
-	// PLCRate limits requests to PLCHost per second (atkafka's --plc-rate-limit). Default DefaultPLCRate;
-	// negative: unlimited (a private PLC mirror), as in enrich.Config.
-	PLCRate float64
-	// CacheSize is how many DID documents are kept; CacheTTL how long one is reused; ErrorTTL how long a failed
-	// lookup is remembered before it is tried again. Defaults DefaultCacheSize, DefaultCacheTTL,
-	// DefaultErrorTTL.
-	CacheSize int
-	CacheTTL  time.Duration
-	ErrorTTL  time.Duration
 	// LookupTimeout bounds one DID document fetch. Default DefaultLookupTimeout.
 	LookupTimeout time.Duration
 	// Logger receives, in ModeLog, one warning per failed frame (with seq and DID); in ModeStrict the caller
@@ -194,13 +175,10 @@ func New(cfg Config) (*Verifier, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	keys := cfg.Keys
-	if keys == nil {
-		if keys, err = newDirectoryKeys(cfg); err != nil {
-			return nil, err
-		}
+	if cfg.Keys == nil && mode != ModeOff {
+		return nil, errors.New("verify: no Keys to resolve signing keys with")
 	}
-	return &Verifier{mode: mode, keys: keys, timeout: cmp.Or(cfg.LookupTimeout, DefaultLookupTimeout), log: log,
+	return &Verifier{mode: mode, keys: cfg.Keys, timeout: cmp.Or(cfg.LookupTimeout, DefaultLookupTimeout), log: log,
 		obs: cmp.Or(cfg.Observer, Observer(nopObserver{}))}, nil
 }
 

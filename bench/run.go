@@ -273,7 +273,7 @@ func (cfg Config) withDefaults() Config {
 func (cfg Config) sinkConfig(brokers []string) kafka.Config {
 	return kafka.Config{Brokers: brokers, Compression: cfg.Compression, Linger: cfg.Linger, MaxBatchBytes: 1 << 20,
 		Acks: "all", Partitions: cfg.Partitions, MaxInFlightRecords: cfg.MaxInFlightRecords,
-		MaxInFlightBytes: cfg.MaxInFlightBytes, Logger: cfg.Log}
+		MaxInFlightBytes: cfg.MaxInFlightBytes, Logger: cfg.Log, Observer: metrics.Kafka{}}
 }
 
 // The defaults of atkafka's CLI, which are the libraries' (cmd/atkafka/flags.go), and which the benchmark

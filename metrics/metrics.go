@@ -277,3 +277,36 @@ func (Tap) DeadLettered(reason string) { DeadLettered.WithLabelValues("tap", rea
 
 // Reconnect counts in reconnects.
 func (Tap) Reconnect(reason string) { Reconnects.WithLabelValues("tap", reason).Inc() }
+
+// Children of produced_events, resolved once: Kafka.Produced runs per record.
+var (
+	producedOK    = ProducedEvents.WithLabelValues("ok")
+	producedError = ProducedEvents.WithLabelValues("error")
+)
+
+// Kafka is the Prometheus kafka.Observer: produced_events, inflight_records, inflight_bytes and transactions.
+type Kafka struct{}
+
+// Produced counts in produced_events.
+func (Kafka) Produced(status string, n int) {
+	switch status {
+	case "ok":
+		producedOK.Add(float64(n))
+	case "error":
+		producedError.Add(float64(n))
+	default:
+		ProducedEvents.WithLabelValues(status).Add(float64(n))
+	}
+}
+
+// InFlight adds to inflight_records and inflight_bytes.
+func (Kafka) InFlight(topic string) func(records, bytes int64) {
+	r, b := InFlightRecords.WithLabelValues(topic), InFlightBytes.WithLabelValues(topic)
+	return func(records, bytes int64) {
+		r.Add(float64(records))
+		b.Add(float64(bytes))
+	}
+}
+
+// Transaction counts in transactions.
+func (Kafka) Transaction(status string) { Transactions.WithLabelValues(status).Inc() }

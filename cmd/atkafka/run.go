@@ -422,6 +422,7 @@ func kafkaClientConfig(c *config, brokers []string) kafka.Config {
 			InsecureSkipVerify: k.TLSInsecureSkipVerify},
 		SASL:               kafka.SASLConfig{Mechanism: k.SASLMechanism, Username: k.SASLUsername, Password: k.SASLPassword},
 		MaxInFlightRecords: k.MaxInFlightRecords, MaxInFlightBytes: int64(k.MaxInFlightBytes), ConnectTimeout: k.ConnectTimeout,
+		Observer: metrics.Kafka{},
 	}
 }
 

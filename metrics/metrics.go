@@ -310,3 +310,47 @@ func (Kafka) InFlight(topic string) func(records, bytes int64) {
 
 // Transaction counts in transactions.
 func (Kafka) Transaction(status string) { Transactions.WithLabelValues(status).Inc() }
+
+// The children of the Ozone source's metrics, resolved once.
+var (
+	ozoneCursorCurrent   = CursorCurrent.WithLabelValues("ozone")
+	ozoneCursorCommitted = CursorCommitted.WithLabelValues("ozone")
+	ozoneLag             = LagSeconds.WithLabelValues("ozone")
+	ozoneLatency         = ProduceLatency.WithLabelValues("ozone")
+	ozonePollLatency     = OzonePollLatency.WithLabelValues()
+	ozoneLastID          = OzoneLastEvent.WithLabelValues("id")
+	ozoneLastCreatedAt   = OzoneLastEvent.WithLabelValues("created_at")
+)
+
+// Ozone is the Prometheus ozone.Observer: handled_events (without a collection), cursor_current,
+// cursor_committed, lag_seconds, produce_latency_seconds, decode_errors and dead_lettered_events with
+// source="ozone", ozone_poll_latency_seconds and ozone_last_event.
+type Ozone struct{}
+
+// Read counts in handled_events and sets cursor_current.
+func (Ozone) Read(action string, id int64) {
+	HandledEvent(action, "").Inc()
+	ozoneCursorCurrent.Set(float64(id))
+}
+
+// Lag sets lag_seconds.
+func (Ozone) Lag(d time.Duration) { ozoneLag.Set(d.Seconds()) }
+
+// Polled observes ozone_poll_latency_seconds.
+func (Ozone) Polled(d time.Duration) { ozonePollLatency.Observe(d.Seconds()) }
+
+// Delivered observes produce_latency_seconds.
+func (Ozone) Delivered(d time.Duration) { ozoneLatency.Observe(d.Seconds()) }
+
+// Committed sets cursor_committed and ozone_last_event.
+func (Ozone) Committed(id int64, createdAt time.Time) {
+	ozoneCursorCommitted.Set(float64(id))
+	ozoneLastID.Set(float64(id))
+	ozoneLastCreatedAt.Set(float64(createdAt.UnixMilli()) / 1000)
+}
+
+// DecodeError counts in decode_errors.
+func (Ozone) DecodeError(kind string) { DecodeErrors.WithLabelValues("ozone", kind).Inc() }
+
+// DeadLettered counts in dead_lettered_events.
+func (Ozone) DeadLettered(kind string) { DeadLettered.WithLabelValues("ozone", kind).Inc() }

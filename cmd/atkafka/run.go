@@ -94,7 +94,7 @@ func (wiring) ozone(ctx context.Context, c *config) error {
 		return ozone.New(ozone.Config{
 			PDSHost: c.Ozone.PDSHost, Identifier: c.Ozone.Identifier, Password: c.Ozone.Password, LabelerDID: c.Ozone.LabelerDID,
 			PollInterval: c.Ozone.PollInterval, Cursor: store, Sink: rt.producer, Formatter: formatter,
-			DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log,
+			DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log, Observer: metrics.Ozone{},
 		})
 	})
 }

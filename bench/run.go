@@ -399,7 +399,7 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 	defer os.RemoveAll(dir)
 	src, err := relay.New(relay.Config{Host: h.RelayURL, DataDir: dir, StartCursor: strconv.FormatInt(h.FirstSeq-1, 10),
 		Workers: cfg.Workers, MaxInFlight: cfg.MaxInFlightFrames, Sink: cs, Pipeline: p, DeadLetterTopic: dlTopic, Logger: log,
-		Cursor: store})
+		Cursor: store, Observer: metrics.Relay{}})
 	if err != nil {
 		return nil, err
 	}

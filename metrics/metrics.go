@@ -354,3 +354,40 @@ func (Ozone) DecodeError(kind string) { DecodeErrors.WithLabelValues("ozone", ki
 
 // DeadLettered counts in dead_lettered_events.
 func (Ozone) DeadLettered(kind string) { DeadLettered.WithLabelValues("ozone", kind).Inc() }
+
+// The children of the relay source's metrics, resolved once: Relay's methods run per frame.
+var (
+	relayCursorCurrent   = CursorCurrent.WithLabelValues("relay")
+	relayCursorCommitted = CursorCommitted.WithLabelValues("relay")
+	relayLag             = LagSeconds.WithLabelValues("relay")
+	relayLatency         = ProduceLatency.WithLabelValues("relay")
+)
+
+// Relay is the Prometheus relay.Observer: cursor_current, cursor_committed, lag_seconds,
+// produce_latency_seconds, decode_errors, dead_lettered_events, reconnects and source_events, with
+// source="relay".
+type Relay struct{}
+
+// Read sets cursor_current.
+func (Relay) Read(seq int64) { relayCursorCurrent.Set(float64(seq)) }
+
+// Committed sets cursor_committed.
+func (Relay) Committed(seq int64) { relayCursorCommitted.Set(float64(seq)) }
+
+// Lag sets lag_seconds.
+func (Relay) Lag(d time.Duration) { relayLag.Set(d.Seconds()) }
+
+// Delivered observes produce_latency_seconds.
+func (Relay) Delivered(d time.Duration) { relayLatency.Observe(d.Seconds()) }
+
+// DecodeError counts in decode_errors.
+func (Relay) DecodeError(kind string) { DecodeErrors.WithLabelValues("relay", kind).Inc() }
+
+// DeadLettered counts in dead_lettered_events.
+func (Relay) DeadLettered(reason string) { DeadLettered.WithLabelValues("relay", reason).Inc() }
+
+// Reconnect counts in reconnects.
+func (Relay) Reconnect(reason string) { Reconnects.WithLabelValues("relay", reason).Inc() }
+
+// SourceEvent counts in source_events.
+func (Relay) SourceEvent(kind string) { SourceEvents.WithLabelValues("relay", kind).Inc() }

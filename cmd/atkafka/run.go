@@ -46,7 +46,7 @@ func (wiring) relay(ctx context.Context, c *config) error {
 			Host: c.Relay.Host, DataDir: c.DataDir, StartCursor: c.Relay.Cursor, Workers: c.Relay.Workers,
 			MaxInFlight: c.Relay.MaxInFlight, ShutdownTimeout: c.ShutdownTimeout,
 			Sink: rt.sink, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log, Verifier: st.verifier,
-			Cursor: store,
+			Cursor: store, Observer: metrics.Relay{},
 		})
 	})
 }

@@ -391,3 +391,84 @@ func (Relay) Reconnect(reason string) { Reconnects.WithLabelValues("relay", reas
 
 // SourceEvent counts in source_events.
 func (Relay) SourceEvent(kind string) { SourceEvents.WithLabelValues("relay", kind).Inc() }
+
+// maxLabelValues bounds the label values kept as val of labels_produced: a labeler may invent values without
+// end.
+const maxLabelValues = 256
+
+var (
+	labelValuesMu sync.Mutex
+	labelValues   = map[string]bool{}
+)
+
+// labelValue is v as a val label: itself while fewer than maxLabelValues values were seen, else "other".
+func labelValue(v string) string {
+	labelValuesMu.Lock()
+	defer labelValuesMu.Unlock()
+	if labelValues[v] {
+		return v
+	}
+	if len(labelValues) < maxLabelValues {
+		labelValues[v] = true
+		return v
+	}
+	return "other"
+}
+
+// labelsLatency is produce_latency_seconds{source=labels}, resolved once: it is observed per frame.
+var labelsLatency = ProduceLatency.WithLabelValues("labels")
+
+// Labels is the Prometheus labels.Observer: produce_latency_seconds, decode_errors, dead_lettered_events and
+// source_events with source="labels", and through Labeler the per-labeler metrics.
+type Labels struct{}
+
+// Cursor sets labeler_cursor (kind=current, kind=committed).
+func (Labels) Cursor(labeler string) (read, committed func(seq int64)) {
+	r, c := LabelerCursor.WithLabelValues(labeler, "current"), LabelerCursor.WithLabelValues(labeler, "committed")
+	return func(seq int64) { r.Set(float64(seq)) }, func(seq int64) { c.Set(float64(seq)) }
+}
+
+// Connected sets labeler_connected.
+func (Labels) Connected(labeler string) func(bool) {
+	g := LabelerConnected.WithLabelValues(labeler)
+	return func(up bool) {
+		if up {
+			g.Set(1)
+			return
+		}
+		g.Set(0)
+	}
+}
+
+// Lag sets label_lag_seconds.
+func (Labels) Lag(labeler string) func(time.Duration) {
+	g := LabelLagSeconds.WithLabelValues(labeler)
+	return func(d time.Duration) { g.Set(d.Seconds()) }
+}
+
+// Reconnect counts in labeler_reconnects.
+func (Labels) Reconnect(labeler, reason string) {
+	LabelerReconnects.WithLabelValues(labeler, reason).Inc()
+}
+
+// Produced counts in labels_produced, the value folded by labelValue.
+func (Labels) Produced(labeler, val string) {
+	LabelsProduced.WithLabelValues(labeler, labelValue(val)).Inc()
+}
+
+// Verified counts in label_verifications.
+func (Labels) Verified(labeler, result string) {
+	LabelVerifications.WithLabelValues(labeler, result).Inc()
+}
+
+// Delivered observes produce_latency_seconds.
+func (Labels) Delivered(d time.Duration) { labelsLatency.Observe(d.Seconds()) }
+
+// DecodeError counts in decode_errors.
+func (Labels) DecodeError(kind string) { DecodeErrors.WithLabelValues("labels", kind).Inc() }
+
+// DeadLettered counts in dead_lettered_events.
+func (Labels) DeadLettered(reason string) { DeadLettered.WithLabelValues("labels", reason).Inc() }
+
+// SourceEvent counts in source_events.
+func (Labels) SourceEvent(kind string) { SourceEvents.WithLabelValues("labels", kind).Inc() }

@@ -112,7 +112,7 @@ func (wiring) labels(ctx context.Context, c *config) error {
 				return rt.cursor(labels.CursorFile(c.DataDir, l), "at the labeler's tip")
 			},
 			ShutdownTimeout: c.ShutdownTimeout, Sink: rt.producer, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic,
-			Logger: rt.log,
+			Logger: rt.log, Observer: metrics.Labels{},
 		})
 	})
 }

@@ -472,3 +472,34 @@ func (Labels) DeadLettered(reason string) { DeadLettered.WithLabelValues("labels
 
 // SourceEvent counts in source_events.
 func (Labels) SourceEvent(kind string) { SourceEvents.WithLabelValues("labels", kind).Inc() }
+
+// Backfill is the Prometheus backfill.Observer: the backfill_* metrics, transactions, and dead_lettered_events
+// with source="backfill".
+type Backfill struct{}
+
+// Planned counts in backfill_planned_repos.
+func (Backfill) Planned(repos int) { BackfillPlanned.Add(float64(repos)) }
+
+// Repo counts in backfill_repos.
+func (Backfill) Repo(outcome string) { BackfillRepos.WithLabelValues(outcome).Inc() }
+
+// Loading adds to backfill_repos_in_flight.
+func (Backfill) Loading(delta int) { BackfillInFlight.Add(float64(delta)) }
+
+// Fetched observes backfill_fetch_seconds and backfill_repo_bytes.
+func (Backfill) Fetched(d time.Duration, bytes int) {
+	BackfillFetch.WithLabelValues().Observe(d.Seconds())
+	BackfillRepoBytes.WithLabelValues().Observe(float64(bytes))
+}
+
+// FetchError counts in backfill_fetch_errors.
+func (Backfill) FetchError(reason string) { BackfillFetchErrors.WithLabelValues(reason).Inc() }
+
+// Produced counts in backfill_records.
+func (Backfill) Produced(records int) { BackfillRecords.Add(float64(records)) }
+
+// DeadLettered counts in dead_lettered_events.
+func (Backfill) DeadLettered(reason string) { DeadLettered.WithLabelValues("backfill", reason).Inc() }
+
+// Transaction counts in transactions.
+func (Backfill) Transaction(status string) { Transactions.WithLabelValues(status).Inc() }

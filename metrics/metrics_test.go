@@ -6,6 +6,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/atkafka/atkafka/sink/kafka"
+	"github.com/atkafka/atkafka/source/backfill"
+	"github.com/atkafka/atkafka/source/labels"
+	"github.com/atkafka/atkafka/source/relay"
 	"github.com/atkafka/atkafka/source/tap"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/enrich"
@@ -18,7 +22,13 @@ var (
 	_ verify.Observer    = Verify{}
 	_ transform.Observer = Pipeline{}
 	_ tap.Observer       = Tap{}
+	_ kafka.Observer     = Kafka{}
+	_ relay.Observer     = Relay{}
+	_ labels.Observer    = Labels{}
+	_ backfill.Observer  = Backfill{}
 )
+
+// ozone.Observer is checked by cmd/atkafka's wiring: ozone's session still imports this package.
 
 // Enrich counts document lookups in plc_requests and profile lookups in api_requests, under the labels the
 // dashboard reads.

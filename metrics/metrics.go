@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 )
 
 const namespace = "atkafka"
@@ -277,6 +278,23 @@ func (Tap) DeadLettered(reason string) { DeadLettered.WithLabelValues("tap", rea
 
 // Reconnect counts in reconnects.
 func (Tap) Reconnect(reason string) { Reconnects.WithLabelValues("tap", reason).Inc() }
+
+// Cursor returns the latest position read and the position committed of source (the label of cursor_current and
+// cursor_committed: "relay" or "ozone"), for a readiness check that needs no access to the source's internals
+// (server.Advancing).
+func Cursor(source string) func() (read, committed int64) {
+	current, committed := CursorCurrent.WithLabelValues(source), CursorCommitted.WithLabelValues(source)
+	return func() (int64, int64) { return gaugeValue(current), gaugeValue(committed) }
+}
+
+func gaugeValue(g prometheus.Gauge) int64 {
+	var m dto.Metric
+	if err := g.Write(&m); err != nil {
+		return 0
+	}
+	// Positions are integers below 2^53 (relay seqs, Ozone ids), so the float64 gauge holds them exactly.
+	return int64(m.GetGauge().GetValue())
+}
 
 // Children of produced_events, resolved once: Kafka.Produced runs per record.
 var (

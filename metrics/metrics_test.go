@@ -76,3 +76,15 @@ func TestHandledEventFolding(t *testing.T) {
 		t.Fatalf("app.bsky.feed.post folds to %q once the list no longer allows it", got)
 	}
 }
+
+// Cursor reads the gauges the sources set, for server.Advancing.
+func TestCursorReadsGauges(t *testing.T) {
+	const source = "metrics-test"
+	defer CursorCurrent.DeleteLabelValues(source)
+	defer CursorCommitted.DeleteLabelValues(source)
+	CursorCurrent.WithLabelValues(source).Set(50)
+	CursorCommitted.WithLabelValues(source).Set(42)
+	if read, committed := Cursor(source)(); read != 50 || committed != 42 {
+		t.Errorf("Cursor = %d, %d; want 50, 42", read, committed)
+	}
+}

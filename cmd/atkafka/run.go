@@ -191,7 +191,7 @@ func addReadiness(rt *runtime, c *config, name string, src source) {
 			})
 		}
 		// Tap's ids are unordered, so it reports its own read and settled counts; the others have ordered cursors.
-		advancing := server.CursorAdvancing(name, c.ReadinessWindow)
+		advancing := server.Advancing(c.ReadinessWindow, metrics.Cursor(name))
 		if ps, ok := src.(interface{ Progress() (read, settled int64) }); ok {
 			advancing = server.Advancing(c.ReadinessWindow, ps.Progress)
 		}
@@ -431,7 +431,7 @@ func (rt *runtime) startServer(c *config) error {
 	if c.MetricsAddr == "" {
 		return nil
 	}
-	srv := server.New(c.MetricsAddr, server.WithLogger(rt.log))
+	srv := server.New(c.MetricsAddr, server.WithLogger(rt.log), server.WithMetrics(metrics.Registry))
 	if err := srv.Listen(); err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
 	}

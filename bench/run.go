@@ -273,7 +273,7 @@ func (cfg Config) withDefaults() Config {
 func (cfg Config) sinkConfig(brokers []string) kafka.Config {
 	return kafka.Config{Brokers: brokers, Compression: cfg.Compression, Linger: cfg.Linger, MaxBatchBytes: 1 << 20,
 		Acks: "all", Partitions: cfg.Partitions, MaxInFlightRecords: cfg.MaxInFlightRecords,
-		MaxInFlightBytes: cfg.MaxInFlightBytes, Logger: cfg.Log}
+		MaxInFlightBytes: cfg.MaxInFlightBytes, Logger: cfg.Log, Observer: metrics.Kafka{}}
 }
 
 // The defaults of atkafka's CLI, which are the libraries' (cmd/atkafka/flags.go), and which the benchmark
@@ -399,7 +399,7 @@ func runMode(ctx context.Context, cfg Config, mode string, h *Helper, brokers []
 	defer os.RemoveAll(dir)
 	src, err := relay.New(relay.Config{Host: h.RelayURL, DataDir: dir, StartCursor: strconv.FormatInt(h.FirstSeq-1, 10),
 		Workers: cfg.Workers, MaxInFlight: cfg.MaxInFlightFrames, Sink: cs, Pipeline: p, DeadLetterTopic: dlTopic, Logger: log,
-		Cursor: store})
+		Cursor: store, Observer: metrics.Relay{}})
 	if err != nil {
 		return nil, err
 	}

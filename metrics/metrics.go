@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 )
 
 const namespace = "atkafka"
@@ -277,3 +278,255 @@ func (Tap) DeadLettered(reason string) { DeadLettered.WithLabelValues("tap", rea
 
 // Reconnect counts in reconnects.
 func (Tap) Reconnect(reason string) { Reconnects.WithLabelValues("tap", reason).Inc() }
+
+// Cursor returns the latest position read and the position committed of source (the label of cursor_current and
+// cursor_committed: "relay" or "ozone"), for a readiness check that needs no access to the source's internals
+// (server.Advancing).
+func Cursor(source string) func() (read, committed int64) {
+	current, committed := CursorCurrent.WithLabelValues(source), CursorCommitted.WithLabelValues(source)
+	return func() (int64, int64) { return gaugeValue(current), gaugeValue(committed) }
+}
+
+func gaugeValue(g prometheus.Gauge) int64 {
+	var m dto.Metric
+	if err := g.Write(&m); err != nil {
+		return 0
+	}
+	// Positions are integers below 2^53 (relay seqs, Ozone ids), so the float64 gauge holds them exactly.
+	return int64(m.GetGauge().GetValue())
+}
+
+// Children of produced_events, resolved once: Kafka.Produced runs per record.
+var (
+	producedOK    = ProducedEvents.WithLabelValues("ok")
+	producedError = ProducedEvents.WithLabelValues("error")
+)
+
+// Kafka is the Prometheus kafka.Observer: produced_events, inflight_records, inflight_bytes and transactions.
+type Kafka struct{}
+
+// Produced counts in produced_events.
+func (Kafka) Produced(status string, n int) {
+	switch status {
+	case "ok":
+		producedOK.Add(float64(n))
+	case "error":
+		producedError.Add(float64(n))
+	default:
+		ProducedEvents.WithLabelValues(status).Add(float64(n))
+	}
+}
+
+// InFlight adds to inflight_records and inflight_bytes.
+func (Kafka) InFlight(topic string) func(records, bytes int64) {
+	r, b := InFlightRecords.WithLabelValues(topic), InFlightBytes.WithLabelValues(topic)
+	return func(records, bytes int64) {
+		r.Add(float64(records))
+		b.Add(float64(bytes))
+	}
+}
+
+// Transaction counts in transactions.
+func (Kafka) Transaction(status string) { Transactions.WithLabelValues(status).Inc() }
+
+// The children of the Ozone source's metrics, resolved once.
+var (
+	ozoneCursorCurrent   = CursorCurrent.WithLabelValues("ozone")
+	ozoneCursorCommitted = CursorCommitted.WithLabelValues("ozone")
+	ozoneLag             = LagSeconds.WithLabelValues("ozone")
+	ozoneLatency         = ProduceLatency.WithLabelValues("ozone")
+	ozonePollLatency     = OzonePollLatency.WithLabelValues()
+	ozoneLastID          = OzoneLastEvent.WithLabelValues("id")
+	ozoneLastCreatedAt   = OzoneLastEvent.WithLabelValues("created_at")
+)
+
+// Ozone is the Prometheus ozone.Observer: handled_events (without a collection), cursor_current,
+// cursor_committed, lag_seconds, produce_latency_seconds, decode_errors and dead_lettered_events with
+// source="ozone", ozone_poll_latency_seconds and ozone_last_event.
+type Ozone struct{}
+
+// Read counts in handled_events and sets cursor_current.
+func (Ozone) Read(action string, id int64) {
+	HandledEvent(action, "").Inc()
+	ozoneCursorCurrent.Set(float64(id))
+}
+
+// Lag sets lag_seconds.
+func (Ozone) Lag(d time.Duration) { ozoneLag.Set(d.Seconds()) }
+
+// Polled observes ozone_poll_latency_seconds.
+func (Ozone) Polled(d time.Duration) { ozonePollLatency.Observe(d.Seconds()) }
+
+// Delivered observes produce_latency_seconds.
+func (Ozone) Delivered(d time.Duration) { ozoneLatency.Observe(d.Seconds()) }
+
+// Committed sets cursor_committed and ozone_last_event.
+func (Ozone) Committed(id int64, createdAt time.Time) {
+	ozoneCursorCommitted.Set(float64(id))
+	ozoneLastID.Set(float64(id))
+	ozoneLastCreatedAt.Set(float64(createdAt.UnixMilli()) / 1000)
+}
+
+// DecodeError counts in decode_errors.
+func (Ozone) DecodeError(kind string) { DecodeErrors.WithLabelValues("ozone", kind).Inc() }
+
+// DeadLettered counts in dead_lettered_events.
+func (Ozone) DeadLettered(kind string) { DeadLettered.WithLabelValues("ozone", kind).Inc() }
+
+// Auth counts in OzoneAuthRefresh.
+func (Ozone) Auth(kind string, ok bool) {
+	status := "error"
+	if ok {
+		status = "ok"
+	}
+	OzoneAuthRefresh.WithLabelValues(kind, status).Inc()
+}
+
+// The children of the relay source's metrics, resolved once: Relay's methods run per frame.
+var (
+	relayCursorCurrent   = CursorCurrent.WithLabelValues("relay")
+	relayCursorCommitted = CursorCommitted.WithLabelValues("relay")
+	relayLag             = LagSeconds.WithLabelValues("relay")
+	relayLatency         = ProduceLatency.WithLabelValues("relay")
+)
+
+// Relay is the Prometheus relay.Observer: cursor_current, cursor_committed, lag_seconds,
+// produce_latency_seconds, decode_errors, dead_lettered_events, reconnects and source_events, with
+// source="relay".
+type Relay struct{}
+
+// Read sets cursor_current.
+func (Relay) Read(seq int64) { relayCursorCurrent.Set(float64(seq)) }
+
+// Committed sets cursor_committed.
+func (Relay) Committed(seq int64) { relayCursorCommitted.Set(float64(seq)) }
+
+// Lag sets lag_seconds.
+func (Relay) Lag(d time.Duration) { relayLag.Set(d.Seconds()) }
+
+// Delivered observes produce_latency_seconds.
+func (Relay) Delivered(d time.Duration) { relayLatency.Observe(d.Seconds()) }
+
+// DecodeError counts in decode_errors.
+func (Relay) DecodeError(kind string) { DecodeErrors.WithLabelValues("relay", kind).Inc() }
+
+// DeadLettered counts in dead_lettered_events.
+func (Relay) DeadLettered(reason string) { DeadLettered.WithLabelValues("relay", reason).Inc() }
+
+// Reconnect counts in reconnects.
+func (Relay) Reconnect(reason string) { Reconnects.WithLabelValues("relay", reason).Inc() }
+
+// SourceEvent counts in source_events.
+func (Relay) SourceEvent(kind string) { SourceEvents.WithLabelValues("relay", kind).Inc() }
+
+// maxLabelValues bounds the label values kept as val of labels_produced: a labeler may invent values without
+// end.
+const maxLabelValues = 256
+
+var (
+	labelValuesMu sync.Mutex
+	labelValues   = map[string]bool{}
+)
+
+// labelValue is v as a val label: itself while fewer than maxLabelValues values were seen, else "other".
+func labelValue(v string) string {
+	labelValuesMu.Lock()
+	defer labelValuesMu.Unlock()
+	if labelValues[v] {
+		return v
+	}
+	if len(labelValues) < maxLabelValues {
+		labelValues[v] = true
+		return v
+	}
+	return "other"
+}
+
+// labelsLatency is produce_latency_seconds{source=labels}, resolved once: it is observed per frame.
+var labelsLatency = ProduceLatency.WithLabelValues("labels")
+
+// Labels is the Prometheus labels.Observer: produce_latency_seconds, decode_errors, dead_lettered_events and
+// source_events with source="labels", and through Labeler the per-labeler metrics.
+type Labels struct{}
+
+// Cursor sets labeler_cursor (kind=current, kind=committed).
+func (Labels) Cursor(labeler string) (read, committed func(seq int64)) {
+	r, c := LabelerCursor.WithLabelValues(labeler, "current"), LabelerCursor.WithLabelValues(labeler, "committed")
+	return func(seq int64) { r.Set(float64(seq)) }, func(seq int64) { c.Set(float64(seq)) }
+}
+
+// Connected sets labeler_connected.
+func (Labels) Connected(labeler string) func(bool) {
+	g := LabelerConnected.WithLabelValues(labeler)
+	return func(up bool) {
+		if up {
+			g.Set(1)
+			return
+		}
+		g.Set(0)
+	}
+}
+
+// Lag sets label_lag_seconds.
+func (Labels) Lag(labeler string) func(time.Duration) {
+	g := LabelLagSeconds.WithLabelValues(labeler)
+	return func(d time.Duration) { g.Set(d.Seconds()) }
+}
+
+// Reconnect counts in labeler_reconnects.
+func (Labels) Reconnect(labeler, reason string) {
+	LabelerReconnects.WithLabelValues(labeler, reason).Inc()
+}
+
+// Produced counts in labels_produced, the value folded by labelValue.
+func (Labels) Produced(labeler, val string) {
+	LabelsProduced.WithLabelValues(labeler, labelValue(val)).Inc()
+}
+
+// Verified counts in label_verifications.
+func (Labels) Verified(labeler, result string) {
+	LabelVerifications.WithLabelValues(labeler, result).Inc()
+}
+
+// Delivered observes produce_latency_seconds.
+func (Labels) Delivered(d time.Duration) { labelsLatency.Observe(d.Seconds()) }
+
+// DecodeError counts in decode_errors.
+func (Labels) DecodeError(kind string) { DecodeErrors.WithLabelValues("labels", kind).Inc() }
+
+// DeadLettered counts in dead_lettered_events.
+func (Labels) DeadLettered(reason string) { DeadLettered.WithLabelValues("labels", reason).Inc() }
+
+// SourceEvent counts in source_events.
+func (Labels) SourceEvent(kind string) { SourceEvents.WithLabelValues("labels", kind).Inc() }
+
+// Backfill is the Prometheus backfill.Observer: the backfill_* metrics, transactions, and dead_lettered_events
+// with source="backfill".
+type Backfill struct{}
+
+// Planned counts in backfill_planned_repos.
+func (Backfill) Planned(repos int) { BackfillPlanned.Add(float64(repos)) }
+
+// Repo counts in backfill_repos.
+func (Backfill) Repo(outcome string) { BackfillRepos.WithLabelValues(outcome).Inc() }
+
+// Loading adds to backfill_repos_in_flight.
+func (Backfill) Loading(delta int) { BackfillInFlight.Add(float64(delta)) }
+
+// Fetched observes backfill_fetch_seconds and backfill_repo_bytes.
+func (Backfill) Fetched(d time.Duration, bytes int) {
+	BackfillFetch.WithLabelValues().Observe(d.Seconds())
+	BackfillRepoBytes.WithLabelValues().Observe(float64(bytes))
+}
+
+// FetchError counts in backfill_fetch_errors.
+func (Backfill) FetchError(reason string) { BackfillFetchErrors.WithLabelValues(reason).Inc() }
+
+// Produced counts in backfill_records.
+func (Backfill) Produced(records int) { BackfillRecords.Add(float64(records)) }
+
+// DeadLettered counts in dead_lettered_events.
+func (Backfill) DeadLettered(reason string) { DeadLettered.WithLabelValues("backfill", reason).Inc() }
+
+// Transaction counts in transactions.
+func (Backfill) Transaction(status string) { Transactions.WithLabelValues(status).Inc() }

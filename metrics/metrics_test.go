@@ -6,6 +6,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/atkafka/atkafka/sink/kafka"
+	"github.com/atkafka/atkafka/source/backfill"
+	"github.com/atkafka/atkafka/source/labels"
+	"github.com/atkafka/atkafka/source/ozone"
+	"github.com/atkafka/atkafka/source/relay"
 	"github.com/atkafka/atkafka/source/tap"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/enrich"
@@ -18,6 +23,11 @@ var (
 	_ verify.Observer    = Verify{}
 	_ transform.Observer = Pipeline{}
 	_ tap.Observer       = Tap{}
+	_ kafka.Observer     = Kafka{}
+	_ relay.Observer     = Relay{}
+	_ labels.Observer    = Labels{}
+	_ backfill.Observer  = Backfill{}
+	_ ozone.Observer     = Ozone{}
 )
 
 // Enrich counts document lookups in plc_requests and profile lookups in api_requests, under the labels the
@@ -64,5 +74,17 @@ func TestHandledEventFolding(t *testing.T) {
 	}
 	if got := CollectionLabel("app.bsky.feed.post"); got != "other" {
 		t.Fatalf("app.bsky.feed.post folds to %q once the list no longer allows it", got)
+	}
+}
+
+// Cursor reads the gauges the sources set, for server.Advancing.
+func TestCursorReadsGauges(t *testing.T) {
+	const source = "metrics-test"
+	defer CursorCurrent.DeleteLabelValues(source)
+	defer CursorCommitted.DeleteLabelValues(source)
+	CursorCurrent.WithLabelValues(source).Set(50)
+	CursorCommitted.WithLabelValues(source).Set(42)
+	if read, committed := Cursor(source)(); read != 50 || committed != 42 {
+		t.Errorf("Cursor = %d, %d; want 50, 42", read, committed)
 	}
 }

@@ -4,10 +4,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	dto "github.com/prometheus/client_model/go"
-
-	"github.com/atkafka/atkafka/metrics"
 )
 
 // Advancing returns a readiness check for "the cursor is advancing". An idle source is not a stuck one (a quiet
@@ -25,28 +21,6 @@ import (
 // idle here: pair this check with a "connected" one.
 func Advancing(window time.Duration, position func() (read, committed int64)) func() error {
 	return newStallTracker(window, time.Now, position).check
-}
-
-// CursorAdvancing is Advancing over the atkafka_cursor_current and atkafka_cursor_committed gauges of source
-// (the metric label: "relay", "tap" or "ozone"), which every source maintains, so a caller needs no access to the
-// source's internals.
-func CursorAdvancing(source string, window time.Duration) func() error {
-	current := metrics.CursorCurrent.WithLabelValues(source)
-	committed := metrics.CursorCommitted.WithLabelValues(source)
-	return Advancing(window, func() (int64, int64) {
-		return gaugeValue(current), gaugeValue(committed)
-	})
-}
-
-type gauge interface{ Write(*dto.Metric) error }
-
-func gaugeValue(g gauge) int64 {
-	var m dto.Metric
-	if err := g.Write(&m); err != nil {
-		return 0
-	}
-	// Positions are integers below 2^53 (relay seqs, Tap and Ozone ids), so the float64 gauge holds them exactly.
-	return int64(m.GetGauge().GetValue())
 }
 
 type stallTracker struct {

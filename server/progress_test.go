@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/atkafka/atkafka/metrics"
 )
 
 func TestAdvancingFailsOnlyWhenPendingInputStalls(t *testing.T) {
@@ -45,26 +43,5 @@ func TestAdvancingMessage(t *testing.T) {
 	err := tr.check()
 	if err == nil || !strings.Contains(err.Error(), "committed position 4 has not moved for 1m0s while position 9 was read") {
 		t.Fatalf("check() = %v", err)
-	}
-}
-
-func TestCursorAdvancingReadsGauges(t *testing.T) {
-	const source = "server-test"
-	metrics.CursorCurrent.WithLabelValues(source).Set(42)
-	metrics.CursorCommitted.WithLabelValues(source).Set(42)
-	defer metrics.CursorCurrent.DeleteLabelValues(source)
-	defer metrics.CursorCommitted.DeleteLabelValues(source)
-
-	check := CursorAdvancing(source, 0)
-	if err := check(); err != nil {
-		t.Fatalf("caught up: %v", err)
-	}
-	metrics.CursorCurrent.WithLabelValues(source).Set(50)
-	if err := check(); err != nil {
-		t.Fatalf("first sight of pending input: %v", err)
-	}
-	time.Sleep(time.Millisecond)
-	if err := check(); err == nil || !strings.Contains(err.Error(), "position 50") {
-		t.Fatalf("stalled with a zero window: %v", err)
 	}
 }

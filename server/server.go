@@ -4,7 +4,8 @@
 //
 // Endpoints:
 //
-//   - /metrics: every metric in metrics.Registry, in the Prometheus text format.
+//   - /metrics: every metric of the gatherer given WithMetrics (atkafka's: metrics.Registry), in the Prometheus
+//     text format.
 //   - /healthz: 200 {"status":"ok"} while the process serves HTTP. It checks nothing else on purpose: a liveness
 //     probe that failed on a Kafka outage would make an orchestrator restart atkafka in a loop, which cannot fix
 //     Kafka and throws away in-flight work.
@@ -30,9 +31,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/atkafka/atkafka/metrics"
 )
 
 // DefaultAddr is the listen address used when New gets an empty one, as upstream atkafka listens.
@@ -61,6 +61,7 @@ type Server struct {
 
 	shuttingDown atomic.Bool
 	handler      http.Handler
+	gatherer     prometheus.Gatherer
 }
 
 type namedCheck struct {
@@ -87,6 +88,11 @@ func WithCheckTimeout(d time.Duration) Option {
 	return func(s *Server) { s.checkTimeout = d }
 }
 
+// WithMetrics sets what /metrics serves. Default: an empty registry, for a listener that only answers probes.
+func WithMetrics(g prometheus.Gatherer) Option {
+	return func(s *Server) { s.gatherer = g }
+}
+
 // WithLogger sets where the listener's state changes are logged. Default slog.Default().
 func WithLogger(l *slog.Logger) Option {
 	return func(s *Server) { s.logger = l }
@@ -102,6 +108,7 @@ func New(addr string, opts ...Option) *Server {
 		logger:          slog.Default(),
 		shutdownTimeout: defaultShutdownTimeout,
 		checkTimeout:    defaultCheckTimeout,
+		gatherer:        prometheus.NewRegistry(),
 	}
 	for _, o := range opts {
 		o(s)
@@ -125,7 +132,7 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	// The classic text format keeps the contract names as declared (atkafka_handled_events, not ..._total), which
 	// existing dashboards query; OpenMetrics negotiation would append _total to counters.
-	mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{
+	mux.Handle("/metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
 		ErrorHandling: promhttp.ContinueOnError,
 	}))

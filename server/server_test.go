@@ -98,7 +98,7 @@ func TestMetricsExposesContractNames(t *testing.T) {
 	metrics.ProducedEvents.WithLabelValues("ok").Inc()
 	metrics.ProduceLatency.WithLabelValues("relay").Observe(0.01)
 
-	code, body := get(t, New("").Handler(), "/metrics")
+	code, body := get(t, New("", WithMetrics(metrics.Registry)).Handler(), "/metrics")
 	if code != http.StatusOK {
 		t.Fatalf("/metrics = %d", code)
 	}

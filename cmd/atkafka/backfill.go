@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/source/backfill"
 )
@@ -71,7 +72,8 @@ func (wiring) backfillPlan(ctx context.Context, c *config) error {
 		}
 	}()
 	_, err = backfill.Plan(ctx, backfill.PlanConfig{Host: source, Collection: listCollection(c.Firehose.WatchedCollections),
-		PageSize: c.Backfill.PageSize, Sink: p, Cursor: p.Cursor(), Pipeline: pipeline, Logger: log})
+		PageSize: c.Backfill.PageSize, Sink: p, Cursor: p.Cursor(), Pipeline: pipeline, Logger: log,
+		Observer: metrics.Backfill{}})
 	return err
 }
 
@@ -171,7 +173,7 @@ func (wiring) backfillRun(ctx context.Context, c *config) error {
 		ExactlyOnce: c.Backfill.ExactlyOnce, TransactionalID: id, TransactionTimeout: c.Backfill.TransactionTimeout,
 		SessionTimeout: c.Backfill.SessionTimeout, Concurrency: c.Backfill.Concurrency, HostConcurrency: c.Backfill.HostConcurrency,
 		HostRate: c.Backfill.HostRate, RetryWindow: c.Backfill.RetryWindow, MemoryLimit: int64(c.Backfill.MemoryLimit),
-		Pipeline: pipeline, Logger: log,
+		Pipeline: pipeline, Logger: log, Observer: metrics.Backfill{},
 	}
 	if v, ok := verifier.(backfill.Verifier); ok {
 		cfg.Verifier = v

@@ -46,7 +46,7 @@ func (wiring) relay(ctx context.Context, c *config) error {
 			Host: c.Relay.Host, DataDir: c.DataDir, StartCursor: c.Relay.Cursor, Workers: c.Relay.Workers,
 			MaxInFlight: c.Relay.MaxInFlight, ShutdownTimeout: c.ShutdownTimeout,
 			Sink: rt.sink, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log, Verifier: st.verifier,
-			Cursor: store,
+			Cursor: store, Observer: metrics.Relay{},
 		})
 	})
 }
@@ -90,7 +90,7 @@ func (wiring) ozone(ctx context.Context, c *config) error {
 		return ozone.New(ozone.Config{
 			PDSHost: c.Ozone.PDSHost, Identifier: c.Ozone.Identifier, Password: c.Ozone.Password, LabelerDID: c.Ozone.LabelerDID,
 			PollInterval: c.Ozone.PollInterval, Cursor: store, Sink: rt.producer, Formatter: formatter,
-			DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log,
+			DeadLetterTopic: c.DeadLetterTopic, Logger: rt.log, Observer: metrics.Ozone{},
 		})
 	})
 }
@@ -112,7 +112,7 @@ func (wiring) labels(ctx context.Context, c *config) error {
 				return rt.cursor(labels.CursorFile(c.DataDir, l), "at the labeler's tip")
 			},
 			ShutdownTimeout: c.ShutdownTimeout, Sink: rt.producer, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic,
-			Logger: rt.log,
+			Logger: rt.log, Observer: metrics.Labels{},
 		})
 	})
 }
@@ -191,7 +191,7 @@ func addReadiness(rt *runtime, c *config, name string, src source) {
 			})
 		}
 		// Tap's ids are unordered, so it reports its own read and settled counts; the others have ordered cursors.
-		advancing := server.CursorAdvancing(name, c.ReadinessWindow)
+		advancing := server.Advancing(c.ReadinessWindow, metrics.Cursor(name))
 		if ps, ok := src.(interface{ Progress() (read, settled int64) }); ok {
 			advancing = server.Advancing(c.ReadinessWindow, ps.Progress)
 		}
@@ -431,6 +431,7 @@ func kafkaClientConfig(c *config, brokers []string) kafka.Config {
 			InsecureSkipVerify: k.TLSInsecureSkipVerify},
 		SASL:               kafka.SASLConfig{Mechanism: k.SASLMechanism, Username: k.SASLUsername, Password: k.SASLPassword},
 		MaxInFlightRecords: k.MaxInFlightRecords, MaxInFlightBytes: int64(k.MaxInFlightBytes), ConnectTimeout: k.ConnectTimeout,
+		Observer: metrics.Kafka{},
 	}
 }
 
@@ -439,7 +440,7 @@ func (rt *runtime) startServer(c *config) error {
 	if c.MetricsAddr == "" {
 		return nil
 	}
-	srv := server.New(c.MetricsAddr, server.WithLogger(rt.log))
+	srv := server.New(c.MetricsAddr, server.WithLogger(rt.log), server.WithMetrics(metrics.Registry))
 	if err := srv.Listen(); err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
 	}

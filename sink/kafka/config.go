@@ -81,6 +81,8 @@ type Config struct {
 	ClientID string
 	// Logger receives the producer's state changes and kgo's warnings; default slog.Default().
 	Logger *slog.Logger
+	// Observer receives the producer's measurements; nil observes nothing.
+	Observer Observer
 
 	// clientOpts are added to every client's options: tests put a faulty dialer between client and broker.
 	clientOpts []kgo.Opt
@@ -118,6 +120,9 @@ func (cfg Config) withDefaults() Config {
 	cfg.ClientID = cmp.Or(cfg.ClientID, DefaultClientID)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	return cfg
 }

@@ -8,9 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/testenv"
 )
 
@@ -75,14 +72,15 @@ func testRestartWhileProducing(t *testing.T, k testenv.KafkaEnv) {
 func testBackpressure(t *testing.T, k testenv.KafkaEnv) {
 	const limit = 10
 	topic := testenv.NewTopic(t)
-	p := newProducer(t, Config{Brokers: []string{k.Brokers}, Topic: topic, MaxInFlightRecords: limit})
+	obs := newCounter()
+	p := newProducer(t, Config{Brokers: []string{k.Brokers}, Topic: topic, MaxInFlightRecords: limit, Observer: obs})
 	k.StopBroker(t)
 	a := newAcks()
 	for i := range limit {
 		send(t, p, a.message(i, "", "queued"))
 	}
-	if got := testutil.ToFloat64(metrics.InFlightRecords.WithLabelValues(topic)); got != limit {
-		t.Errorf("inflight_records{topic} = %v, want %d", got, limit)
+	if got := obs.inFlight(topic); got != limit {
+		t.Errorf("%d records in flight, want %d", got, limit)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)

@@ -11,11 +11,8 @@ import (
 	"sync/atomic"
 	"unsafe"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 )
 
@@ -148,28 +145,25 @@ func recordPending(r *kgo.Record) *pending {
 // [0]struct{}), instead of corrupting memory at run time.
 var _ [0]struct{} = [unsafe.Offsetof(pending{}.rec)]struct{}{}
 
-// topicMetrics holds the per-topic metric children, resolved once instead of by label per record.
+// topicMetrics holds a topic's in-flight counter from Observer.InFlight, resolved once instead of by label per
+// record.
 type topicMetrics struct {
-	name           string
-	records, bytes prometheus.Gauge
+	name     string
+	inFlight func(records, bytes int64)
 }
-
-// Children of ProducedEvents, resolved once.
-var (
-	producedOK    = metrics.ProducedEvents.WithLabelValues("ok")
-	producedError = metrics.ProducedEvents.WithLabelValues("error")
-)
 
 // topicSet holds the metrics of a producer's topics.
 type topicSet struct {
+	obs   Observer
 	main  *topicMetrics
 	other sync.Map // topic name → *topicMetrics
 }
 
 func newTopicSet(cfg Config) *topicSet {
-	s := &topicSet{main: newTopicMetrics(cfg.Topic)}
+	s := &topicSet{obs: cfg.Observer}
+	s.main = s.newTopicMetrics(cfg.Topic)
 	for _, t := range cfg.ExtraTopics {
-		s.other.Store(t, newTopicMetrics(t))
+		s.other.Store(t, s.newTopicMetrics(t))
 	}
 	return s
 }
@@ -184,30 +178,26 @@ func (s *topicSet) get(topic string) *topicMetrics {
 	if m, ok := s.other.Load(topic); ok {
 		return m.(*topicMetrics)
 	}
-	m, _ := s.other.LoadOrStore(topic, newTopicMetrics(topic))
+	m, _ := s.other.LoadOrStore(topic, s.newTopicMetrics(topic))
 	return m.(*topicMetrics)
 }
 
 // addMessage adds msg's records, times sign, to the in-flight gauges of their topics.
-func (s *topicSet) addMessage(msg *sink.Message, sign float64) {
+func (s *topicSet) addMessage(msg *sink.Message, sign int64) {
 	for i := range msg.Records {
 		r := &msg.Records[i]
-		m := s.get(r.Topic)
-		m.records.Add(sign)
-		m.bytes.Add(sign * float64(recordBytes(r)))
+		s.get(r.Topic).inFlight(sign, sign*recordBytes(r))
 	}
 }
 
-func newTopicMetrics(topic string) *topicMetrics {
-	return &topicMetrics{name: topic, records: metrics.InFlightRecords.WithLabelValues(topic),
-		bytes: metrics.InFlightBytes.WithLabelValues(topic)}
+func (s *topicSet) newTopicMetrics(topic string) *topicMetrics {
+	return &topicMetrics{name: topic, inFlight: s.obs.InFlight(topic)}
 }
 
 func (p *Producer) produce(d *delivery, r *sink.Record) {
 	pr := pendingPool.Get().(*pending)
 	pr.d, pr.size, pr.topic = d, recordBytes(r), p.gauges.get(r.Topic)
-	pr.topic.records.Add(1)
-	pr.topic.bytes.Add(float64(pr.size))
+	pr.topic.inFlight(1, pr.size)
 	pr.rec = kgo.Record{Topic: pr.topic.name, Key: r.Key, Value: r.Value}
 	if len(r.Headers) > 0 {
 		hs := pr.headers[:0]
@@ -232,15 +222,14 @@ func (p *Producer) onRecord(r *kgo.Record, err error) {
 	// into the caller's buffers.
 	*pr = pending{}
 	pendingPool.Put(pr)
-	tm.records.Add(-1)
-	tm.bytes.Add(float64(-size))
+	tm.inFlight(-1, -size)
 	p.limit.release(1, size)
 	if err != nil {
-		producedError.Inc()
+		p.cfg.Observer.Produced(producedError, 1)
 		err = fmt.Errorf("producing to Kafka topic %s: %w", tm.name, err)
 		d.first.CompareAndSwap(nil, &err)
 	} else {
-		producedOK.Inc()
+		p.cfg.Observer.Produced(producedOK, 1)
 	}
 	if d.left.Add(-1) == 0 {
 		p.finish(d)

@@ -10,11 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/atkafka/atkafka/cursor"
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/testenv"
 )
@@ -92,8 +90,8 @@ func TestConfigNeverShowsPassword(t *testing.T) {
 func TestSendCallsDoneOnce(t *testing.T) {
 	addr := fakeCluster(t)
 	topic := "events"
-	p := newProducer(t, Config{Brokers: []string{addr}, Topic: topic, Partitions: 2})
-	okBefore := testutil.ToFloat64(metrics.ProducedEvents.WithLabelValues("ok"))
+	obs := newCounter()
+	p := newProducer(t, Config{Brokers: []string{addr}, Topic: topic, Partitions: 2, Observer: obs})
 
 	a := newAcks()
 	const n = 200
@@ -112,11 +110,11 @@ func TestSendCallsDoneOnce(t *testing.T) {
 	if got := len(testenv.ReadAll(t, addr, topic, records, 10*time.Second)); got != records {
 		t.Errorf("read %d records, want %d", got, records)
 	}
-	if got := testutil.ToFloat64(metrics.ProducedEvents.WithLabelValues("ok")) - okBefore; got != float64(records) {
-		t.Errorf("produced_events{status=ok} grew by %v, want %d", got, records)
+	if got := obs.producedN(producedOK); got != records {
+		t.Errorf("%d records produced ok, want %d", got, records)
 	}
-	if got := testutil.ToFloat64(metrics.InFlightRecords.WithLabelValues(topic)); got != 0 {
-		t.Errorf("inflight_records = %v after every ack", got)
+	if got := obs.inFlight(topic); got != 0 {
+		t.Errorf("%d records in flight after every ack", got)
 	}
 }
 

@@ -18,7 +18,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/atkafka/atkafka/backoff"
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 )
 
@@ -287,7 +286,7 @@ func (p *TxnProducer) commit(t *txn) ([]*sink.Message, error) {
 		id := p.nonce + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 		err := p.tryCommit(t, id)
 		if err == nil {
-			metrics.Transactions.WithLabelValues("committed").Inc()
+			p.cfg.Observer.Transaction(txnCommitted)
 			msgs := t.msgs
 			p.reset(t)
 			return msgs, nil
@@ -347,7 +346,7 @@ func (p *TxnProducer) acknowledge(msgs []*sink.Message) {
 	for _, m := range msgs {
 		records += len(m.Records)
 	}
-	producedOK.Add(float64(records))
+	p.cfg.Observer.Produced(producedOK, records)
 	p.release(msgs)
 	for _, m := range msgs {
 		if m.Done != nil {
@@ -439,7 +438,7 @@ func (p *TxnProducer) abort(t *txn) error {
 		}
 		if err == nil {
 			t.open = false
-			metrics.Transactions.WithLabelValues("aborted").Inc()
+			p.cfg.Observer.Transaction(txnAborted)
 			if p.abortFailures > 0 {
 				p.log.Info("aborted the Kafka transaction", "failed_attempts", p.abortFailures)
 				p.abortFailures = 0
@@ -492,7 +491,7 @@ func (p *TxnProducer) returnRefused(t *txn) bool {
 		t.records += len(m.Records)
 		t.bytes += messageBytes(m)
 	}
-	producedError.Inc()
+	p.cfg.Observer.Produced(producedError, 1)
 	p.release([]*sink.Message{refused})
 	p.log.Warn("Kafka refused a message for good; handing it back to the source", "position", refused.Position, "err", err)
 	if refused.Done != nil {
@@ -570,7 +569,7 @@ func (p *TxnProducer) failAll(t *txn, err error) {
 	if len(msgs) == 0 {
 		return
 	}
-	producedError.Add(float64(len(msgs)))
+	p.cfg.Observer.Produced(producedError, len(msgs))
 	p.release(msgs)
 	for _, m := range msgs {
 		if m.Done != nil {

@@ -13,12 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/testenv"
 )
@@ -197,8 +195,9 @@ func TestTxnInFlightPerTopic(t *testing.T) {
 	// The commit is answered late, so the records are still held when the test looks.
 	addr := lateCommits(t)
 	topic := "events-" + t.Name()
-	p := newTxn(t, addr, TxnConfig{}, Config{Topic: topic, ExtraTopics: []string{topic + ".dead"}})
-	gauge := func(topic string) float64 { return testutil.ToFloat64(metrics.InFlightRecords.WithLabelValues(topic)) }
+	obs := newCounter()
+	p := newTxn(t, addr, TxnConfig{}, Config{Topic: topic, ExtraTopics: []string{topic + ".dead"}, Observer: obs})
+	gauge := obs.inFlight
 	a := newAcks()
 	m := txnMessage(a, 0, "out", "out too")
 	m.Records = append(m.Records, sink.Record{Topic: topic + ".dead", Value: []byte("dead letter")})

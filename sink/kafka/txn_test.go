@@ -10,13 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/testenv"
 )
@@ -89,8 +87,8 @@ func lateCommits(t *testing.T) string {
 func TestTxnProducesInPositionOrderAndAcksAfterCommit(t *testing.T) {
 	// Every commit takes 300 ms to answer: no Done may run before its commit did.
 	addr := lateCommits(t)
-	p := newTxn(t, addr, TxnConfig{}, Config{})
-	committedBefore := testutil.ToFloat64(metrics.Transactions.WithLabelValues("committed"))
+	obs := newCounter()
+	p := newTxn(t, addr, TxnConfig{}, Config{Observer: obs})
 	const n = 200
 	a := newAcks()
 	msgs := make([]*sink.Message, n)
@@ -137,8 +135,8 @@ func TestTxnProducesInPositionOrderAndAcksAfterCommit(t *testing.T) {
 			t.Fatalf("record %d is %q: not in position order", i, v)
 		}
 	}
-	if c := testutil.ToFloat64(metrics.Transactions.WithLabelValues("committed")) - committedBefore; c < 1 {
-		t.Errorf("transactions{committed} grew by %v", c)
+	if c := obs.transactions(txnCommitted); c < 1 {
+		t.Errorf("%d transactions committed", c)
 	}
 	cur, ok, err := p.Cursor().Load()
 	if err != nil || !ok || cur != "c"+strconv.Itoa(n-1) {
@@ -192,8 +190,8 @@ func TestTxnAbortAndRetry(t *testing.T) {
 		return resp, nil, true
 	})
 	addr := c.ListenAddrs()[0]
-	abortedBefore := testutil.ToFloat64(metrics.Transactions.WithLabelValues("aborted"))
-	p := newTxn(t, addr, TxnConfig{}, Config{})
+	obs := newCounter()
+	p := newTxn(t, addr, TxnConfig{}, Config{Observer: obs})
 	a := newAcks()
 	for i := range 20 {
 		send2(t, p, txnMessage(a, i))
@@ -205,8 +203,8 @@ func TestTxnAbortAndRetry(t *testing.T) {
 	if len(got) != 20 {
 		t.Errorf("read_committed sees %d records, want 20 (each once): %v", len(got), got)
 	}
-	if d := testutil.ToFloat64(metrics.Transactions.WithLabelValues("aborted")) - abortedBefore; d < 1 {
-		t.Errorf("transactions{aborted} grew by %v, want an abort", d)
+	if d := obs.transactions(txnAborted); d < 1 {
+		t.Errorf("%d transactions aborted, want an abort", d)
 	}
 	if cur, _, err := p.Cursor().Load(); err != nil || cur != "c19" {
 		t.Errorf("Cursor().Load = %q, %v", cur, err)
@@ -319,17 +317,16 @@ func TestTxnBackpressure(t *testing.T) {
 // counts them in flight under their own topics.
 func TestTxnSeveralTopics(t *testing.T) {
 	addr := fakeCluster(t)
-	p := newTxn(t, addr, TxnConfig{}, Config{ExtraTopics: []string{"posts"}})
+	obs := newCounter()
+	p := newTxn(t, addr, TxnConfig{}, Config{ExtraTopics: []string{"posts"}, Observer: obs})
 	a := newAcks()
 	m1 := txnMessage(a, 1, "main-1")
 	m1.Records = append(m1.Records, sink.Record{Topic: "posts", Key: []byte("key-1"), Value: []byte("post-1")})
-	inFlight := func(topic string) float64 { return testutil.ToFloat64(metrics.InFlightRecords.WithLabelValues(topic)) }
-	before := map[string]float64{"events": inFlight("events"), "posts": inFlight("posts")}
 	send2(t, p, m1)
 	// Position 0 is not there yet: message 1 waits, in flight, under both topics.
-	for topic, n := range before {
-		if got := inFlight(topic) - n; got != 1 {
-			t.Errorf("in-flight records of %s grew by %v, want 1", topic, got)
+	for _, topic := range []string{"events", "posts"} {
+		if got := obs.inFlight(topic); got != 1 {
+			t.Errorf("%d records of %s in flight, want 1", got, topic)
 		}
 	}
 	m0 := txnMessage(a, 0, "main-0")
@@ -344,9 +341,9 @@ func TestTxnSeveralTopics(t *testing.T) {
 	if got := committedValues(t, addr, 1, "posts"); strings.Join(got, ",") != "post-1" {
 		t.Errorf("posts holds %q", got)
 	}
-	for topic, n := range before {
-		if got := inFlight(topic); got != n {
-			t.Errorf("in-flight records of %s = %v after the commit, want %v", topic, got, n)
+	for _, topic := range []string{"events", "posts"} {
+		if got := obs.inFlight(topic); got != 0 {
+			t.Errorf("%d records of %s in flight after the commit, want none", got, topic)
 		}
 	}
 }

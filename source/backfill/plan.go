@@ -16,7 +16,6 @@ import (
 
 	"github.com/atkafka/atkafka/backoff"
 	"github.com/atkafka/atkafka/cursor"
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/transform"
 )
@@ -45,6 +44,8 @@ type PlanConfig struct {
 	Pipeline *transform.Pipeline
 	HTTP     *http.Client
 	Logger   *slog.Logger
+	// Observer receives the plan's measurements; nil observes nothing.
+	Observer Observer
 }
 
 // listed is one page of listRepos or listReposByCollection.
@@ -59,6 +60,7 @@ func Plan(ctx context.Context, cfg PlanConfig) (planned int64, err error) {
 	cfg.PageSize = cmp.Or(cfg.PageSize, DefaultPageSize)
 	cfg.HTTP = cmp.Or(cfg.HTTP, http.DefaultClient)
 	log := cmp.Or(cfg.Logger, slog.Default())
+	obs := observerOr(cfg.Observer)
 	page, ok, err := cfg.Cursor.Load()
 	if err != nil {
 		return 0, fmt.Errorf("loading the plan cursor: %w", err)
@@ -107,7 +109,7 @@ func Plan(ctx context.Context, cfg PlanConfig) (planned int64, err error) {
 				mu.Unlock()
 				return
 			}
-			metrics.BackfillPlanned.Add(float64(n))
+			obs.Planned(n)
 		}
 		if err := cfg.Sink.Send(ctx, msg); err != nil {
 			wg.Done()

@@ -17,7 +17,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/atkafka/atkafka/backoff"
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/transform"
@@ -82,6 +81,8 @@ type RunConfig struct {
 	Verifier Verifier
 	HTTP     *http.Client
 	Logger   *slog.Logger
+	// Observer receives the run's measurements; nil observes nothing.
+	Observer Observer
 }
 
 func (cfg *RunConfig) defaults() error {
@@ -93,6 +94,7 @@ func (cfg *RunConfig) defaults() error {
 	cfg.MaxBufferedRecords = cmp.Or(cfg.MaxBufferedRecords, DefaultMaxBufferedRecords)
 	cfg.HTTP = cmp.Or(cfg.HTTP, &http.Client{Timeout: 10 * time.Minute})
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.Observer = observerOr(cfg.Observer)
 	var errs []error
 	if cfg.WorkTopic == "" || cfg.Group == "" || cfg.OutputTopic == "" || cfg.FailedTopic == "" || cfg.DeadLetterTopic == "" {
 		errs = append(errs, errors.New("backfill run needs the work, output, failed and dead-letter topics and a group"))
@@ -206,8 +208,8 @@ func (r *runner) batch(ctx context.Context, cl client, polled []*kgo.Record) err
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			metrics.BackfillInFlight.Inc()
-			defer metrics.BackfillInFlight.Dec()
+			r.cfg.Observer.Loading(1)
+			defer r.cfg.Observer.Loading(-1)
 			if !r.repo(ctx, cl, rec) {
 				canceled.Store(true)
 			}
@@ -228,7 +230,7 @@ func (r *runner) batch(ctx context.Context, cl client, polled []*kgo.Record) err
 	if committed {
 		status = "committed"
 	}
-	metrics.Transactions.WithLabelValues(status).Inc()
+	r.cfg.Observer.Transaction(status)
 	if err != nil {
 		return fmt.Errorf("ending a backfill batch: %w", err)
 	}
@@ -307,7 +309,7 @@ func (r *runner) repo(ctx context.Context, cl client, rec *kgo.Record) bool {
 		return false
 	}
 	if !p.KeepAccount(w.DID, &pend.Meta) {
-		metrics.BackfillRepos.WithLabelValues("filtered").Inc()
+		r.cfg.Observer.Repo("filtered")
 		return true
 	}
 	if w.inactive() {
@@ -355,18 +357,17 @@ func (r *runner) get(ctx context.Context, pds, did string) (*repoData, error) {
 		start := time.Now()
 		d, err := r.fetch.getRepo(ctx, pds, did)
 		if err == nil {
-			metrics.BackfillFetch.WithLabelValues().Observe(time.Since(start).Seconds())
-			metrics.BackfillRepoBytes.WithLabelValues().Observe(float64(len(d.b)))
+			r.cfg.Observer.Fetched(time.Since(start), len(d.b))
 			return d, nil
 		}
 		var f *failure
 		if !errors.As(err, &f) || f.permanent || bo.Attempt() >= 2 || ctx.Err() != nil {
 			if f != nil {
-				metrics.BackfillFetchErrors.WithLabelValues(f.reason).Inc()
+				r.cfg.Observer.FetchError(f.reason)
 			}
 			return nil, err
 		}
-		metrics.BackfillFetchErrors.WithLabelValues(f.reason).Inc()
+		r.cfg.Observer.FetchError(f.reason)
 		if !backoff.Sleep(ctx, bo.Next()) {
 			return nil, ctx.Err()
 		}
@@ -429,7 +430,7 @@ func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transfor
 		if buf, err = dagcbor.AppendJSON(buf[:0], block); err != nil {
 			dl := sink.DeadLetter{Source: "backfill", Reason: "decode", Err: fmt.Errorf("%s/%s: %w", collection, rkey, err), DID: w.DID, Raw: block}
 			r.emit(ctx, cl, dl.Record(r.cfg.DeadLetterTopic))
-			metrics.DeadLettered.WithLabelValues("backfill", "decode").Inc()
+			r.cfg.Observer.DeadLettered("decode")
 			return nil
 		}
 		ev := &format.Event{DID: w.DID, Metadata: meta, Live: &live, Operation: &format.Operation{
@@ -444,8 +445,8 @@ func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transfor
 		produced++
 		return nil
 	})
-	metrics.BackfillRecords.Add(float64(produced))
-	metrics.BackfillRepos.WithLabelValues("loaded").Inc()
+	r.cfg.Observer.Produced(produced)
+	r.cfg.Observer.Repo("loaded")
 	return nil
 }
 
@@ -467,7 +468,7 @@ func (r *runner) account(ctx context.Context, cl client, w *Work, pend *transfor
 	did := []byte(w.DID)
 	r.emit(ctx, cl, sink.Record{Key: did, Value: p.AppendValue(nil, ev), Headers: []sink.Header{
 		{Key: "did", Value: did}, {Key: BackfillHeader, Value: []byte("true")}}})
-	metrics.BackfillRepos.WithLabelValues("inactive").Inc()
+	r.cfg.Observer.Repo("inactive")
 }
 
 // retry puts a repository back at the end of its partition after a transient failure, due after a backoff, or
@@ -487,7 +488,7 @@ func (r *runner) retry(ctx context.Context, cl client, w *Work, pds string, f *f
 	delay := min(time.Second<<min(w.Attempt, 20), time.Hour)
 	w.NotBefore = now.Add(delay)
 	r.emit(ctx, cl, sink.Record{Topic: r.cfg.WorkTopic, Key: []byte(w.DID), Value: w.encode()})
-	metrics.BackfillRepos.WithLabelValues("retried").Inc()
+	r.cfg.Observer.Repo("retried")
 }
 
 // failed writes a repository that failed for good to the failed topic, with the reason and its work record.
@@ -501,5 +502,5 @@ func (r *runner) failed(ctx context.Context, cl client, w *Work, pds string, f *
 	rec.Headers = append(rec.Headers, sink.Header{Key: "pds", Value: []byte(pds)},
 		sink.Header{Key: "attempt", Value: strconv.AppendInt(nil, int64(w.Attempt), 10)})
 	r.emit(ctx, cl, rec)
-	metrics.BackfillRepos.WithLabelValues("failed").Inc()
+	r.cfg.Observer.Repo("failed")
 }

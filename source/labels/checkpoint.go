@@ -25,7 +25,7 @@ func (l *labeler) openCheckpoint(store cursor.Store, start int64) {
 func (l *labeler) advance(pos int64) {
 	if pos > l.committed.Load() {
 		l.committed.Store(pos)
-		l.committedGauge.Set(float64(pos))
+		l.committedSeq(pos)
 	}
 }
 

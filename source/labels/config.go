@@ -92,6 +92,8 @@ type Config struct {
 	DeadLetterTopic string
 	// Logger receives state changes. Default slog.Default().
 	Logger *slog.Logger
+	// Observer receives the Source's measurements; nil observes nothing.
+	Observer Observer
 }
 
 func (cfg Config) withDefaults() Config {
@@ -101,6 +103,9 @@ func (cfg Config) withDefaults() Config {
 	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, DefaultShutdownTimeout)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	return cfg
 }

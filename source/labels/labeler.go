@@ -7,16 +7,13 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/atkafka/atkafka/backoff"
 	"github.com/atkafka/atkafka/checkpoint"
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/source/stream"
 	"github.com/atkafka/atkafka/transform"
@@ -35,8 +32,7 @@ type labeler struct {
 	queue chan *batch
 	// committed is the seq up to which Kafka holds everything: the start until a frame was acknowledged, so that
 	// readiness can ask before Run opened the checkpoint.
-	committed      atomic.Int64
-	committedGauge prometheus.Gauge
+	committed atomic.Int64
 
 	// Reader-goroutine state.
 	lastSeq int64 // newest seq read: what a reconnect resumes after (noCursor: the tip)
@@ -48,15 +44,19 @@ type labeler struct {
 	lastVerifyWarn time.Time
 
 	connected atomic.Bool
-	current   prometheus.Gauge
-	up        prometheus.Gauge
+	// The labeler's measurements, from Config.Observer, resolved once.
+	readSeq, committedSeq func(seq int64)
+	up                    func(bool)
+	lag                   func(time.Duration)
 }
 
 func newLabeler(s *Source, l Labeler) *labeler {
 	name := l.Name()
+	obs := s.cfg.Observer
+	read, committed := obs.Cursor(name)
 	return &labeler{s: s, cfg: l, name: name, log: s.cfg.Logger.With("source", source, "labeler", name),
-		committedGauge: metrics.LabelerCursor.WithLabelValues(name, "committed"), queue: make(chan *batch, s.cfg.MaxInFlight),
-		current: metrics.LabelerCursor.WithLabelValues(name, "current"), up: metrics.LabelerConnected.WithLabelValues(name)}
+		queue: make(chan *batch, s.cfg.MaxInFlight), readSeq: read, committedSeq: committed, up: obs.Connected(name),
+		lag: obs.Lag(name)}
 }
 
 // Name implements Status.
@@ -139,7 +139,7 @@ func (l *labeler) readLoop(ctx context.Context) {
 		if errors.As(err, &d) {
 			reason = d.Reason
 		}
-		metrics.LabelerReconnects.WithLabelValues(l.name, reason).Inc()
+		l.s.cfg.Observer.Reconnect(l.name, reason)
 		delay := policy.Next()
 		level := slog.LevelDebug // one line per outage: retries of the same outage log at debug level
 		if policy.Attempt() == 1 {
@@ -186,8 +186,8 @@ func (l *labeler) session(ctx context.Context, policy *backoff.Policy) error {
 	}
 	defer conn.CloseNow()
 	l.connected.Store(true)
-	l.up.Set(1)
-	defer func() { l.connected.Store(false); l.up.Set(0) }()
+	l.up(true)
+	defer func() { l.connected.Store(false); l.up(false) }()
 	l.log.Info("connected to labeler", "url", u, "after_attempts", policy.Attempt())
 
 	sctx, stop := context.WithCancelCause(ctx)
@@ -239,7 +239,7 @@ func (l *labeler) handle(ctx context.Context, b *batch) error {
 	}
 	b.pos = l.lastSeq
 	if b.bad != nil {
-		metrics.DecodeErrors.WithLabelValues(source, b.bad.kind).Inc()
+		l.s.cfg.Observer.DecodeError(b.bad.kind)
 		return l.enqueue(ctx, b)
 	}
 	switch b.frame.Kind {
@@ -251,7 +251,7 @@ func (l *labeler) handle(ctx context.Context, b *batch) error {
 		b.seq = b.frame.Labels.Seq
 		b.pos = l.position(b.seq)
 	default:
-		metrics.SourceEvents.WithLabelValues(source, "unknown_type").Inc()
+		l.s.cfg.Observer.SourceEvent("unknown_type")
 		b.bad = &problem{"unknown_type", fmt.Errorf("message type %q on a labels stream", b.frame.Type)}
 	}
 	return l.enqueue(ctx, b)
@@ -262,13 +262,13 @@ func (l *labeler) handle(ctx context.Context, b *batch) error {
 func (l *labeler) position(seq int64) int64 {
 	last := l.lastSeq
 	if seq <= last {
-		metrics.SourceEvents.WithLabelValues(source, "seq_regression").Inc()
+		l.s.cfg.Observer.SourceEvent("seq_regression")
 		l.log.Warn("seq went backwards: the labeler replayed frames", "previous", last, "seq", seq)
 		return last
 	}
 	l.lastSeq = seq
 	l.read.Store(seq)
-	l.current.Set(float64(seq))
+	l.readSeq(seq)
 	return seq
 }
 
@@ -319,25 +319,25 @@ func (b *batch) resolved() {
 func (l *labeler) errorFrame(e *frame.ErrorFrame) error {
 	name, msg := string(e.Error), string(e.Message)
 	if name == "FutureCursor" {
-		metrics.SourceEvents.WithLabelValues(source, "future_cursor").Inc()
+		l.s.cfg.Observer.SourceEvent("future_cursor")
 		return fatalError{fmt.Errorf("labeler %s rejected cursor %d as ahead of its newest label (FutureCursor: %s): "+
 			"the labeler was reset or is not the one this cursor came from; restart with --labeler-cursor live to start "+
 			"at its tip, or --labeler-cursor N with a seq it has (the saved cursor is in %s)",
 			l.name, l.lastSeq, msg, l.cp.Describe())}
 	}
-	metrics.SourceEvents.WithLabelValues(source, "error_frame").Inc()
+	l.s.cfg.Observer.SourceEvent("error_frame")
 	return &stream.Drop{Reason: "error_frame", Err: fmt.Errorf("labeler error frame %q: %s", name, msg)}
 }
 
 // info logs and counts an #info frame; it carries no label, so it makes no record.
 func (l *labeler) info(in *frame.Info) {
 	if string(in.Name) == "OutdatedCursor" {
-		metrics.SourceEvents.WithLabelValues(source, "outdated_cursor").Inc()
+		l.s.cfg.Observer.SourceEvent("outdated_cursor")
 		l.log.Warn("labeler says the cursor is older than what it keeps: labels between it and the oldest it has are lost",
 			"cursor", l.lastSeq, "message", string(in.Message))
 		return
 	}
-	metrics.SourceEvents.WithLabelValues(source, "info").Inc()
+	l.s.cfg.Observer.SourceEvent("info")
 	l.log.Info("labeler info message", "name", string(in.Name), "message", string(in.Message))
 }
 
@@ -382,12 +382,12 @@ func (b *batch) finish(err error) {
 	l := b.l
 	if err == nil {
 		for _, v := range b.vals {
-			metrics.LabelsProduced.WithLabelValues(l.name, valLabel(v)).Inc()
+			l.s.cfg.Observer.Produced(l.name, v)
 		}
 		if !b.lag.IsZero() {
-			metrics.LabelLagSeconds.WithLabelValues(l.name).Set(time.Since(b.lag).Seconds())
+			l.lag(time.Since(b.lag))
 		}
-		metrics.ProduceLatency.WithLabelValues(source).Observe(time.Since(b.received).Seconds())
+		l.s.cfg.Observer.Delivered(time.Since(b.received))
 		l.cp.Done(&b.msg)
 		return
 	}
@@ -401,29 +401,7 @@ func (b *batch) finish(err error) {
 	go func() {
 		b.dead, b.vals = true, nil
 		b.msg.Records = []sink.Record{l.deadLetterRecord("produce_failed", err, "", b.seq, b.raw)}
-		metrics.DeadLettered.WithLabelValues(source, "produce_failed").Inc()
+		l.s.cfg.Observer.DeadLettered("produce_failed")
 		l.deliver(context.Background(), b)
 	}()
-}
-
-// valLimit bounds the label values kept as metric labels: a labeler may invent values without end.
-const valLimit = 256
-
-var (
-	valsMu sync.Mutex
-	vals   = map[string]bool{}
-)
-
-// valLabel is v as a metric label value: itself while fewer than valLimit values were seen, else "other".
-func valLabel(v string) string {
-	valsMu.Lock()
-	defer valsMu.Unlock()
-	if vals[v] {
-		return v
-	}
-	if len(vals) < valLimit {
-		vals[v] = true
-		return v
-	}
-	return "other"
 }

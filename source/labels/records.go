@@ -10,7 +10,6 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/transform/format"
 	"github.com/atkafka/atkafka/transform/frame"
@@ -88,7 +87,7 @@ func (w *worker) build(ctx context.Context, b *batch) bool {
 
 // deadLetter adds raw (the frame, or one label's encoding) to b's message as a dead letter, and logs it.
 func (l *labeler) deadLetter(b *batch, p *problem, did string, raw []byte) {
-	metrics.DeadLettered.WithLabelValues(source, p.kind).Inc()
+	l.s.cfg.Observer.DeadLettered(p.kind)
 	l.log.Warn("labels input dead-lettered", "reason", p.kind, "seq", b.seq, "did", did, "err", p.err)
 	b.msg.Records = append(b.msg.Records, l.deadLetterRecord(p.kind, p.err, did, b.seq, raw))
 }

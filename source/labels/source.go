@@ -137,7 +137,7 @@ func (l *labeler) open() error {
 	// Read and committed start equal: a labeler with nothing new to say is idle, not stalled.
 	l.read.Store(start)
 	l.openCheckpoint(store, start)
-	l.current.Set(float64(start))
+	l.readSeq(start)
 	return nil
 }
 

@@ -14,10 +14,8 @@ import (
 	"github.com/bluesky-social/indigo/api/atproto"
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/labeling"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/atkafka/atkafka/cursor"
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/sink/sinktest"
@@ -351,13 +349,43 @@ func TestInfoCounted(t *testing.T) {
 	a := labelstest.NewServer(t, "did:plc:labelera")
 	a.Add(relaytest.InfoFrame("OutdatedCursor", "Requested cursor exceeded limit. Possibly missing events"))
 	a.Emit(labeling.Label{URI: "did:plc:alice", Val: "spam", CreatedAt: cts})
-	outdated := metrics.SourceEvents.WithLabelValues("labels", "outdated_cursor")
-	before := testutil.ToFloat64(outdated)
-	r := start(t, labels.Config{Labelers: []labels.Labeler{{Host: a.URL()}}, DataDir: t.TempDir(), StartCursor: "0"})
+	obs := &sourceEvents{counts: map[string]int{}}
+	r := start(t, labels.Config{Labelers: []labels.Labeler{{Host: a.URL()}}, DataDir: t.TempDir(), StartCursor: "0",
+		Observer: obs})
 	if recs := r.wait(t, 1); len(recs) != 1 || recs[0].Header("seq") != "2" {
 		t.Errorf("records %+v", recs)
 	}
-	if got := testutil.ToFloat64(outdated) - before; got != 1 {
-		t.Errorf("outdated_cursor counted %v times, want 1", got)
+	if got := obs.count("outdated_cursor"); got != 1 {
+		t.Errorf("outdated_cursor counted %d times, want 1", got)
 	}
 }
+
+// sourceEvents is a labels.Observer that counts source events only.
+type sourceEvents struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (o *sourceEvents) SourceEvent(kind string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.counts[kind]++
+}
+
+func (o *sourceEvents) count(kind string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.counts[kind]
+}
+
+func (*sourceEvents) Cursor(string) (read, committed func(int64)) {
+	return func(int64) {}, func(int64) {}
+}
+func (*sourceEvents) Connected(string) func(bool)    { return func(bool) {} }
+func (*sourceEvents) Lag(string) func(time.Duration) { return func(time.Duration) {} }
+func (*sourceEvents) Reconnect(string, string)       {}
+func (*sourceEvents) Produced(string, string)        {}
+func (*sourceEvents) Verified(string, string)        {}
+func (*sourceEvents) Delivered(time.Duration)        {}
+func (*sourceEvents) DecodeError(string)             {}
+func (*sourceEvents) DeadLettered(string)            {}

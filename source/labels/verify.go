@@ -10,7 +10,6 @@ import (
 	"github.com/bluesky-social/indigo/atproto/identity"
 
 	"github.com/atkafka/atkafka/backoff"
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/source/stream"
 	"github.com/atkafka/atkafka/transform/frame"
 )
@@ -54,7 +53,7 @@ type rejection struct {
 // labeler may have rotated it) before it counts.
 func (lb *labeler) verify(ctx context.Context, l *frame.Label) *rejection {
 	r := lb.check(ctx, l)
-	metrics.LabelVerifications.WithLabelValues(lb.name, resultOf(r)).Inc()
+	lb.s.cfg.Observer.Verified(lb.name, resultOf(r))
 	return r
 }
 

@@ -257,17 +257,73 @@ type testEnv struct {
 	t      *testing.T
 	fake   *fakeOzone
 	cursor *cursor.File
+	obs    *counter
 }
 
 func newTestEnv(t *testing.T) *testEnv {
-	return &testEnv{t: t, fake: newFakeOzone(t), cursor: cursor.NewFile(filepath.Join(t.TempDir(), "ozone-cursor.txt"))}
+	return &testEnv{t: t, fake: newFakeOzone(t), cursor: cursor.NewFile(filepath.Join(t.TempDir(), "ozone-cursor.txt")),
+		obs: &counter{decodeErrors: map[string]int{}}}
+}
+
+// counter is an Observer that keeps what the tests check.
+type counter struct {
+	mu           sync.Mutex
+	committed    int64
+	decodeErrors map[string]int
+	logins       int // that worked
+}
+
+func (*counter) Read(string, int64)      {}
+func (*counter) Lag(time.Duration)       {}
+func (*counter) Polled(time.Duration)    {}
+func (*counter) Delivered(time.Duration) {}
+func (*counter) DeadLettered(string)     {}
+
+func (c *counter) Committed(id int64, _ time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.committed = id
+}
+
+func (c *counter) Auth(kind string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if kind == "login" && ok {
+		c.logins++
+	}
+}
+
+// loginsOK reads how many logins worked.
+func (c *counter) loginsOK() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.logins
+}
+
+func (c *counter) DecodeError(kind string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.decodeErrors[kind]++
+}
+
+// lastCommitted and decodeErrorsOf read the counts.
+func (c *counter) lastCommitted() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.committed
+}
+
+func (c *counter) decodeErrorsOf(kind string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.decodeErrors[kind]
 }
 
 func (e *testEnv) config(s sink.Sink) Config {
 	return Config{
 		PDSHost: e.fake.srv.URL, Identifier: fakeUser, Password: fakePassword, LabelerDID: fakeLabeler,
 		PollInterval: 20 * time.Millisecond, SettleDelay: -1, Cursor: e.cursor, Sink: s,
-		Logger: testLogger(e.t),
+		Logger: testLogger(e.t), Observer: e.obs,
 	}
 }
 

@@ -1,17 +1,9 @@
 package ozone
 
-import (
-	"context"
-
-	"github.com/atkafka/atkafka/metrics"
-)
+import "context"
 
 // advanced is the checkpoint's OnAdvance: every event up to pos is in Kafka.
-func advanced(pos position) {
-	metrics.CursorCommitted.WithLabelValues(sourceLabel).Set(float64(pos.id))
-	metrics.OzoneLastEvent.WithLabelValues("id").Set(float64(pos.id))
-	metrics.OzoneLastEvent.WithLabelValues("created_at").Set(float64(pos.createdAt.UnixMilli()) / 1000)
-}
+func (s *Source) advanced(pos position) { s.cfg.Observer.Committed(pos.id, pos.createdAt) }
 
 // drain waits until the sink called Done for every message it accepted, or the drain timeout passed, so that the
 // final save includes them.

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/atkafka/atkafka/backoff"
-	"github.com/atkafka/atkafka/metrics"
 )
 
 const queryEventsNSID = "tools.ozone.moderation.queryEvents"
@@ -47,7 +46,7 @@ func (s *Source) poll(ctx context.Context, start *position) error {
 		answered = true
 		r.ok()
 		if len(pg.Events) == 0 {
-			metrics.LagSeconds.WithLabelValues(sourceLabel).Set(0) // caught up
+			s.cfg.Observer.Lag(0) // caught up
 			backoff.Sleep(ctx, s.cfg.PollInterval)
 			continue
 		}
@@ -84,7 +83,7 @@ func (s *Source) fetch(ctx context.Context, cursor string) (*page, error) {
 		headers := map[string]string{"Authorization": "Bearer " + tok, "atproto-proxy": s.proxy}
 		began := time.Now()
 		data, err := s.xrpc.call(ctx, http.MethodGet, queryEventsNSID, q, nil, headers)
-		metrics.OzonePollLatency.WithLabelValues().Observe(time.Since(began).Seconds())
+		s.cfg.Observer.Polled(time.Since(began))
 		if err != nil {
 			if attempt == 0 && s.auth.rejected(err) {
 				continue

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/atkafka/atkafka/backoff"
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 )
 
@@ -108,7 +107,7 @@ func (s *Source) positionOf(ev event) position {
 		s.lastRead = newPosition(ev.createdAt, ev.id)
 		return s.lastRead
 	}
-	metrics.DecodeErrors.WithLabelValues(sourceLabel, "bad_created_at").Inc()
+	s.cfg.Observer.DecodeError("bad_created_at")
 	s.log.Warn("ozone event with unreadable createdAt; producing it anyway", "id", ev.id, "created_at", ev.createdAtRaw)
 	return s.lastRead
 }
@@ -122,23 +121,22 @@ func (s *Source) reject(ctx context.Context, err error, raw json.RawMessage) err
 	if errors.As(err, &de) {
 		kind = de.kind
 	}
-	metrics.DecodeErrors.WithLabelValues(sourceLabel, kind).Inc()
+	s.cfg.Observer.DecodeError(kind)
 	excerpt := string(raw[:min(len(raw), 200)])
 	if s.cfg.DeadLetterTopic == "" {
 		s.log.Error("ozone event skipped", "err", err, "kind", kind, "event", excerpt)
 		return nil
 	}
 	s.log.Error("ozone event dead-lettered", "err", err, "kind", kind, "event", excerpt)
-	metrics.DeadLettered.WithLabelValues(sourceLabel, kind).Inc()
+	s.cfg.Observer.DeadLettered(kind)
 	dl := &sink.DeadLetter{Source: sourceLabel, Reason: kind, Err: err, Raw: raw}
 	return s.send(ctx, dl.Record(s.cfg.DeadLetterTopic), s.lastRead)
 }
 
 func (s *Source) observeRead(ev event) {
-	metrics.HandledEvents.WithLabelValues(actionName(ev.typ), "").Inc()
-	metrics.CursorCurrent.WithLabelValues(sourceLabel).Set(float64(ev.id))
+	s.cfg.Observer.Read(actionName(ev.typ), ev.id)
 	if !ev.createdAt.IsZero() {
-		metrics.LagSeconds.WithLabelValues(sourceLabel).Set(s.now().Sub(ev.createdAt).Seconds())
+		s.cfg.Observer.Lag(s.now().Sub(ev.createdAt))
 	}
 }
 
@@ -216,6 +214,6 @@ func (d *delivery) done(err error) {
 		return
 	}
 	s.sinkRetry.ok()
-	metrics.ProduceLatency.WithLabelValues(sourceLabel).Observe(time.Since(d.received).Seconds())
+	s.cfg.Observer.Delivered(time.Since(d.received))
 	s.cp.Done(d.msg)
 }

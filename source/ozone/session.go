@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-
-	"github.com/atkafka/atkafka/metrics"
 )
 
 const (
@@ -42,6 +40,7 @@ type authenticator struct {
 	password   string
 	log        *slog.Logger
 	now        func() time.Time
+	obs        Observer
 	sess       *session
 }
 
@@ -92,7 +91,7 @@ func (a *authenticator) login(ctx context.Context) error {
 	body := map[string]string{"identifier": a.identifier, "password": a.password}
 	data, err := a.xrpc.call(ctx, http.MethodPost, createSessionNSID, nil, body, nil)
 	if err != nil {
-		metrics.OzoneAuthRefresh.WithLabelValues("login", "error").Inc()
+		a.obs.Auth("login", false)
 		if !isTransient(err) {
 			// The PDS's own message ("Invalid identifier or password") is kept; it never echoes the password.
 			return fmt.Errorf("%w: log in to %s as %q: %v", errCredentials, a.xrpc.host, a.identifier, err)
@@ -106,7 +105,7 @@ func (a *authenticator) refresh(ctx context.Context) error {
 	headers := map[string]string{"Authorization": "Bearer " + a.sess.refresh}
 	data, err := a.xrpc.call(ctx, http.MethodPost, refreshSessionNSID, nil, nil, headers)
 	if err != nil {
-		metrics.OzoneAuthRefresh.WithLabelValues("refresh", "error").Inc()
+		a.obs.Auth("refresh", false)
 		return err
 	}
 	return a.store("refresh", data)
@@ -120,10 +119,10 @@ func (a *authenticator) store(kind string, data []byte) error {
 		RefreshJwt string `json:"refreshJwt"`
 	}
 	if err := json.Unmarshal(data, &out); err != nil || out.AccessJwt == "" || out.RefreshJwt == "" {
-		metrics.OzoneAuthRefresh.WithLabelValues(kind, "error").Inc()
+		a.obs.Auth(kind, false)
 		return fmt.Errorf("%s: answer without tokens", kind)
 	}
-	metrics.OzoneAuthRefresh.WithLabelValues(kind, "ok").Inc()
+	a.obs.Auth(kind, true)
 	a.sess = &session{did: out.DID, access: out.AccessJwt, refresh: out.RefreshJwt, renewAt: renewTime(out.AccessJwt, a.now())}
 	return nil
 }

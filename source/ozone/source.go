@@ -68,6 +68,8 @@ type Config struct {
 	HTTPClient *http.Client
 	// Logger receives state changes. Default slog.Default().
 	Logger *slog.Logger
+	// Observer receives the Source's measurements; nil observes nothing.
+	Observer Observer
 }
 
 // Source polls one Ozone labeler and produces its moderation events. Create it with New.
@@ -112,6 +114,9 @@ func New(cfg Config) (*Source, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
 	log := cfg.Logger.With("source", "ozone")
 	xc := &xrpcClient{http: cfg.HTTPClient, host: strings.TrimRight(cfg.PDSHost, "/"), timeout: requestTimeout}
 	s := &Source{
@@ -129,8 +134,8 @@ func New(cfg Config) (*Source, error) {
 	// acknowledged by Kafka: that is what bounds the repeats after a kill -9 to one window. The cursor is therefore
 	// saved as soon as it moves (one fsync per Kafka acknowledgement batch, cheap at Ozone's event rates).
 	s.cp = checkpoint.New(checkpoint.Config[position]{Sink: cfg.Sink, Store: cfg.Cursor, Cursor: position.cursor,
-		Window: maxInFlight, OnAdvance: advanced, Logger: log})
-	s.auth = &authenticator{xrpc: xc, identifier: cfg.Identifier, password: cfg.Password, log: log, now: s.now}
+		Window: maxInFlight, OnAdvance: s.advanced, Logger: log})
+	s.auth = &authenticator{xrpc: xc, identifier: cfg.Identifier, password: cfg.Password, log: log, now: s.now, obs: cfg.Observer}
 	return s, nil
 }
 

@@ -14,10 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/atkafka/atkafka/cursor"
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/sink/sinktest"
@@ -81,8 +78,8 @@ func TestPagesInOrderAndProducesViewsUnchanged(t *testing.T) {
 	if _, _, q := e.fake.counts(); q < 4 {
 		t.Fatalf("%d queries for 3 pages and an empty one", q)
 	}
-	if v := testutil.ToFloat64(metrics.CursorCommitted.WithLabelValues("ozone")); v != 250 {
-		t.Fatalf("cursor_committed %v", v)
+	if v := e.obs.lastCommitted(); v != 250 {
+		t.Fatalf("committed up to %v, want 250", v)
 	}
 }
 
@@ -261,7 +258,7 @@ func TestRefreshFailureLogsInAgain(t *testing.T) {
 	ms := &sinktest.Sink{}
 	stop := run(t, e.source(e.config(ms)))
 	waitFor(t, 5*time.Second, "first event", func() bool { return len(ackedKeys(ms)) == 1 })
-	before := testutil.ToFloat64(metrics.OzoneAuthRefresh.WithLabelValues("login", "ok"))
+	before := e.obs.loginsOK()
 	e.fake.mu.Lock()
 	e.fake.failRefresh = true
 	e.fake.mu.Unlock()
@@ -272,8 +269,8 @@ func TestRefreshFailureLogsInAgain(t *testing.T) {
 	if logins, refreshes, _ := e.fake.counts(); logins != 2 || refreshes != 1 {
 		t.Fatalf("logins %d refreshes %d, want 2 and 1", logins, refreshes)
 	}
-	if after := testutil.ToFloat64(metrics.OzoneAuthRefresh.WithLabelValues("login", "ok")); after != before+1 {
-		t.Fatalf("ozone_auth_refreshes{login,ok} went from %v to %v", before, after)
+	if after := e.obs.loginsOK(); after != before+1 {
+		t.Fatalf("logins that worked went from %d to %d, want one more", before, after)
 	}
 }
 
@@ -422,7 +419,6 @@ func TestMalformedEvents(t *testing.T) {
 			e.fake.addRaw("2026-07-04T10:00:00.002Z", `"a string"`)
 			e.fake.addRaw("2026-07-04T10:00:00.003Z", `{"createdAt":"2026-07-04T10:00:00.003Z"}`)
 			e.fake.addRaw("2026-07-04T10:00:00.004Z", `{"id":4,"createdAt":"soon","event":{}}`)
-			before := testutil.ToFloat64(metrics.DecodeErrors.WithLabelValues("ozone", "missing_id"))
 			ms := &sinktest.Sink{}
 			cfg := e.config(ms)
 			cfg.DeadLetterTopic = dlt
@@ -437,8 +433,8 @@ func TestMalformedEvents(t *testing.T) {
 			if got := len(ms.Messages()); got != want {
 				t.Fatalf("%d messages, want %d", got, want)
 			}
-			if after := testutil.ToFloat64(metrics.DecodeErrors.WithLabelValues("ozone", "missing_id")); after != before+1 {
-				t.Fatalf("decode_errors{missing_id} %v -> %v", before, after)
+			if n := e.obs.decodeErrorsOf("missing_id"); n != 1 {
+				t.Fatalf("%d decode errors missing_id, want 1", n)
 			}
 			if got, want := e.cursorLine(), "2026-07-04T10:00:00.001Z 1"; got != want {
 				t.Fatalf("cursor %q, want %q", got, want)

@@ -70,6 +70,8 @@ type Config struct {
 	DeadLetterTopic string
 	// Logger receives state changes. Default slog.Default().
 	Logger *slog.Logger
+	// Observer receives the Source's measurements; nil observes nothing.
+	Observer Observer
 	// Verifier checks #commit and #sync frames (Sync 1.1) before they are rendered; nil verifies nothing.
 	Verifier Verifier
 	// Cursor keeps the committed cursor; nil means the cursor file in DataDir (CursorFile), bound to no Kafka
@@ -97,6 +99,9 @@ func (cfg Config) withDefaults() Config {
 	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, DefaultShutdownTimeout)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	return cfg
 }

@@ -27,7 +27,7 @@ func (j *job) finish(err error) {
 		s.retries <- j // never blocks: it holds as many jobs as exist
 		return
 	}
-	s.latency.Observe(time.Since(j.received).Seconds())
+	s.obs.Delivered(time.Since(j.received))
 	s.cp.Done(&j.msg)
 	s.jobs.put(j)
 }

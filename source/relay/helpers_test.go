@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -288,3 +289,35 @@ func checkNoLoss(t testing.TB, want map[opID]bool, got map[opID]int) (dups int) 
 	}
 	return dups
 }
+
+// counter is an Observer, and a verify.Observer, that keeps the counts the tests check, by "method/label".
+type counter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func newCounter() *counter { return &counter{counts: map[string]int{}} }
+
+func (c *counter) add(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.counts[key]++
+}
+
+// count reads a count, such as "source_event/outdated_cursor".
+func (c *counter) count(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts[key]
+}
+
+func (*counter) Read(int64)                {}
+func (*counter) Committed(int64)           {}
+func (*counter) Lag(time.Duration)         {}
+func (*counter) Delivered(time.Duration)   {}
+func (c *counter) DecodeError(kind string) { c.add("decode_error/" + kind) }
+func (c *counter) DeadLettered(r string)   { c.add("dead_lettered/" + r) }
+func (c *counter) Reconnect(reason string) { c.add("reconnect/" + reason) }
+func (c *counter) SourceEvent(kind string) { c.add("source_event/" + kind) }
+func (*counter) Verified(string, string)   {}
+func (c *counter) Failed(reason string)    { c.add("verify_failed/" + reason) }

@@ -12,7 +12,6 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/atkafka/atkafka/backoff"
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/source/stream"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/dagcbor"
@@ -41,7 +40,7 @@ func (s *Source) read(ctx context.Context) error {
 		if errors.As(err, &d) {
 			reason = d.Reason
 		}
-		metrics.Reconnects.WithLabelValues(label, reason).Inc()
+		s.obs.Reconnect(reason)
 		delay := policy.Next()
 		// One line per outage: retries of the same outage log at debug level.
 		level := slogLevel(policy.Attempt() == 1)
@@ -150,7 +149,7 @@ func (s *Source) handle(j *job) error {
 		}
 	}
 	if j.bad != nil {
-		metrics.DecodeErrors.WithLabelValues(label, j.bad.kind).Inc()
+		s.obs.DecodeError(j.bad.kind)
 		seq, did := peek(j.raw)
 		j.seq, j.did = seq, did
 		// A broken frame's seq is trusted only where it is the one expected next: garbage must not move the
@@ -170,7 +169,7 @@ func (s *Source) handle(j *job) error {
 	case frame.KindUnknown, frame.KindLabels:
 		// A valid envelope of a type this build does not know (or a labeler's, on a relay stream): keep it raw
 		// rather than lose it.
-		metrics.SourceEvents.WithLabelValues(label, "unknown_type").Inc()
+		s.obs.SourceEvent("unknown_type")
 		j.seq, j.did = peek(j.raw)
 		j.bad = &problem{"unknown_type", fmt.Errorf("unknown message type %q", j.frame.Type)}
 	case frame.KindInfo:
@@ -242,15 +241,15 @@ func (s *Source) position(seq int64) int64 {
 	switch {
 	case last <= 0 || seq == last+1: // nothing to compare with yet, or the expected next seq
 	case seq > last+1:
-		metrics.SourceEvents.WithLabelValues(label, "seq_gap").Inc()
+		s.obs.SourceEvent("seq_gap")
 		s.logSeqAnomaly("seq gap: events missing from the relay stream", last, seq)
 	default:
-		metrics.SourceEvents.WithLabelValues(label, "seq_regression").Inc()
+		s.obs.SourceEvent("seq_regression")
 		s.logSeqAnomaly("seq went backwards: relay replayed events", last, seq)
 		return last
 	}
 	s.lastSeq = seq
-	s.cursorCurrent.Set(float64(seq))
+	s.obs.Read(seq)
 	return seq
 }
 
@@ -314,27 +313,27 @@ func (s *Source) errorFrame(e *frame.ErrorFrame) error {
 	name, msg := string(e.Error), string(e.Message)
 	switch name {
 	case "FutureCursor":
-		metrics.SourceEvents.WithLabelValues(label, "future_cursor").Inc()
+		s.obs.SourceEvent("future_cursor")
 		return fatalError{fmt.Errorf("relay %s rejected cursor %d as ahead of its newest event (FutureCursor: %s): "+
 			"the relay was reset or is not the one this cursor came from; restart with --cursor live to start at its "+
 			"tip, or --cursor N with a seq it has (the saved cursor is in %s)", s.url.Host, s.lastSeq, msg, s.CursorPath())}
 	case "ConsumerTooSlow":
-		metrics.SourceEvents.WithLabelValues(label, "consumer_too_slow").Inc()
+		s.obs.SourceEvent("consumer_too_slow")
 		return &stream.Drop{Reason: "consumer_too_slow", Err: fmt.Errorf("relay error frame ConsumerTooSlow: %s", msg)}
 	}
-	metrics.SourceEvents.WithLabelValues(label, "error_frame").Inc()
+	s.obs.SourceEvent("error_frame")
 	return &stream.Drop{Reason: "error_frame", Err: fmt.Errorf("relay error frame %q: %s", name, msg)}
 }
 
 // info handles an #info frame's side effects; the frame itself becomes a record like any event.
 func (s *Source) info(in *frame.Info) {
 	if string(in.Name) == "OutdatedCursor" {
-		metrics.SourceEvents.WithLabelValues(label, "outdated_cursor").Inc()
+		s.obs.SourceEvent("outdated_cursor")
 		s.log.Warn("relay says the cursor is older than its backlog: events between it and the oldest it keeps are lost",
 			"cursor", s.lastSeq, "message", string(in.Message))
 		return
 	}
-	metrics.SourceEvents.WithLabelValues(label, "info").Inc()
+	s.obs.SourceEvent("info")
 	s.log.Info("relay info message", "name", string(in.Name), "message", string(in.Message))
 }
 

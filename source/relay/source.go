@@ -41,11 +41,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/atkafka/atkafka/checkpoint"
 	"github.com/atkafka/atkafka/cursor"
-	"github.com/atkafka/atkafka/metrics"
 )
 
 // saveInterval is how often the committed cursor is written to disk: a crash re-reads at most this much more
@@ -83,8 +80,8 @@ type Source struct {
 	stalled atomic.Bool // the reader waits for a free job (backpressure)
 	gaps    rateLimitedLog
 
-	cursorCurrent, cursorCommitted, lag prometheus.Gauge
-	latency                             prometheus.Observer
+	// obs is cfg.Observer, at hand on the per-frame paths.
+	obs Observer
 }
 
 // New validates cfg and prepares a Source. It creates cfg.DataDir when missing but connects to nothing.
@@ -98,15 +95,12 @@ func New(cfg Config) (*Source, error) {
 		return nil, fmt.Errorf("relay data dir: %w", err)
 	}
 	s := &Source{
-		cfg:             cfg,
-		url:             u,
-		log:             cfg.Logger.With("source", label, "relay", u.Host),
-		queues:          make([]chan *job, cfg.Workers),
-		retries:         make(chan *job, cfg.MaxInFlight),
-		cursorCurrent:   metrics.CursorCurrent.WithLabelValues(label),
-		cursorCommitted: metrics.CursorCommitted.WithLabelValues(label),
-		lag:             metrics.LagSeconds.WithLabelValues(label),
-		latency:         metrics.ProduceLatency.WithLabelValues(label),
+		cfg:     cfg,
+		url:     u,
+		log:     cfg.Logger.With("source", label, "relay", u.Host),
+		queues:  make([]chan *job, cfg.Workers),
+		retries: make(chan *job, cfg.MaxInFlight),
+		obs:     cfg.Observer,
 	}
 	store := cfg.Cursor
 	if store == nil {
@@ -144,7 +138,7 @@ func (s *Source) advance(pos int64) {
 	if pos > s.committed.Load() {
 		s.committed.Store(pos)
 		s.progress.Store(time.Now().UnixNano())
-		s.cursorCommitted.Set(float64(pos))
+		s.obs.Committed(pos)
 	}
 }
 

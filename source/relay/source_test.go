@@ -7,10 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/atkafka/atkafka/cursor"
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/sink/sinktest"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
@@ -65,15 +62,14 @@ func TestFutureCursorStops(t *testing.T) {
 func TestOutdatedCursorCounted(t *testing.T) {
 	srv := relaytest.NewServer(relaytest.CorpusFrames(t))
 	defer srv.Close()
-	counter := metrics.SourceEvents.WithLabelValues(label, "outdated_cursor")
-	before := testutil.ToFloat64(counter)
 	var mem sinktest.Sink
 	cfg := testConfig(t, srv.URL(), &mem)
-	cfg.StartCursor = "5"
+	obs := newCounter()
+	cfg.StartCursor, cfg.Observer = "5", obs
 	r := start(t, cfg)
 	r.waitCommitted(t, srv.LastSeq(), 30*time.Second)
-	if got := testutil.ToFloat64(counter) - before; got != 1 {
-		t.Errorf("outdated_cursor counted %v times, want 1", got)
+	if got := obs.count("source_event/outdated_cursor"); got != 1 {
+		t.Errorf("outdated_cursor counted %d times, want 1", got)
 	}
 	var info []record
 	for _, rec := range mem.Topic("") {

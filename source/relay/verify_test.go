@@ -9,9 +9,7 @@ import (
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/schema/schematest"
 	"github.com/atkafka/atkafka/sink/sinktest"
 	"github.com/atkafka/atkafka/source/relay/relaytest"
@@ -23,7 +21,7 @@ import (
 
 // verifyCorpus serves the capture, with a PLC whose document for one DID (returned) names another key, so
 // that DID's commits fail their signature check while every other commit verifies.
-func verifyCorpus(t *testing.T, mode verify.Mode) (srv *relaytest.Server, forged string, forgedCommits int, v *verify.Verifier) {
+func verifyCorpus(t *testing.T, mode verify.Mode, obs verify.Observer) (srv *relaytest.Server, forged string, forgedCommits int, v *verify.Verifier) {
 	t.Helper()
 	frames := relaytest.CorpusFrames(t)
 	var f frame.Frame
@@ -68,7 +66,7 @@ func verifyCorpus(t *testing.T, mode verify.Mode) (srv *relaytest.Server, forged
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Close)
-	v, err = verify.New(verify.Config{Mode: mode, Keys: e, Logger: testLogger(t), Observer: metrics.Verify{}})
+	v, err = verify.New(verify.Config{Mode: mode, Keys: e, Logger: testLogger(t), Observer: obs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,13 +76,12 @@ func verifyCorpus(t *testing.T, mode verify.Mode) (srv *relaytest.Server, forged
 // TestVerifyStrict: commits that fail verification are dead-lettered instead of produced, with reason
 // verify_<reason>; every other real commit verifies and is produced.
 func TestVerifyStrict(t *testing.T) {
-	srv, forged, forgedCommits, v := verifyCorpus(t, verify.ModeStrict)
+	obs := newCounter()
+	srv, forged, forgedCommits, v := verifyCorpus(t, verify.ModeStrict, obs)
 	defer srv.Close()
 	var mem sinktest.Sink
 	cfg := testConfig(t, srv.URL(), &mem)
-	cfg.StartCursor, cfg.Verifier = "0", v
-	dead := metrics.DeadLettered.WithLabelValues(label, "verify_bad_signature")
-	n := testutil.ToFloat64(dead)
+	cfg.StartCursor, cfg.Verifier, cfg.Observer = "0", v, obs
 	r := start(t, cfg)
 	r.waitCommitted(t, srv.LastSeq(), 30*time.Second)
 	if err := r.stop(t); err != nil {
@@ -105,8 +102,8 @@ func TestVerifyStrict(t *testing.T) {
 			t.Errorf("dead letter key %q reason %q", l.Key, l.Header("reason"))
 		}
 	}
-	if got := testutil.ToFloat64(dead) - n; got != float64(forgedCommits) {
-		t.Errorf("counted %v verify_bad_signature dead letters, want %d", got, forgedCommits)
+	if got := obs.count("dead_lettered/verify_bad_signature"); got != forgedCommits {
+		t.Errorf("counted %d verify_bad_signature dead letters, want %d", got, forgedCommits)
 	}
 	// Everything else of the oracle is there: 148 commits verified on the way.
 	produced := 0
@@ -122,13 +119,12 @@ func TestVerifyStrict(t *testing.T) {
 
 // TestVerifyLog: failures are counted and produced anyway; nothing is dead-lettered.
 func TestVerifyLog(t *testing.T) {
-	srv, _, forgedCommits, v := verifyCorpus(t, verify.ModeLog)
+	obs := newCounter()
+	srv, _, forgedCommits, v := verifyCorpus(t, verify.ModeLog, obs)
 	defer srv.Close()
 	var mem sinktest.Sink
 	cfg := testConfig(t, srv.URL(), &mem)
 	cfg.StartCursor, cfg.Verifier = "0", v
-	failures := metrics.VerifyFailures.WithLabelValues(string(verify.ReasonBadSignature))
-	n := testutil.ToFloat64(failures)
 	r := start(t, cfg)
 	r.waitCommitted(t, srv.LastSeq(), 30*time.Second)
 	if err := r.stop(t); err != nil {
@@ -138,7 +134,7 @@ func TestVerifyLog(t *testing.T) {
 	if got := mem.Topic("dead"); len(got) != 0 {
 		t.Errorf("%d dead letters in log mode, want none", len(got))
 	}
-	if got := testutil.ToFloat64(failures) - n; got != float64(forgedCommits) {
-		t.Errorf("counted %v bad_signature failures, want %d", got, forgedCommits)
+	if got := obs.count("verify_failed/" + string(verify.ReasonBadSignature)); got != forgedCommits {
+		t.Errorf("counted %d bad_signature failures, want %d", got, forgedCommits)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/atkafka/atkafka/metrics"
 	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/transform"
 	"github.com/atkafka/atkafka/transform/dagcbor"
@@ -105,7 +104,7 @@ func (w *worker) build(ctx context.Context, j *job) {
 		ev = format.Event{Info: &format.Info{Name: string(f.Info.Name), Message: optString(f.Info.Message)}}
 	}
 	if bad != nil {
-		metrics.DecodeErrors.WithLabelValues(label, bad.kind).Inc()
+		w.s.obs.DecodeError(bad.kind)
 		w.s.deadLetter(j, bad, j.raw)
 		return
 	}
@@ -230,7 +229,7 @@ func (w *worker) render(c *frame.Commit) (bad *problem) {
 	for rec, err := range w.records.Ops(&w.kept) {
 		if err != nil {
 			p := &problem{opProblem(err, c.TooBig), err}
-			metrics.DecodeErrors.WithLabelValues(label, p.kind).Inc()
+			w.s.obs.DecodeError(p.kind)
 			bad = cmp.Or(bad, p)
 			continue
 		}
@@ -325,13 +324,13 @@ func (w *worker) observeLag(ts string) {
 	}
 	w.lastLag = now
 	if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
-		w.s.lag.Set(now.Sub(t).Seconds())
+		w.s.obs.Lag(now.Sub(t))
 	}
 }
 
 // deadLetter appends a dead-letter record holding raw to j's message, counts it and logs it.
 func (s *Source) deadLetter(j *job, p *problem, raw []byte) {
-	metrics.DeadLettered.WithLabelValues(label, p.kind).Inc()
+	s.obs.DeadLettered(p.kind)
 	s.log.Warn("frame written to the dead-letter topic", "reason", p.kind, "seq", j.seq, "did", string(j.did), "err", p.err)
 	dl := sink.DeadLetter{Source: label, Reason: p.kind, Err: p.err, DID: string(j.did), Seq: j.seq, Raw: raw}
 	j.records = append(j.records, dl.Record(s.cfg.DeadLetterTopic))

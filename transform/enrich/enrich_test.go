@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/identity"
@@ -24,7 +25,7 @@ import (
 // fakePLC serves DID documents, audit logs and profiles from maps, with per-path failure injection, and
 // records every request.
 type fakePLC struct {
-	*httptest.Server
+	URL      string
 	mu       sync.Mutex
 	docs     map[string]string // did → document JSON
 	created  map[string]string // did → creation time of its audit log (default defaultCreated)
@@ -36,12 +37,35 @@ type fakePLC struct {
 }
 
 func newFakePLC(t testing.TB) *fakePLC {
-	f := &fakePLC{docs: map[string]string{}, created: map[string]string{}, profiles: map[string]string{},
-		fail: map[string]int{}, delay: map[string]time.Duration{}, hits: map[string]int{}}
-	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
-	t.Cleanup(f.Close)
+	f := newMemPLC()
+	srv := httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(srv.Close)
+	f.URL = srv.URL
 	return f
 }
+
+// newMemPLC is a fakePLC without a server: its client serves requests in the caller's goroutine, so that a test
+// can run in a synctest bubble, where time is fake and the timing of deadlines and TTLs is exact.
+func newMemPLC() *fakePLC {
+	return &fakePLC{URL: "http://plc.test", docs: map[string]string{}, created: map[string]string{}, profiles: map[string]string{},
+		fail: map[string]int{}, delay: map[string]time.Duration{}, hits: map[string]int{}}
+}
+
+// client is the HTTP client of a newMemPLC.
+func (f *fakePLC) client() *http.Client {
+	return &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		rec := httptest.NewRecorder()
+		f.serve(rec, r)
+		if err := r.Context().Err(); err != nil {
+			return nil, err
+		}
+		return rec.Result(), nil
+	})}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (fn roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return fn(r) }
 
 func (f *fakePLC) serve(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
@@ -376,81 +400,87 @@ func TestRetryThenOK(t *testing.T) {
 }
 
 func TestPersistentFailureIsRemembered(t *testing.T) {
-	plc := newFakePLC(t)
-	did := testDID("broken")
-	plc.set(plc.docs, did, docJSON(did, "broken.test", "https://pds.example"))
-	plc.mu.Lock()
-	plc.fail[auditPath(did)] = 1000
-	plc.mu.Unlock()
-	obs := newCounts()
-	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 3 * time.Second, FailureTTL: time.Hour, Observer: obs})
-	if r := e.Metadata(context.Background(), did).PDS(); r.Outcome != filter.Unknown {
-		t.Errorf("PDS after 5xx = %+v, want Unknown", r)
-	}
-	start := time.Now()
-	for range 10 {
-		if m := e.Metadata(context.Background(), did); m.Handle() != "" {
-			t.Error("metadata from a failing PLC")
+	// In a synctest bubble: time is fake, so the deadlines and TTLs below are exact whatever the load.
+	synctest.Test(t, func(t *testing.T) {
+		plc := newMemPLC()
+		did := testDID("broken")
+		plc.set(plc.docs, did, docJSON(did, "broken.test", "https://pds.example"))
+		plc.mu.Lock()
+		plc.fail[auditPath(did)] = 1000
+		plc.mu.Unlock()
+		obs := newCounts()
+		e := newEnricher(t, Config{HTTPClient: plc.client(), PLCHost: plc.URL, LookupTimeout: 3 * time.Second, FailureTTL: time.Hour, Observer: obs})
+		if r := e.Metadata(context.Background(), did).PDS(); r.Outcome != filter.Unknown {
+			t.Errorf("PDS after 5xx = %+v, want Unknown", r)
 		}
-	}
-	if time.Since(start) > 250*time.Millisecond { // retrying each would cost 10 × ~300ms
-		t.Errorf("remembered failures took %v", time.Since(start))
-	}
-	if n := plc.count(auditPath(did)); n != maxAttempts {
-		t.Errorf("%d requests, want %d (one flight, then remembered)", n, maxAttempts)
-	}
-	if d := obs.get("failures doc"); d != 11 {
-		t.Errorf("%v doc failures, want 11 (one per event without a document)", d)
-	}
+		start := time.Now()
+		for range 10 {
+			if m := e.Metadata(context.Background(), did); m.Handle() != "" {
+				t.Error("metadata from a failing PLC")
+			}
+		}
+		if time.Since(start) > 250*time.Millisecond { // retrying each would cost 10 × ~300ms
+			t.Errorf("remembered failures took %v", time.Since(start))
+		}
+		if n := plc.count(auditPath(did)); n != maxAttempts {
+			t.Errorf("%d requests, want %d (one flight, then remembered)", n, maxAttempts)
+		}
+		if d := obs.get("failures doc"); d != 11 {
+			t.Errorf("%v doc failures, want 11 (one per event without a document)", d)
+		}
+	})
 }
 
 func TestSlowLookupHitsDeadlineAndBlocksNoOne(t *testing.T) {
-	plc := newFakePLC(t)
-	slow, fast := testDID("slow"), testDID("fast")
-	plc.set(plc.docs, slow, docJSON(slow, "slow.test", "https://pds.example"))
-	plc.set(plc.docs, fast, docJSON(fast, "fast.test", "https://pds.example"))
-	plc.mu.Lock()
-	plc.delay[auditPath(slow)] = 400 * time.Millisecond
-	plc.mu.Unlock()
-	obs := newCounts()
-	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 100 * time.Millisecond, Observer: obs})
+	// In a synctest bubble: time is fake, so the deadlines and TTLs below are exact whatever the load.
+	synctest.Test(t, func(t *testing.T) {
+		plc := newMemPLC()
+		slow, fast := testDID("slow"), testDID("fast")
+		plc.set(plc.docs, slow, docJSON(slow, "slow.test", "https://pds.example"))
+		plc.set(plc.docs, fast, docJSON(fast, "fast.test", "https://pds.example"))
+		plc.mu.Lock()
+		plc.delay[auditPath(slow)] = 400 * time.Millisecond
+		plc.mu.Unlock()
+		obs := newCounts()
+		e := newEnricher(t, Config{HTTPClient: plc.client(), PLCHost: plc.URL, LookupTimeout: 100 * time.Millisecond, Observer: obs})
 
-	done := make(chan time.Duration)
-	go func() {
+		done := make(chan time.Duration)
+		go func() {
+			start := time.Now()
+			if m := e.Metadata(context.Background(), slow); m.Handle() != "" {
+				t.Error("slow lookup answered within the deadline?")
+			}
+			done <- time.Since(start)
+		}()
+		time.Sleep(20 * time.Millisecond)
 		start := time.Now()
-		if m := e.Metadata(context.Background(), slow); m.Handle() != "" {
-			t.Error("slow lookup answered within the deadline?")
+		if m := e.Metadata(context.Background(), fast); m.Handle() != "fast.test" {
+			t.Errorf("fast DID: handle %q", m.Handle())
 		}
-		done <- time.Since(start)
-	}()
-	time.Sleep(20 * time.Millisecond)
-	start := time.Now()
-	if m := e.Metadata(context.Background(), fast); m.Handle() != "fast.test" {
-		t.Errorf("fast DID: handle %q", m.Handle())
-	}
-	if d := time.Since(start); d > 300*time.Millisecond { // blocked behind the slow DID would be 400ms
-		t.Errorf("fast DID took %v while another DID was slow", d)
-	}
-	if d := <-done; d < 90*time.Millisecond || d > 300*time.Millisecond {
-		t.Errorf("slow lookup returned after %v, want about the 100ms deadline", d)
-	}
-	if d := obs.get("failures doc"); d != 1 {
-		t.Errorf("%v doc failures, want 1", d)
-	}
-	// The next event of the slow DID waits out its own deadline on the same fetch, without a second request.
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if r := e.Metadata(ctx, slow).PDS(); r.Outcome != filter.Unknown {
-		t.Errorf("PDS while the fetch is still running = %+v, want Unknown", r)
-	}
-	// …and once the fetch completes in the background, its answer is cached.
-	time.Sleep(450 * time.Millisecond)
-	if m := e.Metadata(context.Background(), slow); m.Handle() != "slow.test" {
-		t.Errorf("after the slow answer arrived: handle %q", m.Handle())
-	}
-	if n := plc.count(auditPath(slow)); n != 1 {
-		t.Errorf("%d requests for the slow DID, want 1", n)
-	}
+		if d := time.Since(start); d > 300*time.Millisecond { // blocked behind the slow DID would be 400ms
+			t.Errorf("fast DID took %v while another DID was slow", d)
+		}
+		if d := <-done; d < 90*time.Millisecond || d > 300*time.Millisecond {
+			t.Errorf("slow lookup returned after %v, want about the 100ms deadline", d)
+		}
+		if d := obs.get("failures doc"); d != 1 {
+			t.Errorf("%v doc failures, want 1", d)
+		}
+		// The next event of the slow DID waits out its own deadline on the same fetch, without a second request.
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		if r := e.Metadata(ctx, slow).PDS(); r.Outcome != filter.Unknown {
+			t.Errorf("PDS while the fetch is still running = %+v, want Unknown", r)
+		}
+		// …and once the fetch completes in the background, its answer is cached.
+		time.Sleep(450 * time.Millisecond)
+		if m := e.Metadata(context.Background(), slow); m.Handle() != "slow.test" {
+			t.Errorf("after the slow answer arrived: handle %q", m.Handle())
+		}
+		if n := plc.count(auditPath(slow)); n != 1 {
+			t.Errorf("%d requests for the slow DID, want 1", n)
+		}
+	})
 }
 
 func TestConcurrentMissesShareOneRequest(t *testing.T) {
@@ -520,118 +550,129 @@ func TestInvalidation(t *testing.T) {
 // the change's own event is still the old profile, and must not be what later events get once the AppView has
 // the new one. After ProfileSettle, answers are cached again.
 func TestProfileSettle(t *testing.T) {
-	plc := newFakePLC(t)
-	did := testDID("settler")
-	plc.set(plc.docs, did, docJSON(did, "settler.test", "https://pds.example"))
-	plc.set(plc.profiles, did, `{"did":"`+did+`","displayName":"Old"}`)
-	e := newEnricher(t, Config{PLCHost: plc.URL, APIHost: plc.URL, ProfileSettle: 200 * time.Millisecond})
-	ctx := context.Background()
-	path := profilesPath(did)
-	displayName := func() any { return render(e.Metadata(ctx, did))["profile"].(map[string]any)["displayName"] }
-	displayName()
+	// In a synctest bubble: time is fake, so the deadlines and TTLs below are exact whatever the load.
+	synctest.Test(t, func(t *testing.T) {
+		plc := newMemPLC()
+		did := testDID("settler")
+		plc.set(plc.docs, did, docJSON(did, "settler.test", "https://pds.example"))
+		plc.set(plc.profiles, did, `{"did":"`+did+`","displayName":"Old"}`)
+		e := newEnricher(t, Config{HTTPClient: plc.client(), PLCHost: plc.URL, APIHost: plc.URL, ProfileSettle: 200 * time.Millisecond})
+		ctx := context.Background()
+		path := profilesPath(did)
+		displayName := func() any { return render(e.Metadata(ctx, did))["profile"].(map[string]any)["displayName"] }
+		displayName()
 
-	e.InvalidateProfile(did)
-	if got := displayName(); got != "Old" { // the AppView has not indexed the change yet
-		t.Fatalf("displayName %v before the AppView changed", got)
-	}
-	plc.set(plc.profiles, did, `{"did":"`+did+`","displayName":"New"}`)
-	if got := displayName(); got != "New" {
-		t.Fatalf("displayName %v after the AppView indexed the change: the old answer was cached", got)
-	}
-	if n := plc.count(path); n != 3 {
-		t.Errorf("%d profile requests, want 3: one per lookup while settling", n)
-	}
+		e.InvalidateProfile(did)
+		if got := displayName(); got != "Old" { // the AppView has not indexed the change yet
+			t.Fatalf("displayName %v before the AppView changed", got)
+		}
+		plc.set(plc.profiles, did, `{"did":"`+did+`","displayName":"New"}`)
+		if got := displayName(); got != "New" {
+			t.Fatalf("displayName %v after the AppView indexed the change: the old answer was cached", got)
+		}
+		if n := plc.count(path); n != 3 {
+			t.Errorf("%d profile requests, want 3: one per lookup while settling", n)
+		}
 
-	time.Sleep(250 * time.Millisecond)
-	displayName()
-	displayName()
-	if n := plc.count(path); n != 4 {
-		t.Errorf("%d profile requests, want 4: settled, the answer is cached again", n)
-	}
+		time.Sleep(250 * time.Millisecond)
+		displayName()
+		displayName()
+		if n := plc.count(path); n != 4 {
+			t.Errorf("%d profile requests, want 4: settled, the answer is cached again", n)
+		}
+	})
 }
 
 func TestInvalidateDuringFetch(t *testing.T) {
-	plc := newFakePLC(t)
-	did := testDID("racer")
-	plc.set(plc.docs, did, docJSON(did, "old.test", "https://pds.example"))
-	plc.mu.Lock()
-	plc.delay[auditPath(did)] = 100 * time.Millisecond
-	plc.mu.Unlock()
-	e := newEnricher(t, Config{PLCHost: plc.URL, LookupTimeout: 10 * time.Millisecond})
-	e.Metadata(context.Background(), did) // starts a fetch that will answer "old.test"
-	time.Sleep(20 * time.Millisecond)
-	plc.set(plc.docs, did, docJSON(did, "new.test", "https://pds.example"))
-	e.InvalidateIdentity(did) // the #identity event arrives while the old fetch is running
-	time.Sleep(150 * time.Millisecond)
-	m := e.Metadata(context.Background(), did)
-	if m.Handle() == "old.test" {
-		t.Error("a fetch started before the invalidation was cached after it")
-	}
+	// In a synctest bubble: time is fake, so the deadlines and TTLs below are exact whatever the load.
+	synctest.Test(t, func(t *testing.T) {
+		plc := newMemPLC()
+		did := testDID("racer")
+		plc.set(plc.docs, did, docJSON(did, "old.test", "https://pds.example"))
+		plc.mu.Lock()
+		plc.delay[auditPath(did)] = 100 * time.Millisecond
+		plc.mu.Unlock()
+		e := newEnricher(t, Config{HTTPClient: plc.client(), PLCHost: plc.URL, LookupTimeout: 10 * time.Millisecond})
+		e.Metadata(context.Background(), did) // starts a fetch that will answer "old.test"
+		time.Sleep(20 * time.Millisecond)
+		plc.set(plc.docs, did, docJSON(did, "new.test", "https://pds.example"))
+		e.InvalidateIdentity(did) // the #identity event arrives while the old fetch is running
+		time.Sleep(150 * time.Millisecond)
+		m := e.Metadata(context.Background(), did)
+		if m.Handle() == "old.test" {
+			t.Error("a fetch started before the invalidation was cached after it")
+		}
+	})
 }
 
 func TestTTLExpiry(t *testing.T) {
-	plc := newFakePLC(t)
-	did, gone := testDID("ttl"), testDID("gone")
-	plc.set(plc.docs, did, docJSON(did, "ttl.test", "https://pds.example"))
-	obs := newCounts()
-	e := newEnricher(t, Config{PLCHost: plc.URL, DocTTL: 100 * time.Millisecond, NotFoundTTL: 50 * time.Millisecond, Observer: obs})
-	ctx := context.Background()
-	e.Metadata(ctx, did).PDS()
-	e.Metadata(ctx, gone).PDS()
-	e.Metadata(ctx, did).PDS()
-	e.Metadata(ctx, gone).PDS()
-	if plc.count(auditPath(did)) != 1 || plc.count(auditPath(gone)) != 1 {
-		t.Fatalf("cache did not answer: %v", plc.hits)
-	}
-	time.Sleep(70 * time.Millisecond) // the negative entry expired, the positive one not yet
-	e.Metadata(ctx, did).PDS()
-	e.Metadata(ctx, gone).PDS()
-	if plc.count(auditPath(did)) != 1 || plc.count(auditPath(gone)) != 2 {
-		t.Errorf("after 70ms: %v", plc.hits)
-	}
-	time.Sleep(60 * time.Millisecond)
-	e.Metadata(ctx, did).PDS()
-	if plc.count(auditPath(did)) != 2 {
-		t.Errorf("after DocTTL: %v", plc.hits)
-	}
-	if n := obs.get("cache doc"); n < 1 {
-		t.Errorf("doc cache size %v", n)
-	}
+	// In a synctest bubble: time is fake, so the deadlines and TTLs below are exact whatever the load.
+	synctest.Test(t, func(t *testing.T) {
+		plc := newMemPLC()
+		did, gone := testDID("ttl"), testDID("gone")
+		plc.set(plc.docs, did, docJSON(did, "ttl.test", "https://pds.example"))
+		obs := newCounts()
+		e := newEnricher(t, Config{HTTPClient: plc.client(), PLCHost: plc.URL, DocTTL: 100 * time.Millisecond, NotFoundTTL: 50 * time.Millisecond, Observer: obs})
+		ctx := context.Background()
+		e.Metadata(ctx, did).PDS()
+		e.Metadata(ctx, gone).PDS()
+		e.Metadata(ctx, did).PDS()
+		e.Metadata(ctx, gone).PDS()
+		if plc.count(auditPath(did)) != 1 || plc.count(auditPath(gone)) != 1 {
+			t.Fatalf("cache did not answer: %v", plc.hits)
+		}
+		time.Sleep(70 * time.Millisecond) // the negative entry expired, the positive one not yet
+		e.Metadata(ctx, did).PDS()
+		e.Metadata(ctx, gone).PDS()
+		if plc.count(auditPath(did)) != 1 || plc.count(auditPath(gone)) != 2 {
+			t.Errorf("after 70ms: %v", plc.hits)
+		}
+		time.Sleep(60 * time.Millisecond)
+		e.Metadata(ctx, did).PDS()
+		if plc.count(auditPath(did)) != 2 {
+			t.Errorf("after DocTTL: %v", plc.hits)
+		}
+		if n := obs.get("cache doc"); n < 1 {
+			t.Errorf("doc cache size %v", n)
+		}
+	})
 }
 
 func TestRateLimit(t *testing.T) {
-	plc := newFakePLC(t)
-	const n, perSecond = 8, 20.0
-	dids := make([]string, n)
-	for i := range dids {
-		dids[i] = testDID(fmt.Sprintf("rate%c", 'a'+i))
-		plc.set(plc.docs, dids[i], docJSON(dids[i], "r.test", "https://pds.example"))
-		plc.set(plc.created, dids[i], "2023-04-01T00:00:00.000Z")
-	}
-	e := newEnricher(t, Config{PLCHost: plc.URL, PLCRate: perSecond, PLCBurst: 1, LookupTimeout: 5 * time.Second})
-	var wg sync.WaitGroup
-	for _, did := range dids {
-		wg.Go(func() {
-			if m := e.Metadata(context.Background(), did); m.Handle() != "r.test" || m.AccountAge() < 0 {
-				t.Errorf("%s: incomplete metadata", did)
-			}
-		})
-	}
-	wg.Wait()
-	plc.mu.Lock()
-	times := slices.Clone(plc.times)
-	plc.mu.Unlock()
-	if len(times) != n {
-		t.Fatalf("%d requests, want %d (one per account)", len(times), n)
-	}
-	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
-	// With a burst of 1, request i cannot come before (i / rate) after the first; allow scheduling slack.
-	for i, at := range times {
-		min := time.Duration(float64(i)/perSecond*float64(time.Second)) - 15*time.Millisecond
-		if at.Sub(times[0]) < min {
-			t.Errorf("request %d at +%v, before the limiter allows (+%v)", i, at.Sub(times[0]), min)
+	synctest.Test(t, func(t *testing.T) {
+		plc := newMemPLC()
+		const n, perSecond = 8, 20.0
+		dids := make([]string, n)
+		for i := range dids {
+			dids[i] = testDID(fmt.Sprintf("rate%c", 'a'+i))
+			plc.set(plc.docs, dids[i], docJSON(dids[i], "r.test", "https://pds.example"))
+			plc.set(plc.created, dids[i], "2023-04-01T00:00:00.000Z")
 		}
-	}
+		e := newEnricher(t, Config{HTTPClient: plc.client(), PLCHost: plc.URL, PLCRate: perSecond, PLCBurst: 1, LookupTimeout: 5 * time.Second})
+		var wg sync.WaitGroup
+		for _, did := range dids {
+			wg.Go(func() {
+				if m := e.Metadata(context.Background(), did); m.Handle() != "r.test" || m.AccountAge() < 0 {
+					t.Errorf("%s: incomplete metadata", did)
+				}
+			})
+		}
+		wg.Wait()
+		plc.mu.Lock()
+		times := slices.Clone(plc.times)
+		plc.mu.Unlock()
+		if len(times) != n {
+			t.Fatalf("%d requests, want %d (one per account)", len(times), n)
+		}
+		slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+		// With a burst of 1, request i cannot come before (i / rate) after the first; allow scheduling slack.
+		for i, at := range times {
+			min := time.Duration(float64(i)/perSecond*float64(time.Second)) - 15*time.Millisecond
+			if at.Sub(times[0]) < min {
+				t.Errorf("request %d at +%v, before the limiter allows (+%v)", i, at.Sub(times[0]), min)
+			}
+		}
+	})
 }
 
 func TestCircuitBreaker(t *testing.T) {
@@ -743,51 +784,53 @@ func TestNilMetadata(t *testing.T) {
 // cannot grant soon (reason budget, at once), while the limit's whole budget still goes to lookups that answer in
 // time.
 func TestBudget(t *testing.T) {
-	plc := newFakePLC(t)
-	const n, every = 60, 25 * time.Millisecond // 40 new accounts a second, for 1.5 s
-	dids := make([]string, n)
-	for i := range dids {
-		dids[i] = testDID(fmt.Sprintf("budget%c%c", 'a'+i/26, 'a'+i%26))
-		plc.set(plc.docs, dids[i], docJSON(dids[i], "b.test", "https://pds.example"))
-	}
-	obs := newCounts()
-	e := newEnricher(t, Config{PLCHost: plc.URL, PLCRate: 20, PLCBurst: 1, LookupTimeout: 500 * time.Millisecond, Observer: obs})
-	var wg sync.WaitGroup
-	var enriched, quick atomic.Int32
-	start := time.Now()
-	for _, did := range dids {
-		wg.Go(func() {
-			t0 := time.Now()
-			m := e.Metadata(context.Background(), did)
-			switch {
-			case m.Handle() == "b.test":
-				enriched.Add(1)
-			case time.Since(t0) < 100*time.Millisecond:
-				quick.Add(1) // on without metadata at once, not at its deadline
-			}
-		})
-		time.Sleep(every)
-	}
-	arrivals := time.Since(start) // 1.5 s, longer on a busy machine
-	wg.Wait()
-	if d := time.Since(start) - arrivals; d > 600*time.Millisecond {
-		t.Errorf("the last events took %v after the last arrived, want their 500ms deadline at most", d)
-	}
-	// The budget grants 20 a second over the arrivals, plus the lookups of the last deadline: it is spent.
-	budgetN := int32(20*(arrivals+500*time.Millisecond).Seconds()) + 1
-	if got := enriched.Load(); got < budgetN*7/10 || got > budgetN+2 {
-		t.Errorf("%d of %d events enriched, want about the %d the budget allows", got, n, budgetN)
-	}
-	// A few at the edge may be sent and answer late: the expected latency is an estimate.
-	if got := quick.Load(); got+enriched.Load() < n-4 {
-		t.Errorf("%d events went on at once and %d were enriched, of %d: the others waited out their deadline", got, enriched.Load(), n)
-	}
-	if d := obs.get("lookups doc budget false"); d < float64(n-enriched.Load()-4) {
-		t.Errorf("%v doc lookups refused by the budget, want one per event not enriched", d)
-	}
-	// Requests are sent only when expected to answer in time; the expectation learns from answers, so a few may
-	// miss.
-	if total := plc.total(); total > int(enriched.Load())+4 {
-		t.Errorf("%d requests reached the PLC for %d enriched events: requests sent should answer in time", total, enriched.Load())
-	}
+	synctest.Test(t, func(t *testing.T) {
+		plc := newMemPLC()
+		const n, every = 60, 25 * time.Millisecond // 40 new accounts a second, for 1.5 s
+		dids := make([]string, n)
+		for i := range dids {
+			dids[i] = testDID(fmt.Sprintf("budget%c%c", 'a'+i/26, 'a'+i%26))
+			plc.set(plc.docs, dids[i], docJSON(dids[i], "b.test", "https://pds.example"))
+		}
+		obs := newCounts()
+		e := newEnricher(t, Config{HTTPClient: plc.client(), PLCHost: plc.URL, PLCRate: 20, PLCBurst: 1, LookupTimeout: 500 * time.Millisecond, Observer: obs})
+		var wg sync.WaitGroup
+		var enriched, quick atomic.Int32
+		start := time.Now()
+		for _, did := range dids {
+			wg.Go(func() {
+				t0 := time.Now()
+				m := e.Metadata(context.Background(), did)
+				switch {
+				case m.Handle() == "b.test":
+					enriched.Add(1)
+				case time.Since(t0) < 100*time.Millisecond:
+					quick.Add(1) // on without metadata at once, not at its deadline
+				}
+			})
+			time.Sleep(every)
+		}
+		arrivals := time.Since(start) // 1.5 s, longer on a busy machine
+		wg.Wait()
+		if d := time.Since(start) - arrivals; d > 600*time.Millisecond {
+			t.Errorf("the last events took %v after the last arrived, want their 500ms deadline at most", d)
+		}
+		// The budget grants 20 a second over the arrivals, plus the lookups of the last deadline: it is spent.
+		budgetN := int32(20*(arrivals+500*time.Millisecond).Seconds()) + 1
+		if got := enriched.Load(); got < budgetN*7/10 || got > budgetN+2 {
+			t.Errorf("%d of %d events enriched, want about the %d the budget allows", got, n, budgetN)
+		}
+		// A few at the edge may be sent and answer late: the expected latency is an estimate.
+		if got := quick.Load(); got+enriched.Load() < n-4 {
+			t.Errorf("%d events went on at once and %d were enriched, of %d: the others waited out their deadline", got, enriched.Load(), n)
+		}
+		if d := obs.get("lookups doc budget false"); d < float64(n-enriched.Load()-4) {
+			t.Errorf("%v doc lookups refused by the budget, want one per event not enriched", d)
+		}
+		// Requests are sent only when expected to answer in time; the expectation learns from answers, so a few may
+		// miss.
+		if total := plc.total(); total > int(enriched.Load())+4 {
+			t.Errorf("%d requests reached the PLC for %d enriched events: requests sent should answer in time", total, enriched.Load())
+		}
+	})
 }

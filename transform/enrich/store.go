@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // result is how one lookup ended. Its values index the status label of the request metrics.
@@ -45,12 +45,13 @@ func (c *requestCounters) inc(r result, cached bool) {
 	c[r][i]()
 }
 
-// entry is one cached answer. Successful answers live for the cache's TTL; absences and failures carry their
-// own, shorter expiry because the LRU has a single TTL.
+// entry is one cached answer, until expires: the store's TTL for an answer, shorter ones for absences and
+// failures. Expiry is checked when the entry is read, so the caches run no goroutine of their own (the expiring
+// LRU of golang-lru starts one per cache that never exits); the LRU bound keeps their size.
 type entry[V any] struct {
 	val     V
 	res     result
-	expires time.Time // zero for resOK
+	expires time.Time
 }
 
 // flight is one fetch in progress, shared by every caller that missed the same key meanwhile.
@@ -67,7 +68,8 @@ type flight[V any] struct {
 // up does not waste the request: its answer still warms the cache for the next event.
 type store[V any] struct {
 	kind         string
-	lru          *expirable.LRU[string, *entry[V]]
+	lru          *lru.Cache[string, *entry[V]]
+	ttl          time.Duration
 	negTTL       time.Duration
 	failTTL      time.Duration
 	fetchTimeout time.Duration
@@ -81,7 +83,8 @@ type store[V any] struct {
 	// the lookups that asked but are not cached, for an upstream that learns of a change after atkafka does: the
 	// AppView indexes a profile change from the firehose too, so the fetch made when atkafka sees the change
 	// usually gets the old profile, which caching would then serve for the whole TTL.
-	settling *expirable.LRU[string, struct{}]
+	settling *lru.Cache[string, time.Time] // key → when it settles
+	settle   time.Duration
 
 	mu      sync.Mutex
 	flights map[string]*flight[V]
@@ -91,7 +94,8 @@ func newStore[V any](kind string, size int, ttl, negTTL, failTTL, fetchTimeout t
 	reqs *requestCounters, sizeOf func(entries int), fetch func(context.Context, string, time.Time) (V, result)) *store[V] {
 	return &store[V]{
 		kind:         kind,
-		lru:          expirable.NewLRU[string, *entry[V]](size, nil, ttl),
+		lru:          mustLRU[*entry[V]](size),
+		ttl:          ttl,
 		negTTL:       negTTL,
 		failTTL:      failTTL,
 		fetchTimeout: fetchTimeout,
@@ -106,7 +110,16 @@ func newStore[V any](kind string, size int, ttl, negTTL, failTTL, fetchTimeout t
 // settleAfterInvalidate makes answers fetched within settle of an invalidation of their key uncached. size
 // bounds how many keys are remembered as settling; beyond it the oldest settle early, and are cached as before.
 func (s *store[V]) settleAfterInvalidate(size int, settle time.Duration) {
-	s.settling = expirable.NewLRU[string, struct{}](size, nil, settle)
+	s.settling, s.settle = mustLRU[time.Time](size), settle
+}
+
+// mustLRU makes an LRU of size entries; New fails only for a size below 1, which the Config defaults rule out.
+func mustLRU[V any](size int) *lru.Cache[string, V] {
+	c, err := lru.New[string, V](max(size, 1))
+	if err != nil {
+		panic(err)
+	}
+	return c
 }
 
 // cached returns the cached answer for key, if any is still valid, and counts the hit.
@@ -119,7 +132,7 @@ func (s *store[V]) cached(key string) (*entry[V], bool) {
 	return e, true
 }
 
-func (e *entry[V]) valid() bool { return e.res == resOK || time.Now().Before(e.expires) }
+func (e *entry[V]) valid() bool { return time.Now().Before(e.expires) }
 
 // get returns key's answer, cached or else fetched, and whether it was cached. A fetch is awaited until ctx ends
 // or, when timeout is positive, for timeout at most (set up on a miss only: hits are the per-event path). A nil
@@ -159,7 +172,8 @@ func (s *store[V]) start(key string, deadline time.Time) *flight[V] {
 	}
 	fl := &flight[V]{done: make(chan struct{})}
 	if s.settling != nil {
-		_, fl.stale = s.settling.Peek(key) // Peek, unlike Contains, honours the expiry
+		until, ok := s.settling.Peek(key)
+		fl.stale = ok && time.Now().Before(until)
 	}
 	s.flights[key] = fl
 	go s.run(key, deadline, fl)
@@ -170,7 +184,7 @@ func (s *store[V]) run(key string, deadline time.Time, fl *flight[V]) {
 	ctx, cancel := context.WithTimeout(s.base, s.fetchTimeout)
 	v, res := s.fetch(ctx, key, deadline)
 	cancel()
-	ent := &entry[V]{val: v, res: res}
+	ent := &entry[V]{val: v, res: res, expires: time.Now().Add(s.ttl)}
 	switch res {
 	case resNotFound:
 		ent.expires = time.Now().Add(s.negTTL)
@@ -208,7 +222,7 @@ func (s *store[V]) invalidate(key string) {
 	s.mu.Lock()
 	s.lru.Remove(key)
 	if s.settling != nil {
-		s.settling.Add(key, struct{}{})
+		s.settling.Add(key, time.Now().Add(s.settle))
 	}
 	if fl := s.flights[key]; fl != nil {
 		fl.stale = true

@@ -173,9 +173,10 @@ func TestTxnAbortBounded(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(testenv.LogWriter(t), &logs), nil))
 	p := newTxn(t, c.ListenAddrs()[0], TxnConfig{AbortTimeout: 300 * time.Millisecond}, Config{MaxBatchBytes: 1024, Logger: log})
 	a := newAcks()
-	// The second message's record is too large: the transaction fails and is aborted.
-	send2(t, p, txnMessage(a, 0))
+	// The second message's record is too large: the transaction fails and is aborted. It is sent first, so that
+	// it waits for the first and both go in one transaction, however fast the producer takes the first.
 	send2(t, p, txnMessage(a, 1, strings.Repeat("x", 4096)))
+	send2(t, p, txnMessage(a, 0))
 	errs := a.wait(t, 10*time.Second)
 	for i := range 2 {
 		if !errors.Is(errs[i], sink.ErrStopped) {

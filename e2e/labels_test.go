@@ -394,29 +394,33 @@ func checkQueryLabels(t *testing.T, env *testenv.DevEnv, r *labelsRun) {
 // resumes from it: a read_committed consumer sees every label exactly once.
 func TestLabelsExactlyOnce(t *testing.T) {
 	t.Parallel()
-	replay := labelstest.NewServer(t, "did:plc:replaylabeler")
-	emit := func(vals ...string) {
+	// Two labelers in one process: each gets a transactional producer and a cursor key of its own.
+	one, two := labelstest.NewServer(t, "did:plc:replaylabeler"), labelstest.NewServer(t, "did:plc:secondlabeler")
+	emit := func(s *labelstest.Server, vals ...string) {
 		for _, v := range vals {
-			replay.Emit(labeling.Label{URI: "did:plc:subject", Val: v, CreatedAt: "2026-07-04T14:38:08.999Z"})
+			s.Emit(labeling.Label{URI: "did:plc:subject", Val: v, CreatedAt: "2026-07-04T14:38:08.999Z"})
 		}
 	}
-	emit("a", "b", "c")
-	args := []string{"labels", "--labeler-host", replay.URL(), "--exactly-once", "--enrich=false"}
+	emit(one, "a", "b", "c")
+	emit(two, "x", "y")
+	args := []string{"labels", "--labeler-host", one.URL(), "--labeler-host", two.URL(), "--exactly-once", "--enrich=false"}
 	p := startAtkafka(t, runConfig{Args: append(args, "--labeler-cursor", "0")})
 	committed := kgo.FetchIsolationLevel(kgo.ReadCommitted())
-	testenv.ReadAll(t, p.Brokers, p.Topic, 3, time.Minute, committed)
+	testenv.ReadAll(t, p.Brokers, p.Topic, 5, time.Minute, committed)
 	p.Stop()
-	emit("d", "e")
+	emit(one, "d", "e")
+	emit(two, "z")
 	p = startAtkafka(t, runConfig{Args: args, Topic: p.Topic, DataDir: p.DataDir})
 	var vals []string
-	for _, r := range testenv.ReadAll(t, p.Brokers, p.Topic, 5, time.Minute, committed) {
+	for _, r := range testenv.ReadAll(t, p.Brokers, p.Topic, 8, time.Minute, committed) {
 		var ev labelEvent
 		if err := json.Unmarshal(r.Value, &ev); err != nil {
 			t.Fatal(err)
 		}
 		vals = append(vals, ev.Label.Val)
 	}
-	if strings.Join(vals, "") != "abcde" {
-		t.Errorf("read_committed labels %v, want a to e once each", vals)
+	slices.Sort(vals)
+	if strings.Join(vals, "") != "abcdexyz" {
+		t.Errorf("read_committed labels %v, want a to e and x to z once each", vals)
 	}
 }

@@ -447,10 +447,6 @@ func (c *config) validate() []error {
 	}
 	if c.Command == "labels" {
 		check(c.validateLabels())
-		if n := len(c.Labels.DIDs) + len(c.Labels.Hosts); k.ExactlyOnce && n != 1 {
-			check(fmt.Errorf("--exactly-once takes one labeler per process (%d given): the transaction carries one "+
-				"cursor; run a process per labeler, each with its own --transactional-id", n))
-		}
 	}
 	return errs
 }

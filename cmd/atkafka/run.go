@@ -105,15 +105,32 @@ func (wiring) labels(ctx context.Context, c *config) error {
 		if st.identities != nil {
 			dir = labels.NewDirectory(st.identities)
 		}
-		return labels.New(labels.Config{
-			Labelers: labels.ParseLabelers(c.Labels.DIDs, c.Labels.Hosts), Directory: dir,
+		ls := labels.ParseLabelers(c.Labels.DIDs, c.Labels.Hosts)
+		cfg := labels.Config{
+			Labelers: ls, Directory: dir,
 			StartCursor: c.Labels.Cursor, DataDir: c.DataDir, Verify: mode, IncludeSig: c.Labels.IncludeSig,
 			Cursor: func(l labels.Labeler) (cursor.Store, error) {
 				return rt.cursor(labels.CursorFile(c.DataDir, l), "at the labeler's tip")
 			},
 			ShutdownTimeout: c.ShutdownTimeout, Sink: rt.producer, Pipeline: st.pipeline, DeadLetterTopic: c.DeadLetterTopic,
 			Logger: rt.log, Observer: metrics.Labels{},
-		})
+		}
+		if rt.txn != nil && len(ls) > 1 {
+			// A transaction commits one cursor with its records: each labeler gets a transactional producer of
+			// its own, its id the configured one plus the labeler's name, and its cursor key.
+			per := map[string]*kafka.TxnProducer{}
+			for _, l := range ls {
+				p, err := rt.addTxn(ctx, kafka.TxnConfig{TransactionalID: c.Kafka.TransactionalID + "-" + l.Name(),
+					CursorTopic: c.Kafka.CursorTopic, CursorKey: "labels:" + l.Name()})
+				if err != nil {
+					return nil, err
+				}
+				per[l.Name()] = p
+			}
+			cfg.SinkOf = func(l labels.Labeler) sink.Sink { return per[l.Name()] }
+			cfg.Cursor = func(l labels.Labeler) (cursor.Store, error) { return per[l.Name()].Cursor(), nil }
+		}
+		return labels.New(cfg)
 	})
 }
 
@@ -323,7 +340,11 @@ type runtime struct {
 	// sink is what the sources write to: the producer, behind the router when --route is given.
 	sink sink.Sink
 	// txn is the producer in --exactly-once mode, nil otherwise.
-	txn          *kafka.TxnProducer
+	txn *kafka.TxnProducer
+	// kafka is the producers' configuration; extra are the transactional producers made after start-up (addTxn),
+	// flushed and closed with the producer.
+	kafka        kafka.Config
+	extra        []*kafka.TxnProducer
 	broker       *embedded.Broker
 	flushTimeout time.Duration
 	// shutdownBegan is when the command's context ended (Unix nanoseconds), 0 while it runs.
@@ -395,6 +416,7 @@ func (rt *runtime) connect(ctx context.Context, c *config, cursorKey string) err
 	kc.Topic, kc.FlushTimeout, kc.Logger = c.Topic, c.ShutdownTimeout, rt.log
 	// Routed topics are created with the others, at start-up: a topic missing later would fail records, not start-up.
 	kc.ExtraTopics = append([]string{c.DeadLetterTopic}, c.Firehose.Routes.Topics()...)
+	rt.kafka = kc
 	if c.Kafka.ExactlyOnce {
 		p, err := kafka.NewTxn(ctx, kc, kafka.TxnConfig{TransactionalID: c.Kafka.TransactionalID, CursorTopic: c.Kafka.CursorTopic, CursorKey: cursorKey})
 		if err != nil {
@@ -419,6 +441,16 @@ func (rt *runtime) connect(ctx context.Context, c *config, cursorKey string) err
 		rt.log.Info("routing operations by collection", "routes", rc.Routes, "account_events_main_only", rc.AccountEventsMainOnly)
 	}
 	return nil
+}
+
+// addTxn starts one more transactional producer, with its own transactional id and cursor key; close flushes it.
+func (rt *runtime) addTxn(ctx context.Context, tc kafka.TxnConfig) (*kafka.TxnProducer, error) {
+	p, err := kafka.NewTxn(ctx, rt.kafka, tc)
+	if err != nil {
+		return nil, err
+	}
+	rt.extra = append(rt.extra, p)
+	return p, nil
 }
 
 // kafkaClientConfig maps the Kafka flags onto the producer's configuration.
@@ -464,8 +496,14 @@ func (rt *runtime) close() {
 			timeout = max(0, time.Until(time.Unix(0, began).Add(rt.flushTimeout)))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		if err := rt.producer.Close(ctx); err != nil {
-			rt.log.Error("records still unacknowledged at shutdown; they will be produced again after a restart", "err", err)
+		producers := []producer{rt.producer}
+		for _, p := range rt.extra {
+			producers = append(producers, p)
+		}
+		for _, p := range producers {
+			if err := p.Close(ctx); err != nil {
+				rt.log.Error("records still unacknowledged at shutdown; they will be produced again after a restart", "err", err)
+			}
 		}
 		cancel()
 	}

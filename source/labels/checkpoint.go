@@ -16,7 +16,7 @@ const saveInterval = time.Second
 // anything is read.
 func (l *labeler) openCheckpoint(store cursor.Store, start int64) {
 	l.committed.Store(start)
-	l.cp = checkpoint.New(checkpoint.Config[int64]{Sink: l.s.cfg.Sink, Store: store, Cursor: seqCursor,
+	l.cp = checkpoint.New(checkpoint.Config[int64]{Sink: l.sink(), Store: store, Cursor: seqCursor,
 		SaveEvery: saveInterval, OnAdvance: l.advance, Logger: l.log})
 	l.cp.Resume(start)
 }

@@ -85,6 +85,9 @@ type Config struct {
 
 	// Sink receives one message per frame. Required.
 	Sink sink.Sink
+	// SinkOf, when set, gives each labeler a sink of its own instead of Sink: with --exactly-once, a
+	// transactional producer per labeler, since one transaction commits one cursor with its records.
+	SinkOf func(l Labeler) sink.Sink
 	// Pipeline renders labels and, with an enricher, adds the subject's eventMetadata. Required, with a
 	// Formatter.
 	Pipeline *transform.Pipeline

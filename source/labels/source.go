@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 
 	"github.com/atkafka/atkafka/cursor"
+	"github.com/atkafka/atkafka/sink"
 	"github.com/atkafka/atkafka/source/stream"
 )
 
@@ -146,6 +147,14 @@ func (l *labeler) store() (cursor.Store, error) {
 		return cursor.NewFile(CursorFile(l.s.cfg.DataDir, l.cfg)), nil
 	}
 	return l.s.cfg.Cursor(l.cfg)
+}
+
+// sink is where the labeler's messages go: its own (Config.SinkOf) or the source's.
+func (l *labeler) sink() sink.Sink {
+	if l.s.cfg.SinkOf != nil {
+		return l.s.cfg.SinkOf(l.cfg)
+	}
+	return l.s.cfg.Sink
 }
 
 // drain waits, up to the shutdown timeout, for the sender to send what was queued and for Kafka to acknowledge

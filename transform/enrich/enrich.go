@@ -295,11 +295,12 @@ func (e *Enricher) Resolve(did string, deadline time.Time, m *Metadata, done fun
 	go func() {
 		t := time.NewTimer(time.Until(deadline))
 		defer t.Stop()
+		var expired bool
 		if acctFl != nil {
-			acct = awaitUntil(acctFl, t.C)
+			acct = awaitUntil(acctFl, t.C, &expired)
 		}
 		if profFl != nil {
-			prof = awaitUntil(profFl, t.C)
+			prof = awaitUntil(profFl, t.C, &expired)
 		}
 		e.fill(m, acct, prof)
 		done()
@@ -307,18 +308,22 @@ func (e *Enricher) Resolve(did string, deadline time.Time, m *Metadata, done fun
 	return false
 }
 
-// awaitUntil returns fl's answer, or nil if expired fires first (and then for every later call too: a fired
-// timer's channel stays drained, so the caller must not wait on it twice).
-func awaitUntil[V any](fl *flight[V], expired <-chan time.Time) *entry[V] {
+// awaitUntil returns fl's answer, or nil if the deadline timer fires first. Once it fired (*expired), later calls
+// do not wait: a fired timer's channel delivers once, and waiting on it again would wait for the fetch instead.
+func awaitUntil[V any](fl *flight[V], deadline <-chan time.Time, expired *bool) *entry[V] {
 	select {
 	case <-fl.done:
 		return fl.ent
 	default:
 	}
+	if *expired {
+		return nil
+	}
 	select {
 	case <-fl.done:
 		return fl.ent
-	case <-expired:
+	case <-deadline:
+		*expired = true
 		return nil
 	}
 }

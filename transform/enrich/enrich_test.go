@@ -834,3 +834,27 @@ func TestBudget(t *testing.T) {
 		}
 	})
 }
+
+// TestDeadlineBoundsEveryPiece: when the document and the profile are both slow, the event waits for its
+// deadline once, not for the profile's fetch after the document's wait used the deadline up.
+func TestDeadlineBoundsEveryPiece(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		plc := newMemPLC()
+		did := testDID("bothslow")
+		plc.set(plc.docs, did, docJSON(did, "slow.test", "https://pds.example"))
+		plc.set(plc.profiles, did, `{"did":"`+did+`"}`)
+		plc.mu.Lock()
+		plc.delay[auditPath(did)] = 5 * time.Second
+		plc.delay[profilesPath(did)] = 5 * time.Second
+		plc.mu.Unlock()
+		e := newEnricher(t, Config{HTTPClient: plc.client(), PLCHost: plc.URL, APIHost: plc.URL, LookupTimeout: time.Second})
+		start := time.Now()
+		m := e.Metadata(context.Background(), did)
+		if d := time.Since(start); d != time.Second {
+			t.Errorf("metadata after %v, want the 1s deadline", d)
+		}
+		if m.Handle() != "" || render(m)["profile"] != nil {
+			t.Errorf("metadata before the slow answers: %s", m.AppendJSON(nil))
+		}
+	})
+}

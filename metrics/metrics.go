@@ -243,29 +243,35 @@ func (Pipeline) MissingMetadata(kind, reason string, records int) {
 	EnrichMissing.WithLabelValues(kind, reason).Add(float64(records))
 }
 
-// The children of firehose tap's metrics, resolved once: Tap's methods run per event.
-var (
-	tapCursorCurrent   = CursorCurrent.WithLabelValues("tap")
-	tapCursorCommitted = CursorCommitted.WithLabelValues("tap")
-	tapLag             = LagSeconds.WithLabelValues("tap")
-	tapLatency         = ProduceLatency.WithLabelValues("tap")
-)
+// sourceMetrics are the children of the metrics every source sets per event, under its source label, resolved
+// once so that an event costs no label lookup.
+type sourceMetrics struct {
+	current, committed, lag prometheus.Gauge
+	latency                 prometheus.Observer
+}
+
+func newSourceMetrics(source string) sourceMetrics {
+	return sourceMetrics{current: CursorCurrent.WithLabelValues(source), committed: CursorCommitted.WithLabelValues(source),
+		lag: LagSeconds.WithLabelValues(source), latency: ProduceLatency.WithLabelValues(source)}
+}
+
+var tapMetrics, ozoneMetrics, relayMetrics = newSourceMetrics("tap"), newSourceMetrics("ozone"), newSourceMetrics("relay")
 
 // Tap is the Prometheus tap.Observer: cursor_current, cursor_committed, lag_seconds, produce_latency_seconds,
 // acks_sent, decode_errors, dead_lettered_events and reconnects, with source="tap".
 type Tap struct{}
 
 // Read sets cursor_current.
-func (Tap) Read(id uint64) { tapCursorCurrent.Set(float64(id)) }
+func (Tap) Read(id uint64) { tapMetrics.current.Set(float64(id)) }
 
 // Acked sets cursor_committed.
-func (Tap) Acked(id uint64) { tapCursorCommitted.Set(float64(id)) }
+func (Tap) Acked(id uint64) { tapMetrics.committed.Set(float64(id)) }
 
 // Lag sets lag_seconds.
-func (Tap) Lag(d time.Duration) { tapLag.Set(d.Seconds()) }
+func (Tap) Lag(d time.Duration) { tapMetrics.lag.Set(d.Seconds()) }
 
 // Delivered observes produce_latency_seconds.
-func (Tap) Delivered(d time.Duration) { tapLatency.Observe(d.Seconds()) }
+func (Tap) Delivered(d time.Duration) { tapMetrics.latency.Observe(d.Seconds()) }
 
 // Acks counts in acks_sent.
 func (Tap) Acks(status string, n int) { AcksSent.WithLabelValues(status).Add(float64(n)) }
@@ -329,15 +335,11 @@ func (Kafka) InFlight(topic string) func(records, bytes int64) {
 // Transaction counts in transactions.
 func (Kafka) Transaction(status string) { Transactions.WithLabelValues(status).Inc() }
 
-// The children of the Ozone source's metrics, resolved once.
+// The children of the Ozone source's own metrics, resolved once.
 var (
-	ozoneCursorCurrent   = CursorCurrent.WithLabelValues("ozone")
-	ozoneCursorCommitted = CursorCommitted.WithLabelValues("ozone")
-	ozoneLag             = LagSeconds.WithLabelValues("ozone")
-	ozoneLatency         = ProduceLatency.WithLabelValues("ozone")
-	ozonePollLatency     = OzonePollLatency.WithLabelValues()
-	ozoneLastID          = OzoneLastEvent.WithLabelValues("id")
-	ozoneLastCreatedAt   = OzoneLastEvent.WithLabelValues("created_at")
+	ozonePollLatency   = OzonePollLatency.WithLabelValues()
+	ozoneLastID        = OzoneLastEvent.WithLabelValues("id")
+	ozoneLastCreatedAt = OzoneLastEvent.WithLabelValues("created_at")
 )
 
 // Ozone is the Prometheus ozone.Observer: handled_events (without a collection), cursor_current,
@@ -348,21 +350,21 @@ type Ozone struct{}
 // Read counts in handled_events and sets cursor_current.
 func (Ozone) Read(action string, id int64) {
 	HandledEvent(action, "").Inc()
-	ozoneCursorCurrent.Set(float64(id))
+	ozoneMetrics.current.Set(float64(id))
 }
 
 // Lag sets lag_seconds.
-func (Ozone) Lag(d time.Duration) { ozoneLag.Set(d.Seconds()) }
+func (Ozone) Lag(d time.Duration) { ozoneMetrics.lag.Set(d.Seconds()) }
 
 // Polled observes ozone_poll_latency_seconds.
 func (Ozone) Polled(d time.Duration) { ozonePollLatency.Observe(d.Seconds()) }
 
 // Delivered observes produce_latency_seconds.
-func (Ozone) Delivered(d time.Duration) { ozoneLatency.Observe(d.Seconds()) }
+func (Ozone) Delivered(d time.Duration) { ozoneMetrics.latency.Observe(d.Seconds()) }
 
 // Committed sets cursor_committed and ozone_last_event.
 func (Ozone) Committed(id int64, createdAt time.Time) {
-	ozoneCursorCommitted.Set(float64(id))
+	ozoneMetrics.committed.Set(float64(id))
 	ozoneLastID.Set(float64(id))
 	ozoneLastCreatedAt.Set(float64(createdAt.UnixMilli()) / 1000)
 }
@@ -382,30 +384,22 @@ func (Ozone) Auth(kind string, ok bool) {
 	OzoneAuthRefresh.WithLabelValues(kind, status).Inc()
 }
 
-// The children of the relay source's metrics, resolved once: Relay's methods run per frame.
-var (
-	relayCursorCurrent   = CursorCurrent.WithLabelValues("relay")
-	relayCursorCommitted = CursorCommitted.WithLabelValues("relay")
-	relayLag             = LagSeconds.WithLabelValues("relay")
-	relayLatency         = ProduceLatency.WithLabelValues("relay")
-)
-
 // Relay is the Prometheus relay.Observer: cursor_current, cursor_committed, lag_seconds,
 // produce_latency_seconds, decode_errors, dead_lettered_events, reconnects and source_events, with
 // source="relay".
 type Relay struct{}
 
 // Read sets cursor_current.
-func (Relay) Read(seq int64) { relayCursorCurrent.Set(float64(seq)) }
+func (Relay) Read(seq int64) { relayMetrics.current.Set(float64(seq)) }
 
 // Committed sets cursor_committed.
-func (Relay) Committed(seq int64) { relayCursorCommitted.Set(float64(seq)) }
+func (Relay) Committed(seq int64) { relayMetrics.committed.Set(float64(seq)) }
 
 // Lag sets lag_seconds.
-func (Relay) Lag(d time.Duration) { relayLag.Set(d.Seconds()) }
+func (Relay) Lag(d time.Duration) { relayMetrics.lag.Set(d.Seconds()) }
 
 // Delivered observes produce_latency_seconds.
-func (Relay) Delivered(d time.Duration) { relayLatency.Observe(d.Seconds()) }
+func (Relay) Delivered(d time.Duration) { relayMetrics.latency.Observe(d.Seconds()) }
 
 // DecodeError counts in decode_errors.
 func (Relay) DecodeError(kind string) { DecodeErrors.WithLabelValues("relay", kind).Inc() }

@@ -213,7 +213,7 @@ func New(cfg Config) (*Enricher, error) {
 		obs.CacheSize("doc"), e.fetchAccount)
 	if apiHost != "" {
 		e.api = newEndpoint("api", cfg.HTTPClient, limiter(cfg.APIRate, cfg.APIBurst), cfg.Concurrency, maxWait, cfg.Logger, obs, true)
-		e.batcher = newProfileBatcher(e, cfg.ProfileBatchWait)
+		e.batcher = newProfileBatcher(e, cfg.ProfileBatchWait, cfg.FetchTimeout)
 		go e.batcher.run(base)
 		e.profiles = newStore("profile", cfg.ProfileCacheSize, cfg.ProfileTTL, cfg.NotFoundTTL, cfg.FailureTTL, cfg.FetchTimeout, base, e.profReqs,
 			obs.CacheSize("profile"), e.batcher.fetch)

@@ -32,8 +32,8 @@ type profileAnswer struct {
 	res result
 }
 
-func newProfileBatcher(e *Enricher, wait time.Duration) *profileBatcher {
-	return &profileBatcher{e: e, wait: wait, timeout: DefaultFetchTimeout, in: make(chan *profileRequest)}
+func newProfileBatcher(e *Enricher, wait, timeout time.Duration) *profileBatcher {
+	return &profileBatcher{e: e, wait: wait, timeout: timeout, in: make(chan *profileRequest)}
 }
 
 // fetch is the profile store's fetch: it queues did for the next batch and waits for that batch's answer.

@@ -156,7 +156,7 @@ func (ep *endpoint) admit(ctx context.Context, deadline time.Time) (release func
 	if wait := r.DelayFrom(now); wait > room {
 		r.CancelAt(now)
 		return nil, fmt.Errorf("rate limit: %w", errBudget)
-	} else if wait > 0 && !sleep(ctx, wait) {
+	} else if wait > 0 && !backoff.Sleep(ctx, wait) {
 		r.Cancel()
 		return nil, ctx.Err()
 	}
@@ -208,17 +208,6 @@ func (ep *endpoint) overBudget(err error) {
 func (ep *endpoint) learn(d time.Duration) {
 	old := ep.latency.Load()
 	ep.latency.Store(old + (int64(d)-old)/8)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // do sends req and classifies the answer.

@@ -114,10 +114,16 @@ func (p *Pipeline) AppendMetadata(dst []byte, ev *Pending, records int) []byte {
 	if !p.Metadata() || ev.DID == "" {
 		return dst
 	}
-	if p.Observer != nil {
+	p.CountMissing(ev, records)
+	return ev.Meta.AppendJSON(dst)
+}
+
+// CountMissing counts records produced with ev's eventMetadata where some piece of it is missing
+// (Observer.MissingMetadata), for a caller that renders the metadata before it knows how many records carry it.
+func (p *Pipeline) CountMissing(ev *Pending, records int) {
+	if p.Observer != nil && p.Metadata() {
 		ev.Meta.Missing(func(kind, reason string) { p.Observer.MissingMetadata(kind, reason, records) })
 	}
-	return ev.Meta.AppendJSON(dst)
 }
 
 // AppendValue counts ev as handled and appends its record value to dst.

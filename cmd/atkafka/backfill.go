@@ -171,7 +171,8 @@ func (wiring) backfillRun(ctx context.Context, c *config) error {
 		Opts: opts, WorkTopic: c.Backfill.Topic, Group: c.Backfill.Group,
 		OutputTopic: c.Topic, FailedTopic: c.Backfill.FailedTopic, DeadLetterTopic: c.DeadLetterTopic,
 		ExactlyOnce: c.Backfill.ExactlyOnce, TransactionalID: id, TransactionTimeout: c.Backfill.TransactionTimeout,
-		SessionTimeout: c.Backfill.SessionTimeout, Concurrency: c.Backfill.Concurrency, HostConcurrency: c.Backfill.HostConcurrency,
+		TransactionTime: c.Backfill.TransactionTime,
+		SessionTimeout:  c.Backfill.SessionTimeout, Concurrency: c.Backfill.Concurrency, HostConcurrency: c.Backfill.HostConcurrency,
 		HostRate: c.Backfill.HostRate, RetryWindow: c.Backfill.RetryWindow, MemoryLimit: int64(c.Backfill.MemoryLimit),
 		Pipeline: pipeline, Logger: log, Observer: metrics.Backfill{},
 	}

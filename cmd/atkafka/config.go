@@ -60,6 +60,7 @@ type backfillConfig struct {
 	RetryWindow               time.Duration
 	ExactlyOnce               bool
 	TransactionTimeout        time.Duration
+	TransactionTime           time.Duration
 	SessionTimeout            time.Duration
 	MemoryLimit               int
 	StatusInterval            time.Duration
@@ -301,7 +302,8 @@ func parseConfig(cmd *cli.Command) (*config, error) {
 			Concurrency: int(cmd.Int("backfill-concurrency")), HostConcurrency: int(cmd.Int("backfill-host-concurrency")),
 			HostRate: cmd.Float("backfill-host-rate"), RetryWindow: cmd.Duration("backfill-retry-window"),
 			ExactlyOnce: cmd.Bool("backfill-exactly-once"), TransactionTimeout: cmd.Duration("backfill-transaction-timeout"),
-			SessionTimeout: cmd.Duration("backfill-session-timeout"), MemoryLimit: int(cmd.Int("backfill-memory-limit")),
+			TransactionTime: cmd.Duration("backfill-transaction-time"),
+			SessionTimeout:  cmd.Duration("backfill-session-timeout"), MemoryLimit: int(cmd.Int("backfill-memory-limit")),
 			StatusInterval: cmd.Duration("interval"),
 		},
 		Tail: tailConfig{

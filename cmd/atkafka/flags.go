@@ -10,6 +10,7 @@ import (
 	"github.com/atkafka/atkafka/server"
 	"github.com/atkafka/atkafka/sink/embedded"
 	"github.com/atkafka/atkafka/sink/kafka"
+	"github.com/atkafka/atkafka/source/backfill"
 	"github.com/atkafka/atkafka/source/ozone"
 	"github.com/atkafka/atkafka/source/relay"
 	"github.com/atkafka/atkafka/source/tap"
@@ -289,27 +290,29 @@ func backfillPlanFlags() []cli.Flag {
 			Usage: "relay (or PDS) whose com.atproto.sync.listRepos lists the repositories; with exactly one --watched-collections NSID (no pattern), listReposByCollection lists only those holding it"},
 		&cli.IntFlag{Name: "backfill-partitions", Sources: env("BACKFILL_PARTITIONS"), Value: 64,
 			Usage: "partitions of the work topic when plan creates it: the most run instances that can share the work"},
-		&cli.IntFlag{Name: "backfill-page-size", Sources: env("BACKFILL_PAGE_SIZE"), Value: 1000, Usage: "repositories per listRepos page"},
+		&cli.IntFlag{Name: "backfill-page-size", Sources: env("BACKFILL_PAGE_SIZE"), Value: backfill.DefaultPageSize, Usage: "repositories per listRepos page"},
 	}
 }
 
 func backfillRunFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.IntFlag{Name: "backfill-concurrency", Sources: env("BACKFILL_CONCURRENCY"), Value: 32,
+		&cli.IntFlag{Name: "backfill-concurrency", Sources: env("BACKFILL_CONCURRENCY"), Value: backfill.DefaultConcurrency,
 			Usage: "repositories one instance loads at once (and commits together)"},
-		&cli.IntFlag{Name: "backfill-host-concurrency", Sources: env("BACKFILL_HOST_CONCURRENCY"), Value: 4,
+		&cli.IntFlag{Name: "backfill-host-concurrency", Sources: env("BACKFILL_HOST_CONCURRENCY"), Value: backfill.DefaultHostConcurrency,
 			Usage: "getRepo requests in flight to one PDS host"},
-		&cli.FloatFlag{Name: "backfill-host-rate", Sources: env("BACKFILL_HOST_RATE"), Value: 10,
+		&cli.FloatFlag{Name: "backfill-host-rate", Sources: env("BACKFILL_HOST_RATE"), Value: backfill.DefaultHostRate,
 			Usage: "getRepo requests per second to one PDS host at most (0: unlimited); 429 and RateLimit-* headers slow it further"},
-		&cli.DurationFlag{Name: "backfill-retry-window", Sources: env("BACKFILL_RETRY_WINDOW"), Value: 24 * time.Hour,
+		&cli.DurationFlag{Name: "backfill-retry-window", Sources: env("BACKFILL_RETRY_WINDOW"), Value: backfill.DefaultRetryWindow,
 			Usage: "how long a repository whose PDS fails (unreachable, 5xx, rate limited) is retried before it goes to the failed topic"},
 		&cli.BoolFlag{Name: "backfill-exactly-once", Sources: env("BACKFILL_EXACTLY_ONCE"), Value: true,
 			Usage: "commit each batch's records with its work offsets in one Kafka transaction (read_committed consumers see every repository once); false: at least once, a crash repeats the batch in flight"},
-		&cli.DurationFlag{Name: "backfill-transaction-timeout", Sources: env("BACKFILL_TRANSACTION_TIMEOUT"), Value: time.Minute,
+		&cli.DurationFlag{Name: "backfill-transaction-timeout", Sources: env("BACKFILL_TRANSACTION_TIMEOUT"), Value: backfill.DefaultTransactionTimeout,
 			Usage: "Kafka transaction timeout: a batch must commit within it, and a killed instance's open transaction holds its partitions this long"},
-		&cli.DurationFlag{Name: "backfill-session-timeout", Sources: env("BACKFILL_SESSION_TIMEOUT"), Value: 45 * time.Second,
+		&cli.DurationFlag{Name: "backfill-transaction-time", Sources: env("BACKFILL_TRANSACTION_TIME"),
+			Usage: "how long a batch produces before it commits (default: a quarter of --backfill-transaction-timeout, at most half of it); a repository still producing then stops and its rest is loaded in a later transaction, and read_committed consumers of the output topic wait at most this long for a batch"},
+		&cli.DurationFlag{Name: "backfill-session-timeout", Sources: env("BACKFILL_SESSION_TIMEOUT"), Value: backfill.DefaultSessionTimeout,
 			Usage: "how long the group waits for a silent instance before giving its partitions to the others"},
-		&cli.IntFlag{Name: "backfill-memory-limit", Sources: env("BACKFILL_MEMORY_LIMIT"), Value: 4 << 20,
+		&cli.IntFlag{Name: "backfill-memory-limit", Sources: env("BACKFILL_MEMORY_LIMIT"), Value: backfill.DefaultMemoryLimit,
 			Usage: "repository size held in memory; larger CARs are written to a temporary file and mapped, so memory stays bounded (about --backfill-concurrency × this + 32 MB of records in flight)"},
 		&cli.StringFlag{Name: "verify-commits", Sources: env("VERIFY_COMMITS"), Value: "off",
 			Usage: "check each repository's commit signature with the account's key: off, log (count and log failures, produce anyway) or strict (send the repository to the failed topic)"},

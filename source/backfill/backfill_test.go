@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,12 +121,16 @@ func (f *fixture) pipeline(t *testing.T) *transform.Pipeline {
 }
 
 func (f *fixture) run(ctx context.Context, t *testing.T, id string, exactlyOnce bool) error {
-	return Run(ctx, RunConfig{MemoryLimit: 4096, TempDir: t.TempDir(),
+	return Run(ctx, f.config(t, id, exactlyOnce))
+}
+
+func (f *fixture) config(t *testing.T, id string, exactlyOnce bool) RunConfig {
+	return RunConfig{MemoryLimit: 4096, TempDir: t.TempDir(),
 		Opts: []kgo.Opt{kgo.SeedBrokers(f.brokers...)}, WorkTopic: f.work, Group: "backfill",
 		OutputTopic: "events", FailedTopic: "events.backfill.failed", DeadLetterTopic: "events.deadletter",
 		ExactlyOnce: exactlyOnce, TransactionalID: id, Concurrency: 8, RetryWindow: time.Minute,
 		Pipeline: f.pipeline(t), Logger: testenv.Logger(t, slog.LevelInfo).With("instance", id),
-	})
+	}
 }
 
 // readAll reads a topic from its start, read_committed, until it has want records or timeout passes.
@@ -416,5 +421,62 @@ func TestRefusedRecordsDoNotBlockTheBatch(t *testing.T) {
 	}
 	if records != 4 || failed != 1 {
 		t.Errorf("after the refused batch came back: %d records and %d failed repositories committed, want 4 and 1", records, failed)
+	}
+}
+
+// splitCounter counts the repositories put back to finish in a later transaction.
+type splitCounter struct {
+	nopObserver
+	splits atomic.Int64
+}
+
+func (c *splitCounter) Repo(outcome string) {
+	if outcome == "split" {
+		c.splits.Add(1)
+	}
+}
+
+// TestRunSplitsLargeRepositories loads repositories larger than one transaction may take (a producing time of
+// 1ns: checkEvery records per transaction) over several transactions, every record once and in key order.
+func TestRunSplitsLargeRepositories(t *testing.T) {
+	f := newFixture(t, []int{3 * checkEvery, checkEvery + 1, 5, 2*checkEvery - 1}, 2)
+	f.plan(t, 10)
+	want := 0
+	for _, r := range f.net.Repos {
+		want += len(r.Records)
+	}
+	obs := &splitCounter{}
+	cfg := f.config(t, "split", true)
+	cfg.TransactionTime, cfg.Observer = time.Nanosecond, obs
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg) }()
+	got := readAll(t, f.brokers, "events", want, 30*time.Second)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	last := map[string]string{}
+	for _, r := range got {
+		key := header(r, "collection") + "/" + header(r, "rkey")
+		did := string(r.Key)
+		seen[did+"/"+key]++
+		if key <= last[did] {
+			t.Errorf("%s: %s after %s", did, key, last[did])
+		}
+		last[did] = key
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Errorf("%s produced %d times", k, n)
+		}
+	}
+	if len(seen) != want {
+		t.Errorf("produced %d distinct records, want %d", len(seen), want)
+	}
+	// 3×checkEvery: two splits; checkEvery+1 and 2×checkEvery-1: one each.
+	if n := obs.splits.Load(); n != 4 {
+		t.Errorf("%d splits, want 4", n)
 	}
 }

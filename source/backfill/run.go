@@ -1,6 +1,7 @@
 package backfill
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -26,15 +27,23 @@ import (
 	"github.com/atkafka/atkafka/transform/verify"
 )
 
-// Defaults applied by Run to zero fields of RunConfig.
+// Defaults applied by Run to zero fields of RunConfig (atkafka's flags default to them too).
 const (
-	DefaultConcurrency        = 32
-	DefaultHostConcurrency    = 4
+	DefaultConcurrency     = 32
+	DefaultHostConcurrency = 4
+	// DefaultHostRate is what atkafka's --backfill-host-rate defaults to; a zero RunConfig.HostRate means no rate.
+	DefaultHostRate           = 10.0
 	DefaultRetryWindow        = 24 * time.Hour
 	DefaultTransactionTimeout = time.Minute
+	// DefaultSessionTimeout is kgo's own default, which a zero RunConfig.SessionTimeout keeps.
+	DefaultSessionTimeout     = 45 * time.Second
 	DefaultMemoryLimit        = 4 << 20
 	DefaultMaxBufferedRecords = 10_000
 )
+
+// checkEvery is how many records a repository produces between two looks at its transaction's deadline: at least
+// that many per transaction, so a split repository always progresses.
+const checkEvery = 256
 
 // BackfillHeader marks every record Run produces (value "true"). Values take Tap's shape (schema tap-event:
 // operations with "live": false, account events without seq), the shape of backfilled records already; the header
@@ -57,6 +66,11 @@ type RunConfig struct {
 	ExactlyOnce        bool
 	TransactionalID    string
 	TransactionTimeout time.Duration
+	// TransactionTime bounds how long a batch produces (default a quarter of TransactionTimeout): a repository
+	// still producing then stops between two records and the rest of it is put back in the work topic (Work.After),
+	// so a repository of any size loads over as many transactions as it takes, and read_committed consumers of
+	// the output topic are never held back longer than that by an open transaction.
+	TransactionTime time.Duration
 	// SessionTimeout is how long the group waits for a silent instance before giving its partitions to the
 	// others; zero keeps Kafka's client default (45s).
 	SessionTimeout time.Duration
@@ -90,6 +104,7 @@ func (cfg *RunConfig) defaults() error {
 	cfg.HostConcurrency = cmp.Or(cfg.HostConcurrency, DefaultHostConcurrency)
 	cfg.RetryWindow = cmp.Or(cfg.RetryWindow, DefaultRetryWindow)
 	cfg.TransactionTimeout = cmp.Or(cfg.TransactionTimeout, DefaultTransactionTimeout)
+	cfg.TransactionTime = cmp.Or(cfg.TransactionTime, cfg.TransactionTimeout/4)
 	cfg.MemoryLimit = cmp.Or(cfg.MemoryLimit, DefaultMemoryLimit)
 	cfg.MaxBufferedRecords = cmp.Or(cfg.MaxBufferedRecords, DefaultMaxBufferedRecords)
 	cfg.HTTP = cmp.Or(cfg.HTTP, &http.Client{Timeout: 10 * time.Minute})
@@ -98,6 +113,10 @@ func (cfg *RunConfig) defaults() error {
 	var errs []error
 	if cfg.WorkTopic == "" || cfg.Group == "" || cfg.OutputTopic == "" || cfg.FailedTopic == "" || cfg.DeadLetterTopic == "" {
 		errs = append(errs, errors.New("backfill run needs the work, output, failed and dead-letter topics and a group"))
+	}
+	if cfg.TransactionTime > cfg.TransactionTimeout/2 {
+		errs = append(errs, fmt.Errorf("the transaction time (%s) must leave half the transaction timeout (%s) to flush and commit",
+			cfg.TransactionTime, cfg.TransactionTimeout))
 	}
 	if cfg.ExactlyOnce && cfg.TransactionalID == "" {
 		errs = append(errs, errors.New("exactly-once backfill needs a transactional id"))
@@ -193,29 +212,47 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	return nil
 }
 
-// batch loads the repositories of polled concurrently and commits them together.
+// batch loads the repositories of polled concurrently, then produces them and commits them together. Loading
+// (lookups, download, checks) finishes before the batch's first record: Kafka starts a transaction's timeout at
+// its first record, and a slow download must not use it up. Producing then lasts at most TransactionTime.
 func (r *runner) batch(ctx context.Context, cl client, polled []*kgo.Record) error {
 	r.waitDue(ctx, polled)
+	jobs := make([]job, len(polled))
+	var wg sync.WaitGroup
+	var canceled atomic.Bool
+	r.cfg.Observer.Loading(len(polled))
+	defer r.cfg.Observer.Loading(-len(polled))
+	for i, rec := range polled {
+		wg.Go(func() {
+			var ok bool
+			if jobs[i], ok = r.load(ctx, cl, rec); !ok {
+				canceled.Store(true)
+			}
+		})
+	}
+	wg.Wait()
+	defer func() {
+		for _, j := range jobs {
+			if j.release != nil {
+				j.release()
+			}
+		}
+	}()
 	if err := cl.begin(); err != nil {
 		return fmt.Errorf("beginning a transaction: %w", err)
 	}
 	r.mu.Lock()
 	r.produceErr = nil
 	r.mu.Unlock()
-	var wg sync.WaitGroup
-	var canceled atomic.Bool
-	for _, rec := range polled {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.cfg.Observer.Loading(1)
-			defer r.cfg.Observer.Loading(-1)
-			if !r.repo(ctx, cl, rec) {
-				canceled.Store(true)
+	if !canceled.Load() {
+		deadline := time.Now().Add(r.cfg.TransactionTime)
+		for _, j := range jobs {
+			if j.produce != nil {
+				wg.Go(func() { j.produce(deadline) })
 			}
-		}()
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	r.mu.Lock()
 	produceErr := r.produceErr
 	r.mu.Unlock()
@@ -238,6 +275,13 @@ func (r *runner) batch(ctx context.Context, cl client, polled []*kgo.Record) err
 		r.log.Info("backfill batch not committed (rebalance or produce error); its repositories will be loaded again", "repos", len(polled))
 	}
 	return nil
+}
+
+// job is a loaded work record: what it produces in its batch's transaction (nil: nothing), and what to free
+// once the batch ended.
+type job struct {
+	produce func(deadline time.Time)
+	release func()
 }
 
 // waitDue sleeps, briefly, when every repository of the batch is a retry not yet due, so that a partition
@@ -276,77 +320,79 @@ func (r *runner) emit(ctx context.Context, cl client, rec sink.Record) {
 	})
 }
 
-// repo loads one work record's repository, producing its records, its account event, a retry or a failure. It
-// returns false when ctx ended, leaving the batch incomplete.
-func (r *runner) repo(ctx context.Context, cl client, rec *kgo.Record) bool {
+// load does what one work record needs before its batch produces: the account's lookups, the repository's
+// download and checks. It decides what the record produces: the repository's records, its account event, a retry
+// or a failure. It returns false when ctx ended, leaving the batch incomplete.
+func (r *runner) load(ctx context.Context, cl client, rec *kgo.Record) (job, bool) {
+	fail := func(w *Work, pds string, f *failure, raw []byte) job {
+		return job{produce: func(time.Time) { r.failed(ctx, cl, w, pds, f, raw) }}
+	}
 	w, err := decodeWork(rec.Value)
 	if err != nil {
-		r.failed(ctx, cl, &Work{DID: string(rec.Key)}, "", permanent("bad_work", err), rec.Value)
-		return true
+		return fail(&Work{DID: string(rec.Key)}, "", permanent("bad_work", err), rec.Value), true
 	}
 	r.mu.Lock()
 	refused, ok := r.refused[w.DID]
 	delete(r.refused, w.DID)
 	r.mu.Unlock()
 	if ok {
-		r.failed(ctx, cl, w, "", permanent("produce_refused", refused), nil)
-		return true
+		return fail(w, "", permanent("produce_refused", refused), nil), true
 	}
 	now := time.Now()
 	if w.NotBefore.After(now) {
 		// Not due yet: back to the end of its partition, so that the repositories behind it go first.
-		r.emit(ctx, cl, sink.Record{Topic: r.cfg.WorkTopic, Key: rec.Key, Value: rec.Value})
-		return true
+		return job{produce: func(time.Time) {
+			r.emit(ctx, cl, sink.Record{Topic: r.cfg.WorkTopic, Key: rec.Key, Value: rec.Value})
+		}}, true
 	}
 	p := r.cfg.Pipeline
-	pend := transform.Pending{DID: w.DID, Deadline: p.Deadline(now)}
+	pend := &transform.Pending{DID: w.DID, Deadline: p.Deadline(now)}
 	ready := make(chan struct{})
 	pend.Ready = func() { close(ready) }
-	p.Prepare(&pend)
+	p.Prepare(pend)
 	select {
 	case <-ready:
 	case <-ctx.Done():
-		return false
+		return job{}, false
 	}
 	if !p.KeepAccount(w.DID, &pend.Meta) {
 		r.cfg.Observer.Repo("filtered")
-		return true
+		return job{}, true
+	}
+	account := func(status string) job {
+		return job{produce: func(time.Time) { r.account(ctx, cl, w, pend, status) }}
 	}
 	if w.inactive() {
-		r.account(ctx, cl, w, &pend, w.Status)
-		return true
+		return account(w.Status), true
 	}
 	pds := pend.Meta.PDSHost()
 	switch {
 	case pds == "" && pend.Meta.PDS().Outcome == filter.NoPDS:
 		// Definitive: the PLC does not know the DID, or its document names no PDS. Retrying cannot help.
-		r.failed(ctx, cl, w, pds, permanent("no_pds", errNoPDS), nil)
-		return true
+		return fail(w, pds, permanent("no_pds", errNoPDS), nil), true
 	case pds == "":
-		r.retry(ctx, cl, w, pds, transient("pds_unknown", errors.New("the account's DID document could not be looked up")))
-		return ctx.Err() == nil
+		f := transient("pds_unknown", errors.New("the account's DID document could not be looked up"))
+		return job{produce: func(time.Time) { r.retry(ctx, cl, w, pds, f) }}, true
 	}
 	data, err := r.get(ctx, pds, w.DID)
 	var inactive *inactiveError
 	var f *failure
 	switch {
 	case ctx.Err() != nil:
-		return false
+		return job{}, false
 	case errors.As(err, &inactive):
-		r.account(ctx, cl, w, &pend, inactive.status)
-		return true
+		return account(inactive.status), true
 	case errors.As(err, &f) && f.permanent:
-		r.failed(ctx, cl, w, pds, f, nil)
-		return true
+		return fail(w, pds, f, nil), true
 	case errors.As(err, &f):
-		r.retry(ctx, cl, w, pds, f)
-		return true
+		return job{produce: func(time.Time) { r.retry(ctx, cl, w, pds, f) }}, true
 	}
-	defer data.release()
-	if f := r.records(ctx, cl, w, &pend, data.b); f != nil {
-		r.failed(ctx, cl, w, pds, f, nil)
+	repo, f := r.check(ctx, w, data.b)
+	if f != nil {
+		data.release()
+		return fail(w, pds, f, nil), true
 	}
-	return ctx.Err() == nil
+	return job{release: data.release, produce: func(deadline time.Time) { r.records(ctx, cl, w, pend, repo, deadline) }}, ctx.Err() == nil
 }
 
 // get downloads a repository, retrying transient failures a few times at once (a 5xx, a reset connection)
@@ -374,58 +420,82 @@ func (r *runner) get(ctx context.Context, pds, did string) (*repoData, error) {
 	}
 }
 
-// records checks the repository and produces every record it holds. A structural failure is found before any
-// record is produced: the MST is walked once to check it (cheap next to rendering), then again to produce.
-func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transform.Pending, b []byte) *failure {
+// checkedRepo is a downloaded repository whose structure was checked: every record its MST names (after
+// Work.After) is in the CAR.
+type checkedRepo struct {
+	car  *dagcbor.CAR
+	rev  string
+	root dagcbor.Link
+}
+
+// check parses a repository and checks it before any of its records is produced, so that a broken one fails
+// whole: the MST is walked once here (cheap next to rendering), then again to produce.
+func (r *runner) check(ctx context.Context, w *Work, b []byte) (*checkedRepo, *failure) {
 	car, err := dagcbor.ParseCAR(b)
 	if err != nil {
-		return permanent("malformed_car", err)
+		return nil, permanent("malformed_car", err)
 	}
 	commit, err := verify.RepoCommit(car, w.DID)
 	if err != nil {
-		return permanent("malformed_car", err)
+		return nil, permanent("malformed_car", err)
 	}
 	if v := r.cfg.Verifier; v != nil {
 		if err := v.Repo(ctx, commit); err != nil {
 			var ve *verify.Error
 			if errors.As(err, &ve) {
-				return permanent(ve.DeadLetterReason(), err)
+				return nil, permanent(ve.DeadLetterReason(), err)
 			}
-			return permanent("verify", err)
+			return nil, permanent("verify", err)
 		}
 	}
-	root := dagcbor.Link(commit.Data.Bytes())
 	if commit.Data == cid.Undef {
-		return permanent("malformed_car", errors.New("commit without an MST root"))
+		return nil, permanent("malformed_car", errors.New("commit without an MST root"))
 	}
-	n := 0
+	root := dagcbor.Link(commit.Data.Bytes())
 	err = walkMST(car, root, func(key []byte, value dagcbor.Link) error {
 		if _, ok := car.BlockByLink(value); !ok {
 			return fmt.Errorf("record %s (%s) missing from the CAR", key, value)
 		}
-		n++
 		return nil
 	})
 	if err != nil {
-		return permanent("malformed_car", err)
+		return nil, permanent("malformed_car", err)
 	}
+	return &checkedRepo{car: car, rev: commit.Rev, root: root}, nil
+}
+
+// errSplit stops a repository's walk when its transaction's producing time is over.
+var errSplit = errors.New("transaction time over")
+
+// records produces every record of a checked repository after w.After, in key order, until deadline: then the
+// rest is put back in the work topic, to load from where this stopped in a later transaction.
+func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transform.Pending, repo *checkedRepo, deadline time.Time) {
 	p := r.cfg.Pipeline
 	received := time.Now()
 	var meta []byte
 	if p.Metadata() {
-		meta = p.AppendMetadata(nil, pend, n)
+		meta = pend.Meta.AppendJSON(nil)
 	}
 	live := false
-	rev := []byte(commit.Rev)
+	rev := []byte(repo.rev)
 	did := []byte(w.DID)
-	var buf []byte
-	produced := 0
-	_ = walkMST(car, root, func(key []byte, value dagcbor.Link) error {
+	after := []byte(w.After)
+	var buf, last []byte
+	walked, produced := 0, 0
+	err := walkMST(repo.car, repo.root, func(key []byte, value dagcbor.Link) error {
+		if len(after) > 0 && bytes.Compare(key, after) <= 0 {
+			return nil
+		}
+		if walked > 0 && walked%checkEvery == 0 && time.Now().After(deadline) {
+			return errSplit
+		}
+		last = append(last[:0], key...)
+		walked++
 		collection, rkey, ok := splitKey(key)
 		if !ok || !p.KeepCollection(collection) {
 			return nil
 		}
-		block, _ := car.BlockByLink(value)
+		block, _ := repo.car.BlockByLink(value)
 		var err error
 		if buf, err = dagcbor.AppendJSON(buf[:0], block); err != nil {
 			dl := sink.DeadLetter{Source: "backfill", Reason: "decode", Err: fmt.Errorf("%s/%s: %w", collection, rkey, err), DID: w.DID, Raw: block}
@@ -445,9 +515,16 @@ func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transfor
 		produced++
 		return nil
 	})
+	p.CountMissing(pend, produced)
 	r.cfg.Observer.Produced(produced)
+	if err == errSplit {
+		rest := *w
+		rest.After = string(last)
+		r.emit(ctx, cl, sink.Record{Topic: r.cfg.WorkTopic, Key: did, Value: rest.encode()})
+		r.cfg.Observer.Repo("split")
+		return
+	}
 	r.cfg.Observer.Repo("loaded")
-	return nil
 }
 
 // splitKey splits an MST key into collection and rkey.

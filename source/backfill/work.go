@@ -7,13 +7,19 @@ import (
 )
 
 // Work is one work record: a repository to load, keyed by its DID in the work topic. Plan writes the listRepos
-// fields; Run adds the retry fields when it puts a repository back after a transient failure.
+// fields; Run adds the retry fields when it puts a repository back after a transient failure, and After when it
+// puts back the rest of a repository too large for one transaction.
 type Work struct {
 	DID    string `json:"did"`
 	Head   string `json:"head,omitempty"`
 	Rev    string `json:"rev,omitempty"`
 	Active *bool  `json:"active,omitempty"` // nil when the listing did not say (listReposByCollection): active
 	Status string `json:"status,omitempty"`
+
+	// After is the last MST key ("collection/rkey") an earlier transaction produced: the repository, fetched
+	// again, is loaded from the key after it. Records the account wrote meanwhile before After are the live
+	// firehose's (the newest rev wins).
+	After string `json:"after,omitempty"`
 
 	// Attempt counts the transient failures so far; FirstFailure is when the first happened (the retry window
 	// starts there) and NotBefore when the next attempt is due.

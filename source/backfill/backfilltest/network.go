@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/atdata"
@@ -62,6 +63,10 @@ type Network struct {
 	// GetRepos counts getRepo requests; Fail, when set, answers a getRepo instead (status code, 0: serve).
 	GetRepos atomic.Int64
 	Fail     func(did string, attempt int64) int
+	// Latency and Bandwidth make getRepo answer like a PDS across the internet: each answer starts after a
+	// latency drawn between half and twice Latency, and its body comes at Bandwidth bytes/s at most (0: at once).
+	Latency   time.Duration
+	Bandwidth int
 }
 
 // Sizes is the number of records of n repositories shaped like the network: most repositories small, a long
@@ -225,7 +230,7 @@ func (n *Network) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			xrpcError(w, http.StatusBadRequest, "RepoDeactivated")
 		default:
 			w.Header().Set("Content-Type", "application/vnd.ipld.car")
-			w.Write(r.CAR)
+			n.slowly(req.Context(), w, r.CAR)
 		}
 	default:
 		did, audit := strings.CutSuffix(strings.TrimPrefix(req.URL.Path, "/"), "/log/audit")
@@ -241,6 +246,32 @@ func (n *Network) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		w.Write(doc)
+	}
+}
+
+// slowly writes b after the network's latency, at its bandwidth.
+func (n *Network) slowly(ctx context.Context, w http.ResponseWriter, b []byte) {
+	if n.Latency > 0 {
+		d := n.Latency/2 + time.Duration(rand.Int64N(int64(n.Latency)*3/2+1))
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return
+		}
+	}
+	if n.Bandwidth <= 0 {
+		w.Write(b)
+		return
+	}
+	const chunk = 64 << 10
+	start := time.Now()
+	for sent := 0; sent < len(b); {
+		end := min(sent+chunk, len(b))
+		if _, err := w.Write(b[sent:end]); err != nil {
+			return
+		}
+		sent = end
+		time.Sleep(time.Until(start.Add(time.Duration(float64(sent) / float64(n.Bandwidth) * float64(time.Second)))))
 	}
 }
 

@@ -36,6 +36,9 @@ type BackfillConfig struct {
 	Concurrency int
 	// Partitions is the work topic's --backfill-partitions.
 	Partitions int
+	// PDSLatency and PDSBandwidth make the synthetic PDS answer like one across the internet (backfilltest.Network).
+	PDSLatency   time.Duration
+	PDSBandwidth int
 	// FloorDuration is how long the single-goroutine floor runs at least.
 	FloorDuration time.Duration
 	// RunArgs are more flags for every instance (--enrich=false, say).
@@ -96,6 +99,7 @@ func RunBackfill(ctx context.Context, cfg BackfillConfig) error {
 		return err
 	}
 	network.PDS = "http://" + lis.Addr().String()
+	network.Latency, network.Bandwidth = cfg.PDSLatency, cfg.PDSBandwidth
 	srv := &http.Server{Handler: network}
 	go srv.Serve(lis)
 	defer srv.Close()

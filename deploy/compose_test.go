@@ -3,6 +3,7 @@ package deploy
 import (
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,6 +111,11 @@ var composeFiles = []struct {
 	{"docker-compose.tap.yml", map[string][]string{"atkafka": {"ATKAFKA_TAP_HOST"}}},
 	{"docker-compose.ozone.yml", map[string][]string{"atkafka": {"ATKAFKA_OZONE_PDS_HOST", "ATKAFKA_OZONE_IDENTIFIER", "ATKAFKA_OZONE_PASSWORD", "ATKAFKA_OZONE_LABELER_DID"}}},
 	{"docker-compose.labels.yml", map[string][]string{"atkafka": {"ATKAFKA_LABELERS"}}},
+	{"docker-compose.backfill.yml", map[string][]string{
+		"relay":         {"ATKAFKA_RELAY_HOST", "ATKAFKA_OUTPUT_TOPIC"},
+		"backfill-plan": {"ATKAFKA_BACKFILL_SOURCE", "ATKAFKA_OUTPUT_TOPIC", "ATKAFKA_BACKFILL_TOPIC"},
+		"backfill-run":  {"ATKAFKA_OUTPUT_TOPIC", "ATKAFKA_BACKFILL_TOPIC", "ATKAFKA_BACKFILL_GROUP", "ATKAFKA_PLC_HOST"},
+	}},
 }
 
 // atkafkaServices returns the file's atkafka services by name, after checking that they are exactly the ones
@@ -317,6 +323,59 @@ func duration(t *testing.T, env map[string]string, name string, def time.Duratio
 		t.Fatalf("%s: %v", name, err)
 	}
 	return d
+}
+
+// TestComposeBackfill checks a file running a backfill as README.md's "Live and backfill together" has it: the
+// live relay starts first and writes to the same topic, plan lists what that relay follows into the work topic
+// run reads, plan runs once and run is scaled.
+func TestComposeBackfill(t *testing.T) {
+	for _, cf := range composeFiles {
+		f, _ := loadCompose(t, cf.file)
+		services := atkafkaServices(t, f, cf.atkafka)
+		byCommand := map[string]string{}
+		for name, s := range services {
+			byCommand[strings.Join(s.Command, " ")] = name
+		}
+		if byCommand["backfill run"] == "" {
+			continue
+		}
+		t.Run(cf.file, func(t *testing.T) {
+			relay, plan, run := byCommand["firehose relay"], byCommand["backfill plan"], byCommand["backfill run"]
+			if relay == "" || plan == "" {
+				t.Fatalf("a backfill needs a firehose relay service (%q) and a backfill plan service (%q)", relay, plan)
+			}
+			r, p, w := services[relay], services[plan], services[run]
+			for name, s := range map[string]*service{plan: p, run: w} {
+				if s.DependsOn[relay].Condition != "service_healthy" {
+					t.Errorf("%s does not wait for %s: writes made before the live firehose started would be missed", name, relay)
+				}
+				if s.Environment["ATKAFKA_OUTPUT_TOPIC"] != r.Environment["ATKAFKA_OUTPUT_TOPIC"] {
+					t.Errorf("%s writes to %q, %s to %q: the backfill and the live events belong in one topic", name,
+						s.Environment["ATKAFKA_OUTPUT_TOPIC"], relay, r.Environment["ATKAFKA_OUTPUT_TOPIC"])
+				}
+			}
+			if pt, wt := p.Environment["ATKAFKA_BACKFILL_TOPIC"], w.Environment["ATKAFKA_BACKFILL_TOPIC"]; pt != wt {
+				t.Errorf("%s plans into %q, %s reads %q", plan, pt, run, wt)
+			}
+			source, err := url.Parse(p.Environment["ATKAFKA_BACKFILL_SOURCE"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if live, err := url.Parse(r.Environment["ATKAFKA_RELAY_HOST"]); err != nil || live.Host != source.Host {
+				t.Errorf("%s lists %s, but %s follows %s", plan, source, relay, r.Environment["ATKAFKA_RELAY_HOST"])
+			}
+
+			if p.Restart != "on-failure" {
+				t.Errorf("%s restart: %q; want on-failure, since a complete plan exits", plan, p.Restart)
+			}
+			if w.Deploy == nil || w.Deploy.Replicas == nil || *w.Deploy.Replicas < 2 {
+				t.Errorf("%s does not run several replicas (deploy.replicas)", run)
+			}
+			if _, ok := w.Environment["ATKAFKA_TRANSACTIONAL_ID"]; ok {
+				t.Errorf("%s sets ATKAFKA_TRANSACTIONAL_ID: replicas sharing it would fence one another", run)
+			}
+		})
+	}
 }
 
 func hasMount(volumes []string, target string) bool {

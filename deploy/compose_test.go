@@ -255,8 +255,8 @@ func checkAtkafkaService(t *testing.T, a *service, commands []string) {
 	if hc := a.Healthcheck; hc != nil && len(hc.Test) >= 3 && hc.Test[0] == "CMD" && hc.Test[1] == "atkafka" && !slices.Contains(commands, hc.Test[2]) {
 		t.Errorf("the health check runs `atkafka %s`, which the CLI does not have", strings.Join(hc.Test[2:], " "))
 	}
-	// backfill plan and status serve no /metrics or /healthz (cmd/atkafka/backfill.go).
-	if cmd == "backfill plan" || cmd == "backfill status" {
+	// backfill status serves no /metrics or /healthz (cmd/atkafka/backfill.go).
+	if cmd == "backfill status" {
 		if a.Healthcheck == nil || !a.Healthcheck.Disable {
 			t.Errorf("`atkafka %s` serves no /healthz: the image's health check would mark it unhealthy unless disabled", cmd)
 		}

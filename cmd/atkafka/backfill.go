@@ -47,6 +47,12 @@ func (wiring) backfillPlan(ctx context.Context, c *config) error {
 	if enricher != nil {
 		defer enricher.Close()
 	}
+	// A full-network plan pages through tens of thousands of listings: its progress is worth watching.
+	rt := &runtime{log: log}
+	if err := rt.startServer(c); err != nil {
+		return err
+	}
+	defer rt.closeServer()
 	kc := kafkaClientConfig(c, brokers)
 	kc.Logger = log
 	if err := createWorkTopic(ctx, c, kc); err != nil {
@@ -139,12 +145,7 @@ func (wiring) backfillRun(ctx context.Context, c *config) error {
 	if err := rt.startServer(c); err != nil {
 		return err
 	}
-	defer func() {
-		if rt.server != nil {
-			rt.stopServer()
-			<-rt.serverDone
-		}
-	}()
+	defer rt.closeServer()
 	kc := kafkaClientConfig(c, brokers)
 	kc.Logger, kc.Topic = log, c.Topic
 	kc.ExtraTopics = []string{c.DeadLetterTopic, c.Backfill.FailedTopic}

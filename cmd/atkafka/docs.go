@@ -33,7 +33,10 @@ func configTable(root *cli.Command) string {
 			if doc.IsDefaultVisible() {
 				def = doc.GetValue()
 			}
-			if def != "" {
+			switch text := doc.GetDefaultText(); {
+			case text != "": // a default derived from another flag, in words
+				def = text
+			case def != "":
 				def = "`" + def + "`"
 			}
 			names := "`--" + strings.Join(f.Names(), "`, `--") + "`"

@@ -487,6 +487,14 @@ func (rt *runtime) startServer(c *config) error {
 	return nil
 }
 
+// closeServer stops the metrics server, if one was started, and waits for it.
+func (rt *runtime) closeServer() {
+	if rt.server != nil {
+		rt.stopServer()
+		<-rt.serverDone
+	}
+}
+
 // close flushes the producer, within what is left of --shutdown-timeout since shutdown began (all of it when the
 // source stopped on its own), then stops the rest.
 func (rt *runtime) close() {
@@ -510,10 +518,7 @@ func (rt *runtime) close() {
 	if rt.broker != nil {
 		rt.broker.Close()
 	}
-	if rt.server != nil {
-		rt.stopServer()
-		<-rt.serverDone
-	}
+	rt.closeServer()
 }
 
 // healthcheck probes a running atkafka's /healthz; the container image's HEALTHCHECK runs it.

@@ -109,27 +109,35 @@ type pdsRecord struct {
 	Value json.RawMessage `json:"value"`
 }
 
-// pdsState lists every record of accts (listRecords per collection), keyed by at:// URI: the truth.
+// pdsState lists every record of accts (listRecords per collection, page by page), keyed by at:// URI: the truth.
 func pdsState(t *testing.T, env *testenv.DevEnv, accts []*testenv.Account) map[string]pdsRecord {
 	t.Helper()
 	state := map[string]pdsRecord{}
 	var mu sync.Mutex
 	parallel(t, len(accts)*len(backfillCollections), func(i int) error {
 		acct, coll := accts[i/len(backfillCollections)], backfillCollections[i%len(backfillCollections)]
-		var page struct {
-			Records []struct {
-				URI string `json:"uri"`
-				pdsRecord
-			} `json:"records"`
+		params := url.Values{"repo": {acct.DID}, "collection": {coll}, "limit": {"100"}}
+		for {
+			var page struct {
+				Records []struct {
+					URI string `json:"uri"`
+					pdsRecord
+				} `json:"records"`
+				Cursor string `json:"cursor"`
+			}
+			if err := env.XRPC(testenv.XRPCRequest{Service: acct.PDS, NSID: "com.atproto.repo.listRecords", Params: params}, &page); err != nil {
+				return err
+			}
+			mu.Lock()
+			for _, r := range page.Records {
+				state[r.URI] = r.pdsRecord
+			}
+			mu.Unlock()
+			if page.Cursor == "" || len(page.Records) == 0 {
+				return nil
+			}
+			params.Set("cursor", page.Cursor)
 		}
-		err := env.XRPC(testenv.XRPCRequest{Service: acct.PDS, NSID: "com.atproto.repo.listRecords",
-			Params: url.Values{"repo": {acct.DID}, "collection": {coll}, "limit": {"100"}}}, &page)
-		mu.Lock()
-		defer mu.Unlock()
-		for _, r := range page.Records {
-			state[r.URI] = r.pdsRecord
-		}
-		return err
 	})
 	return state
 }

@@ -247,6 +247,7 @@ func TestBackfill(t *testing.T) {
 	start := time.Now()
 	accts, inactive := seedAccounts(t, env)
 	t.Logf("seeded %d accounts (%d inactive) in %s", len(accts), len(inactive), time.Since(start).Round(time.Millisecond))
+	seeded := time.Now()
 
 	// The live firehose first: each PDS serves subscribeRepos itself.
 	var relays []*atkafka
@@ -321,7 +322,7 @@ func TestBackfill(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("backfill done %s after seeding", time.Since(start).Round(time.Millisecond))
+	t.Logf("backfill done %s after seeding", time.Since(seeded).Round(time.Millisecond))
 	m, err := added.Metrics()
 	if err != nil || m.value("atkafka_backfill_repos", `outcome="loaded"`) == 0 {
 		t.Errorf("the instance added mid-way loaded nothing (%v)", err)

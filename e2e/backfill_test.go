@@ -22,85 +22,143 @@ import (
 )
 
 // backfillCollections are the collections the seeded accounts write.
-var backfillCollections = []string{"app.bsky.feed.post", "app.bsky.feed.like", "app.bsky.graph.follow", "app.bsky.actor.profile"}
+var backfillCollections = []string{"app.bsky.feed.post", "app.bsky.feed.like", "app.bsky.feed.repost",
+	"app.bsky.graph.follow", "app.bsky.actor.profile"}
 
-// seedAccounts creates n accounts on each PDS, each with a profile, two posts, a like and a follow in one
-// applyWrites (one request per account keeps seeding to seconds), and deletes one post of every fifth account.
-func seedAccounts(t *testing.T, env *testenv.DevEnv, n int) []*testenv.Account {
-	t.Helper()
-	var (
-		mu    sync.Mutex
-		accts []*testenv.Account
-		wg    sync.WaitGroup
-		errs  = make(chan error, 1)
-		sem   = make(chan struct{}, 8)
-	)
-	for p, pds := range env.PDS {
-		for i := range n {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				if err := seedAccount(env, pds, fmt.Sprintf("bf%d-%d.test", p, i), i, &mu, &accts); err != nil {
-					select {
-					case errs <- err:
-					default:
-					}
-				}
-			}()
-		}
-	}
-	wg.Wait()
-	select {
-	case err := <-errs:
-		t.Fatal(err)
-	default:
-	}
-	return accts
+// seedPerPDS accounts are seeded on each PDS.
+const seedPerPDS = 150
+
+// seedShape is what one seeded account holds.
+type seedShape struct {
+	records int // besides the profile
+	// deleteTenths deletes every tenth record (the first one included) in a later commit, rewriteProfile
+	// updates the profile in that commit.
+	deleteTenths, rewriteProfile bool
+	status                       string // "deactivated", "takendown" or "" (active)
 }
 
-func seedAccount(env *testenv.DevEnv, pds testenv.PDS, handle string, i int, mu *sync.Mutex, accts *[]*testenv.Account) error {
-	acct := &testenv.Account{Password: "pass-" + handle, PDS: pds.URL}
-	if err := env.XRPC(testenv.XRPCRequest{Service: pds.URL, NSID: "com.atproto.server.createAccount", Procedure: true,
-		Input: map[string]any{"handle": handle, "email": handle + "@example.com", "password": acct.Password}}, acct); err != nil {
+// shapeOf shapes account i of each PDS like the network: most accounts a handful of records, every 40th
+// 100-300 (an MST several levels deep, written in applyWrites batches as a busy client or an import would), some
+// with deletes and a rewritten profile, and six per PDS deactivated or taken down once seeded (one of them large).
+func shapeOf(i int) seedShape {
+	s := seedShape{records: 3 + i%5, deleteTenths: i%5 == 0, rewriteProfile: i%7 == 0}
+	if i%40 == 3 {
+		s.records, s.deleteTenths = 100+66*(i/40), true
+	}
+	switch i % 50 {
+	case 3:
+		s.status = "deactivated"
+	case 7:
+		s.status = "takendown"
+	}
+	return s
+}
+
+// seedAccounts creates seedPerPDS accounts on each PDS, shaped by shapeOf, and returns them in order (PDS, then
+// i) with the status of each inactive one by DID. Each account takes one createAccount, an applyWrites per 100
+// records (the PDS takes up to 200) and one more for its deletes and update: a few requests per account keep
+// seeding to seconds.
+func seedAccounts(t *testing.T, env *testenv.DevEnv) (accts []*testenv.Account, inactive map[string]string) {
+	t.Helper()
+	accts = make([]*testenv.Account, len(env.PDS)*seedPerPDS)
+	parallel(t, len(accts), func(k int) error {
+		p, i := k/seedPerPDS, k%seedPerPDS
+		var err error
+		accts[k], err = seedAccount(env, env.PDS[p], fmt.Sprintf("bf%d-%d.test", p, i), shapeOf(i))
 		return err
-	}
-	now := time.Now().UTC().Format("2006-01-02T15:04:05.000Z")
-	create := func(coll string, v map[string]any) map[string]any {
-		v["$type"] = coll
-		return map[string]any{"$type": "com.atproto.repo.applyWrites#create", "collection": coll, "value": v}
-	}
-	writes := []any{
-		map[string]any{"$type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.actor.profile", "rkey": "self",
-			"value": map[string]any{"$type": "app.bsky.actor.profile", "displayName": "Backfill " + handle}},
-		create("app.bsky.feed.post", map[string]any{"text": "first post of " + handle, "createdAt": now}),
-		create("app.bsky.feed.post", map[string]any{"text": "second post, with ünïcode 🎉", "createdAt": now, "langs": []any{"en"}}),
-		create("app.bsky.graph.follow", map[string]any{"subject": "did:plc:ewvi7nxzyoun6zhxrhs64oiz", "createdAt": now}),
-		create("app.bsky.feed.like", map[string]any{"subject": map[string]any{
-			"uri": "at://did:plc:ewvi7nxzyoun6zhxrhs64oiz/app.bsky.feed.post/3kabcdefghijk",
-			"cid": "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"}, "createdAt": now}),
-	}
-	var out struct {
-		Results []struct {
-			URI string `json:"uri"`
-		} `json:"results"`
-	}
-	if err := env.XRPC(testenv.XRPCRequest{Service: pds.URL, NSID: "com.atproto.repo.applyWrites", Procedure: true, Auth: acct.Bearer(),
-		Input: map[string]any{"repo": acct.DID, "writes": writes}}, &out); err != nil {
-		return err
-	}
-	if i%5 == 0 && len(out.Results) > 1 {
-		rkey := out.Results[1].URI[strings.LastIndexByte(out.Results[1].URI, '/')+1:]
-		if err := env.XRPC(testenv.XRPCRequest{Service: pds.URL, NSID: "com.atproto.repo.deleteRecord", Procedure: true, Auth: acct.Bearer(),
-			Input: map[string]any{"repo": acct.DID, "collection": "app.bsky.feed.post", "rkey": rkey}}, nil); err != nil {
-			return err
+	})
+	// The helpers fail the test, so from the test goroutine: a dozen requests.
+	inactive = map[string]string{}
+	for k, a := range accts {
+		switch status := shapeOf(k % seedPerPDS).status; status {
+		case "deactivated":
+			env.Deactivate(a)
+			inactive[a.DID] = status
+		case "takendown":
+			env.Takedown(a)
+			inactive[a.DID] = status
 		}
 	}
-	mu.Lock()
-	*accts = append(*accts, acct)
-	mu.Unlock()
-	return nil
+	return accts, inactive
+}
+
+func seedAccount(env *testenv.DevEnv, pds testenv.PDS, handle string, s seedShape) (*testenv.Account, error) {
+	// No password: hashing it (scrypt) was about a third of the network's CPU time in seeding, and the session
+	// createAccount opens is all the test needs.
+	acct := &testenv.Account{PDS: pds.URL}
+	if err := env.XRPC(testenv.XRPCRequest{Service: pds.URL, NSID: "com.atproto.server.createAccount", Procedure: true,
+		Input: map[string]any{"handle": handle, "email": handle + "@example.com"}}, acct); err != nil {
+		return nil, err
+	}
+	profile := map[string]any{"$type": "app.bsky.actor.profile", "displayName": "Backfill " + handle}
+	writes := []any{map[string]any{"$type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.actor.profile",
+		"rkey": "self", "value": profile}}
+	now := time.Now().UTC()
+	for j := range s.records {
+		coll, v := seedRecord(handle, j, now.Add(time.Duration(j)*time.Millisecond).Format("2006-01-02T15:04:05.000Z"))
+		v["$type"] = coll
+		writes = append(writes, map[string]any{"$type": "com.atproto.repo.applyWrites#create", "collection": coll, "value": v})
+	}
+	var uris []string
+	for batch := range slices.Chunk(writes, 100) {
+		var out struct {
+			Results []struct {
+				URI string `json:"uri"`
+			} `json:"results"`
+		}
+		if err := applyWrites(env, acct, batch, &out); err != nil {
+			return nil, err
+		}
+		for _, r := range out.Results {
+			uris = append(uris, r.URI)
+		}
+	}
+	var later []any
+	for j := 0; s.deleteTenths && j < s.records; j += 10 {
+		parts := uriParts(uris[1+j])
+		later = append(later, map[string]any{"$type": "com.atproto.repo.applyWrites#delete", "collection": parts[1], "rkey": parts[2]})
+	}
+	if s.rewriteProfile {
+		profile["description"] = "rewritten after the first commit"
+		later = append(later, map[string]any{"$type": "com.atproto.repo.applyWrites#update", "collection": "app.bsky.actor.profile",
+			"rkey": "self", "value": profile})
+	}
+	if len(later) > 0 {
+		if err := applyWrites(env, acct, later, nil); err != nil {
+			return nil, err
+		}
+	}
+	return acct, nil
+}
+
+// uriParts splits at://DID/collection/rkey.
+func uriParts(uri string) []string { return strings.Split(strings.TrimPrefix(uri, "at://"), "/") }
+
+func applyWrites(env *testenv.DevEnv, acct *testenv.Account, writes []any, out any) error {
+	return env.XRPC(testenv.XRPCRequest{Service: acct.PDS, NSID: "com.atproto.repo.applyWrites", Procedure: true, Auth: acct.Bearer(),
+		Input: map[string]any{"repo": acct.DID, "writes": writes}}, out)
+}
+
+// seedRecord is an account's j-th record: posts (some replies, some with non-ASCII text), likes, reposts and
+// follows in turn. Each is distinct, so no two share a CID; subjects need not exist.
+func seedRecord(handle string, j int, createdAt string) (collection string, record map[string]any) {
+	ref := map[string]any{"uri": fmt.Sprintf("at://did:plc:ewvi7nxzyoun6zhxrhs64oiz/app.bsky.feed.post/3kabcdefg%04d", j),
+		"cid": "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"}
+	switch j % 6 {
+	case 0:
+		return "app.bsky.feed.post", map[string]any{"text": fmt.Sprintf("post %d of %s", j, handle), "createdAt": createdAt}
+	case 1:
+		return "app.bsky.feed.like", map[string]any{"subject": ref, "createdAt": createdAt}
+	case 2:
+		return "app.bsky.graph.follow", map[string]any{"subject": "did:plc:ewvi7nxzyoun6zhxrhs64oiz", "createdAt": createdAt}
+	case 3:
+		return "app.bsky.feed.post", map[string]any{"text": fmt.Sprintf("reply %d, with ünïcode 🎉", j), "createdAt": createdAt,
+			"langs": []any{"en"}, "reply": map[string]any{"root": ref, "parent": ref}}
+	case 4:
+		return "app.bsky.feed.repost", map[string]any{"subject": ref, "createdAt": createdAt}
+	default:
+		return "app.bsky.feed.post", map[string]any{"text": fmt.Sprintf("post %d", j), "createdAt": createdAt}
+	}
 }
 
 // pdsRecord is one record as the PDS serves it.
@@ -109,27 +167,35 @@ type pdsRecord struct {
 	Value json.RawMessage `json:"value"`
 }
 
-// pdsState lists every record of accts (listRecords per collection), keyed by at:// URI: the truth.
+// pdsState lists every record of accts (listRecords per collection, page by page), keyed by at:// URI: the truth.
 func pdsState(t *testing.T, env *testenv.DevEnv, accts []*testenv.Account) map[string]pdsRecord {
 	t.Helper()
 	state := map[string]pdsRecord{}
 	var mu sync.Mutex
 	parallel(t, len(accts)*len(backfillCollections), func(i int) error {
 		acct, coll := accts[i/len(backfillCollections)], backfillCollections[i%len(backfillCollections)]
-		var page struct {
-			Records []struct {
-				URI string `json:"uri"`
-				pdsRecord
-			} `json:"records"`
+		params := url.Values{"repo": {acct.DID}, "collection": {coll}, "limit": {"100"}}
+		for {
+			var page struct {
+				Records []struct {
+					URI string `json:"uri"`
+					pdsRecord
+				} `json:"records"`
+				Cursor string `json:"cursor"`
+			}
+			if err := env.XRPC(testenv.XRPCRequest{Service: acct.PDS, NSID: "com.atproto.repo.listRecords", Params: params}, &page); err != nil {
+				return err
+			}
+			mu.Lock()
+			for _, r := range page.Records {
+				state[r.URI] = r.pdsRecord
+			}
+			mu.Unlock()
+			if page.Cursor == "" || len(page.Records) == 0 {
+				return nil
+			}
+			params.Set("cursor", page.Cursor)
 		}
-		err := env.XRPC(testenv.XRPCRequest{Service: acct.PDS, NSID: "com.atproto.repo.listRecords",
-			Params: url.Values{"repo": {acct.DID}, "collection": {coll}, "limit": {"100"}}}, &page)
-		mu.Lock()
-		defer mu.Unlock()
-		for _, r := range page.Records {
-			state[r.URI] = r.pdsRecord
-		}
-		return err
 	})
 	return state
 }
@@ -167,11 +233,11 @@ func jsonEqual(a, b []byte) bool {
 	return json.Unmarshal(a, &x) == nil && json.Unmarshal(b, &y) == nil && reflect.DeepEqual(x, y)
 }
 
-// TestBackfill runs the whole backfill against dev-env with two PDSes (150 accounts): plan from each PDS's listRepos, three
-// run instances through the binary, one killed with SIGKILL mid-way and one added, the live relay mode
-// alongside with writes during the backfill. Every record is produced once (read_committed), equal to what
-// getRecord serves, the newest rev per record over both modes gives the PDSes' final state, and Tap's own backfill
-// of the same repositories gives the same records.
+// TestBackfill runs the whole backfill against dev-env with two PDSes (300 accounts, seedAccounts): plan from each
+// PDS's listRepos, three run instances through the binary, one killed with SIGKILL mid-way and one added, the live
+// relay mode alongside with writes during the backfill. Every record is produced once (read_committed), equal to
+// what getRecord serves, an inactive account gives its account event alone, the newest rev per record over both
+// modes gives the PDSes' final state, and Tap's own backfill of the same repositories gives the same records.
 func TestBackfill(t *testing.T) {
 	env := testenv.StartDevEnv(t, testenv.DevEnvOptions{SecondPDS: true})
 	brokers := testenv.Kafka(t).Brokers
@@ -179,11 +245,9 @@ func TestBackfill(t *testing.T) {
 	group := topic + "-group"
 
 	start := time.Now()
-	accts := seedAccounts(t, env, 75)
-	deactivated, takendown := accts[3], accts[7]
-	env.Deactivate(deactivated)
-	env.Takedown(takendown)
-	t.Logf("seeded %d accounts in %s", len(accts), time.Since(start).Round(time.Millisecond))
+	accts, inactive := seedAccounts(t, env)
+	t.Logf("seeded %d accounts (%d inactive) in %s", len(accts), len(inactive), time.Since(start).Round(time.Millisecond))
+	seeded := time.Now()
 
 	// The live firehose first: each PDS serves subscribeRepos itself.
 	var relays []*atkafka
@@ -233,8 +297,9 @@ func TestBackfill(t *testing.T) {
 	runs[0].Signal(syscall.SIGKILL)
 	added := startAtkafka(t, runConfig{Topic: topic, Args: runArgs})
 
-	// Live writes while the backfill runs: a new post, a deleted post, an updated profile.
-	live := accts[10:14]
+	// Live writes while the backfill runs: a new post, a deleted post, an updated profile; on both PDSes, one of
+	// them a large account.
+	live := []*testenv.Account{accts[10], accts[11], accts[seedPerPDS+12], accts[seedPerPDS+43]}
 	for _, a := range live {
 		env.Post(a, "written during the backfill")
 		env.UpsertProfile(a, "Updated", "during the backfill")
@@ -257,7 +322,7 @@ func TestBackfill(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("backfill done %s after seeding", time.Since(start).Round(time.Millisecond))
+	t.Logf("backfill done %s after seeding", time.Since(seeded).Round(time.Millisecond))
 	m, err := added.Metrics()
 	if err != nil || m.value("atkafka_backfill_repos", `outcome="loaded"`) == 0 {
 		t.Errorf("the instance added mid-way loaded nothing (%v)", err)
@@ -269,7 +334,7 @@ func TestBackfill(t *testing.T) {
 
 	var active []*testenv.Account
 	for _, a := range accts {
-		if a != deactivated && a != takendown {
+		if inactive[a.DID] == "" {
 			active = append(active, a)
 		}
 	}
@@ -283,7 +348,7 @@ func TestBackfill(t *testing.T) {
 	}
 	newest := map[string]version{}
 	backfilled := map[string]int{}
-	accountEvents := map[string]string{}
+	accountEvents := map[string][]string{}
 	liveDIDs := map[string]bool{}
 	for _, a := range live {
 		liveDIDs[a.DID] = true
@@ -307,7 +372,7 @@ func TestBackfill(t *testing.T) {
 			ev = decodeEvent(t, r.Value)
 		}
 		if ev.Account != nil && h[backfill.BackfillHeader] == "true" {
-			accountEvents[ev.DID] = ev.Account.Status
+			accountEvents[ev.DID] = append(accountEvents[ev.DID], ev.Account.Status)
 			continue
 		}
 		if ev.Operation == nil {
@@ -335,7 +400,7 @@ func TestBackfill(t *testing.T) {
 	}
 	// Every record of the accounts nobody wrote to meanwhile was backfilled.
 	for uri := range truth {
-		did := strings.Split(strings.TrimPrefix(uri, "at://"), "/")[0]
+		did := uriParts(uri)[0]
 		if !liveDIDs[did] && backfilled[uri] != 1 {
 			t.Errorf("%s not backfilled", uri)
 		}
@@ -343,7 +408,7 @@ func TestBackfill(t *testing.T) {
 	// JSON-equal to getRecord.
 	var mu sync.Mutex
 	parallel(t, len(compare), func(i int) error {
-		parts := strings.Split(strings.TrimPrefix(compare[i], "at://"), "/")
+		parts := uriParts(compare[i])
 		var got pdsRecord
 		pds := ""
 		for _, a := range accts {
@@ -366,8 +431,8 @@ func TestBackfill(t *testing.T) {
 	// The rev rule over live and backfilled records gives the PDSes' state (inactive accounts aside: listRecords
 	// serves nothing for them).
 	for uri, v := range newest {
-		did := strings.Split(strings.TrimPrefix(uri, "at://"), "/")[0]
-		if did == deactivated.DID || did == takendown.DID {
+		did := uriParts(uri)[0]
+		if inactive[did] != "" {
 			continue
 		}
 		want, ok := truth[uri]
@@ -385,9 +450,18 @@ func TestBackfill(t *testing.T) {
 			t.Errorf("%s held by the PDS, in no event", uri)
 		}
 	}
-	wantAccounts := map[string]string{deactivated.DID: "deactivated", takendown.DID: "takendown"}
+	// An inactive account gives exactly its account event and no record.
+	wantAccounts := map[string][]string{}
+	for did, status := range inactive {
+		wantAccounts[did] = []string{status}
+	}
 	if !reflect.DeepEqual(accountEvents, wantAccounts) {
 		t.Errorf("backfilled account events %v, want %v", accountEvents, wantAccounts)
+	}
+	for uri := range backfilled {
+		if did := uriParts(uri)[0]; inactive[did] != "" {
+			t.Errorf("%s of a %s account backfilled", uri, inactive[did])
+		}
 	}
 	t.Logf("%d records backfilled, %d records on the PDSes, %d events in all", len(backfilled), len(truth), len(recs))
 
@@ -401,7 +475,7 @@ func TestBackfill(t *testing.T) {
 		}
 	}
 	for uri, n := range newest {
-		did := strings.Split(strings.TrimPrefix(uri, "at://"), "/")[0]
+		did := uriParts(uri)[0]
 		if slices.Contains(dids, did) && n.cid != "" {
 			wantTap[uri] = n.cid
 		}

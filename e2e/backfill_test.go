@@ -280,8 +280,11 @@ func TestBackfill(t *testing.T) {
 		t.Fatalf("re-running a complete plan exited %d:\n%s", code, again.Log())
 	}
 
+	// A producing time of 1ms splits every repository past 256 records (the largest accounts): the rest is loaded
+	// in a later transaction, through the work topic, kill -9 and rebalances included.
 	runArgs := append([]string{"backfill", "run", "--backfill-concurrency", "4", "--backfill-host-rate", "10",
-		"--backfill-transaction-timeout", "10s", "--backfill-session-timeout", "6s", "--verify-commits", "strict"}, common...)
+		"--backfill-transaction-timeout", "10s", "--backfill-transaction-time", "1ms", "--backfill-session-timeout", "6s",
+		"--verify-commits", "strict"}, common...)
 	var runs []*atkafka
 	for range 3 {
 		runs = append(runs, startAtkafka(t, runConfig{Topic: topic, Args: runArgs}))
@@ -330,6 +333,20 @@ func TestBackfill(t *testing.T) {
 	status := startAtkafka(t, runConfig{Topic: topic, Args: []string{"backfill", "status", "--interval", "0s", "--json", "--backfill-group", group}})
 	if code := status.Wait(time.Minute); code != 0 || !strings.Contains(status.Log(), `"remaining":0`) || !strings.Contains(status.Log(), `"failed":0`) {
 		t.Errorf("backfill status exited %d:\n%s", code, status.Log())
+	}
+
+	// The accounts past 256 records were split: their rest went back to the work topic (Work.After).
+	split := map[string]bool{}
+	for _, r := range testenv.ReadAll(t, brokers, topic+".backfill", 1, time.Minute, kgo.FetchIsolationLevel(kgo.ReadCommitted())) {
+		var w backfill.Work
+		if json.Unmarshal(r.Value, &w) == nil && w.After != "" {
+			split[w.DID] = true
+		}
+	}
+	for k, a := range accts {
+		if shape := shapeOf(k % seedPerPDS); shape.records > 256 && shape.status == "" && !split[a.DID] {
+			t.Errorf("%s (%d records) was not split over transactions", a.DID, shape.records)
+		}
 	}
 
 	var active []*testenv.Account

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -18,11 +19,31 @@ import (
 	"github.com/atkafka/atkafka/transform/verify"
 )
 
+// scratch is the reusable working memory of records: the CAR's index and the leaves the check walk found.
+type scratch struct {
+	car    dagcbor.CAR
+	leaves []leaf
+	keys   []byte // the leaves' keys, one after the other
+}
+
+// leaf is one MST entry: its key ends at scratch.keys[end], where the next one starts.
+type leaf struct {
+	end   int
+	value dagcbor.Link
+	block []byte
+}
+
+var scratches = sync.Pool{New: func() any { return new(scratch) }}
+
 // records checks the repository and produces every record it holds. A structural failure is found before any
-// record is produced: the MST is walked once to check it (cheap next to rendering), then again to produce.
+// record is produced: the MST is walked once to check it, keeping each leaf with its record's block, and the
+// records are produced from that list. The list costs about a quarter of the CAR's size, so a CAR too large to be
+// held in memory (spilled to a file) is walked, and its records looked up, a second time instead.
 func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transform.Pending, b []byte) *failure {
-	car, err := dagcbor.ParseCAR(b)
-	if err != nil {
+	s := scratches.Get().(*scratch)
+	defer s.release()
+	car := &s.car
+	if err := car.Parse(b); err != nil {
 		return permanent("malformed_car", err)
 	}
 	commit, err := verify.RepoCommit(car, w.DID)
@@ -42,10 +63,16 @@ func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transfor
 	if commit.Data == cid.Undef {
 		return permanent("malformed_car", errors.New("commit without an MST root"))
 	}
+	keep := int64(len(b)) <= r.cfg.MemoryLimit
 	n := 0
 	err = walkMST(car, root, func(key []byte, value dagcbor.Link) error {
-		if _, ok := car.BlockByLink(value); !ok {
+		block, ok := car.BlockByLink(value)
+		if !ok {
 			return fmt.Errorf("record %s (%s) missing from the CAR", key, value)
+		}
+		if keep {
+			s.keys = append(s.keys, key...)
+			s.leaves = append(s.leaves, leaf{end: len(s.keys), value: value, block: block})
 		}
 		n++
 		return nil
@@ -64,18 +91,17 @@ func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transfor
 	did := []byte(w.DID)
 	var buf []byte
 	produced := 0
-	_ = walkMST(car, root, func(key []byte, value dagcbor.Link) error {
+	produce := func(key []byte, value dagcbor.Link, block []byte) {
 		collection, rkey, ok := splitKey(key)
 		if !ok || !p.KeepCollection(collection) {
-			return nil
+			return
 		}
-		block, _ := car.BlockByLink(value)
 		var err error
 		if buf, err = dagcbor.AppendJSON(buf[:0], block); err != nil {
 			dl := sink.DeadLetter{Source: "backfill", Reason: "decode", Err: fmt.Errorf("%s/%s: %w", collection, rkey, err), DID: w.DID, Raw: block}
 			r.emit(ctx, cl, dl.Record(r.cfg.DeadLetterTopic))
 			r.cfg.Observer.DeadLettered("decode")
-			return nil
+			return
 		}
 		ev := &format.Event{DID: w.DID, Metadata: meta, Live: &live, Operation: &format.Operation{
 			Action: "create", Collection: collection, Rkey: rkey, CID: value.String(), Record: buf}}
@@ -87,11 +113,31 @@ func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transfor
 			{Key: "rkey", Value: []byte(rkey)}, {Key: "live", Value: []byte("false")}, {Key: BackfillHeader, Value: []byte("true")},
 		}})
 		produced++
-		return nil
-	})
+	}
+	if keep {
+		start := 0
+		for _, l := range s.leaves {
+			produce(s.keys[start:l.end], l.value, l.block)
+			start = l.end
+		}
+	} else {
+		_ = walkMST(car, root, func(key []byte, value dagcbor.Link) error {
+			block, _ := car.BlockByLink(value)
+			produce(key, value, block)
+			return nil
+		})
+	}
 	r.cfg.Observer.Produced(produced)
 	r.cfg.Observer.Repo("loaded")
 	return nil
+}
+
+// release pools s again unless a large repository grew it.
+func (s *scratch) release() {
+	s.leaves, s.keys = s.leaves[:0], s.keys[:0]
+	if cap(s.leaves) <= 1<<16 {
+		scratches.Put(s)
+	}
 }
 
 // splitKey splits an MST key into collection and rkey.

@@ -90,6 +90,8 @@ func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transfor
 	rev := []byte(commit.Rev)
 	did := []byte(w.DID)
 	var buf []byte
+	op := format.Operation{Action: "create"}
+	ev := format.Event{DID: w.DID, Metadata: meta, Live: &live, Operation: &op}
 	produced := 0
 	produce := func(key []byte, value dagcbor.Link, block []byte) {
 		collection, rkey, ok := splitKey(key)
@@ -103,15 +105,23 @@ func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transfor
 			r.cfg.Observer.DeadLettered("decode")
 			return
 		}
-		ev := &format.Event{DID: w.DID, Metadata: meta, Live: &live, Operation: &format.Operation{
-			Action: "create", Collection: collection, Rkey: rkey, CID: value.String(), Record: buf}}
+		op.Collection, op.Rkey, op.CID, op.Record = collection, rkey, value.String(), buf
 		ev.Timestamp = format.RecordTime(buf, rkey, received).UTC().Format(format.TimeFormat)
-		// Sized once: growing the value by doubling cost more than rendering it.
-		out := p.AppendValue(make([]byte, 0, 256+len(meta)+2*len(buf)), ev)
-		r.emit(ctx, cl, sink.Record{Key: did, Value: out, Headers: []sink.Header{
-			{Key: "did", Value: did}, {Key: "rev", Value: rev}, {Key: "collection", Value: []byte(collection)},
-			{Key: "rkey", Value: []byte(rkey)}, {Key: "live", Value: []byte("false")}, {Key: BackfillHeader, Value: []byte("true")},
-		}})
+		o := r.outRecord(did)
+		// Sized once: growing the value by doubling cost more than rendering it. The key follows the value in the
+		// same buffer: the collection and rkey headers point into it.
+		if need := 256 + len(meta) + 2*len(buf) + len(key); cap(o.buf) < need {
+			o.buf = make([]byte, 0, need)
+		}
+		o.buf = p.AppendValue(o.buf[:0], &ev)
+		n := len(o.buf)
+		o.buf = append(o.buf, key...)
+		o.Value = o.buf[:n]
+		o.headers = [...]kgo.RecordHeader{{Key: "did", Value: did}, {Key: "rev", Value: rev},
+			{Key: "collection", Value: o.buf[n : n+len(collection)]}, {Key: "rkey", Value: o.buf[n+len(collection)+1:]},
+			{Key: "live", Value: falseValue}, {Key: BackfillHeader, Value: trueValue}}
+		o.Headers = o.headers[:]
+		cl.produce(ctx, &o.Record, o.promise)
 		produced++
 	}
 	if keep {
@@ -144,7 +154,8 @@ func (s *scratch) release() {
 func splitKey(key []byte) (collection, rkey string, ok bool) {
 	for i, c := range key {
 		if c == '/' {
-			return string(key[:i]), string(key[i+1:]), i > 0 && i < len(key)-1
+			k := string(key) // one allocation for both
+			return k[:i], k[i+1:], i > 0 && i < len(key)-1
 		}
 	}
 	return "", "", false
@@ -157,14 +168,53 @@ func (r *runner) emit(ctx context.Context, cl client, rec sink.Record) {
 	for i, h := range rec.Headers {
 		kr.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
 	}
-	cl.produce(ctx, kr, func(_ *kgo.Record, err error) {
-		if err != nil {
-			r.mu.Lock()
-			r.produceErr = cmp.Or(r.produceErr, err)
-			if kafka.RefusedForGood(err) && len(r.refused) < 10_000 {
-				r.refused[string(kr.Key)] = err
+	cl.produce(ctx, kr, func(_ *kgo.Record, err error) { r.produceFailed(kr.Key, err) })
+}
+
+// produceFailed notes a produce promise's error, if any.
+func (r *runner) produceFailed(key []byte, err error) {
+	if err == nil {
+		return
+	}
+	r.mu.Lock()
+	r.produceErr = cmp.Or(r.produceErr, err)
+	if kafka.RefusedForGood(err) && len(r.refused) < 10_000 {
+		r.refused[string(key)] = err
+	}
+	r.mu.Unlock()
+}
+
+// Header values of every repository record; franz-go does not modify them.
+var falseValue, trueValue = []byte("false"), []byte("true")
+
+// outRecord is one repository record produced, its headers and its value (followed by its key) in one pooled
+// allocation. It goes back to the pool in its promise: franz-go reads neither record nor buffers after it (a batch
+// is encoded under its lock, which failing or aborting it takes, clearing its records, before the promises run),
+// and the promise is called once, whether the record was acknowledged, refused or aborted.
+type outRecord struct {
+	kgo.Record
+	headers [6]kgo.RecordHeader
+	buf     []byte
+	r       *runner
+	promise func(*kgo.Record, error) // made once, with the outRecord
+}
+
+var outRecords sync.Pool
+
+// outRecord returns a pooled record for the output topic keyed by did; its promise puts it back.
+func (r *runner) outRecord(did []byte) *outRecord {
+	o, _ := outRecords.Get().(*outRecord)
+	if o == nil {
+		o = new(outRecord)
+		o.promise = func(_ *kgo.Record, err error) {
+			o.r.produceFailed(o.Key, err)
+			if cap(o.buf) <= 64<<10 { // a rare large record's buffer goes back to the GC
+				outRecords.Put(o)
 			}
-			r.mu.Unlock()
 		}
-	})
+	}
+	o.r = r
+	// Every field franz-go sets (timestamp, partition, offset, context) starts zero again.
+	o.Record = kgo.Record{Topic: r.cfg.OutputTopic, Key: did}
+	return o
 }

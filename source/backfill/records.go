@@ -26,19 +26,16 @@ type scratch struct {
 	keys   []byte // the leaves' keys, one after the other
 }
 
-// leaf is one MST entry: its key ends at scratch.keys[end], where the next one starts.
-type leaf struct {
-	end   int
-	value dagcbor.Link
-	block []byte
-}
+// leaf is one MST entry: its key ends at scratch.keys[end], where the next one starts, and its record is block
+// car.At(block).
+type leaf struct{ end, block uint32 }
 
 var scratches = sync.Pool{New: func() any { return new(scratch) }}
 
 // records checks the repository and produces every record it holds. A structural failure is found before any
-// record is produced: the MST is walked once to check it, keeping each leaf with its record's block, and the
-// records are produced from that list. The list costs about a quarter of the CAR's size, so a CAR too large to be
-// held in memory (spilled to a file) is walked, and its records looked up, a second time instead.
+// record is produced: the MST is walked once to check it, keeping each leaf's key and block, and the records are
+// produced from that list. The list takes ~40 bytes a record, ~10 % of the CAR; past MemoryLimit (a repository of
+// ~100k records, spilled to a file) it is dropped and the MST walked a second time instead.
 func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transform.Pending, b []byte) *failure {
 	s := scratches.Get().(*scratch)
 	defer s.release()
@@ -63,16 +60,17 @@ func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transfor
 	if commit.Data == cid.Undef {
 		return permanent("malformed_car", errors.New("commit without an MST root"))
 	}
-	keep := int64(len(b)) <= r.cfg.MemoryLimit
+	keep := true
 	n := 0
 	err = walkMST(car, root, func(key []byte, value dagcbor.Link) error {
-		block, ok := car.BlockByLink(value)
+		i, ok := car.IndexByLink(value)
 		if !ok {
 			return fmt.Errorf("record %s (%s) missing from the CAR", key, value)
 		}
 		if keep {
 			s.keys = append(s.keys, key...)
-			s.leaves = append(s.leaves, leaf{end: len(s.keys), value: value, block: block})
+			s.leaves = append(s.leaves, leaf{end: uint32(len(s.keys)), block: uint32(i)})
+			keep = int64(len(s.keys)+8*len(s.leaves)) <= r.cfg.MemoryLimit
 		}
 		n++
 		return nil
@@ -108,9 +106,9 @@ func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transfor
 		op.Collection, op.Rkey, op.CID, op.Record = collection, rkey, value.String(), buf
 		ev.Timestamp = format.RecordTime(buf, rkey, received).UTC().Format(format.TimeFormat)
 		o := r.outRecord(did)
-		// Sized once: growing the value by doubling cost more than rendering it. The key follows the value in the
-		// same buffer: the collection and rkey headers point into it.
-		if need := 256 + len(meta) + 2*len(buf) + len(key); cap(o.buf) < need {
+		// Sized for the JSON value (its envelope holds ~300 bytes, the DID and the key twice; an Osprey one may grow
+		// it, once: the pooled buffer keeps its size), then the key, which the collection and rkey headers point into.
+		if need := 320 + 2*len(did) + 3*len(key) + len(meta) + len(buf); cap(o.buf) < need {
 			o.buf = make([]byte, 0, need)
 		}
 		o.buf = p.AppendValue(o.buf[:0], &ev)
@@ -125,9 +123,10 @@ func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transfor
 		produced++
 	}
 	if keep {
-		start := 0
+		start := uint32(0)
 		for _, l := range s.leaves {
-			produce(s.keys[start:l.end], l.value, l.block)
+			value, block := car.At(int(l.block))
+			produce(s.keys[start:l.end], value, block)
 			start = l.end
 		}
 	} else {
@@ -145,7 +144,7 @@ func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transfor
 // release pools s again unless a large repository grew it.
 func (s *scratch) release() {
 	s.leaves, s.keys = s.leaves[:0], s.keys[:0]
-	if cap(s.leaves) <= 1<<16 {
+	if cap(s.keys) <= 1<<20 {
 		scratches.Put(s)
 	}
 }

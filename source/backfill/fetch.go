@@ -234,18 +234,22 @@ func (f *fetcher) read(r io.Reader) (*repoData, error) {
 	buf.Reset()
 	n, err := buf.ReadFrom(io.LimitReader(r, f.memLimit+1))
 	if err != nil {
-		f.bufs.Put(buf)
+		f.put(buf)
 		return nil, err
 	}
 	if n <= f.memLimit {
-		return &repoData{b: buf.Bytes(), release: func() {
-			if buf.Cap() <= 4<<20 { // keep the pool small: big buffers are rare and go back to the GC
-				f.bufs.Put(buf)
-			}
-		}}, nil
+		return &repoData{b: buf.Bytes(), release: func() { f.put(buf) }}, nil
 	}
-	defer f.bufs.Put(buf)
+	defer f.put(buf)
 	return spill(f.tmpDir, buf.Bytes(), r)
+}
+
+// put pools buf again unless it is large: a pooled buffer keeps its size, so small repositories would end up each
+// holding the largest buffer seen. Past 256 KB (~800 records) buffers go back to the GC.
+func (f *fetcher) put(buf *bytes.Buffer) {
+	if buf.Cap() <= 256<<10 {
+		f.bufs.Put(buf)
+	}
 }
 
 var errNoPDS = errors.New("the PLC does not know the account, or its DID document names no PDS")

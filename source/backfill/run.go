@@ -1,7 +1,6 @@
 package backfill
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -14,17 +13,13 @@ import (
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/repo"
-	"github.com/ipfs/go-cid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/atkafka/atkafka/backoff"
 	"github.com/atkafka/atkafka/sink"
-	"github.com/atkafka/atkafka/sink/kafka"
 	"github.com/atkafka/atkafka/transform"
-	"github.com/atkafka/atkafka/transform/dagcbor"
 	"github.com/atkafka/atkafka/transform/filter"
 	"github.com/atkafka/atkafka/transform/format"
-	"github.com/atkafka/atkafka/transform/verify"
 )
 
 // Defaults applied by Run to zero fields of RunConfig (atkafka's flags default to them too).
@@ -301,25 +296,6 @@ func (r *runner) waitDue(ctx context.Context, polled []*kgo.Record) {
 	backoff.Sleep(ctx, min(time.Until(earliest), 5*time.Second))
 }
 
-// emit produces one record of the batch.
-func (r *runner) emit(ctx context.Context, cl client, rec sink.Record) {
-	topic := cmp.Or(rec.Topic, r.cfg.OutputTopic)
-	kr := &kgo.Record{Topic: topic, Key: rec.Key, Value: rec.Value, Headers: make([]kgo.RecordHeader, len(rec.Headers))}
-	for i, h := range rec.Headers {
-		kr.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
-	}
-	cl.produce(ctx, kr, func(_ *kgo.Record, err error) {
-		if err != nil {
-			r.mu.Lock()
-			r.produceErr = cmp.Or(r.produceErr, err)
-			if kafka.RefusedForGood(err) && len(r.refused) < 10_000 {
-				r.refused[string(kr.Key)] = err
-			}
-			r.mu.Unlock()
-		}
-	})
-}
-
 // load does what one work record needs before its batch produces: the account's lookups, the repository's
 // download and checks. It decides what the record produces: the repository's records, its account event, a retry
 // or a failure. It returns false when ctx ended, leaving the batch incomplete.
@@ -392,7 +368,12 @@ func (r *runner) load(ctx context.Context, cl client, rec *kgo.Record) (job, boo
 		data.release()
 		return fail(w, pds, f, nil), true
 	}
-	return job{release: data.release, produce: func(deadline time.Time) { r.records(ctx, cl, w, pend, repo, deadline) }}, ctx.Err() == nil
+	// Released once the batch ended: a dead-lettered record's bytes point into the CAR until Kafka has them.
+	release := func() {
+		repo.release()
+		data.release()
+	}
+	return job{release: release, produce: func(deadline time.Time) { r.records(ctx, cl, w, pend, repo, deadline) }}, ctx.Err() == nil
 }
 
 // get downloads a repository, retrying transient failures a few times at once (a 5xx, a reset connection)
@@ -418,123 +399,6 @@ func (r *runner) get(ctx context.Context, pds, did string) (*repoData, error) {
 			return nil, ctx.Err()
 		}
 	}
-}
-
-// checkedRepo is a downloaded repository whose structure was checked: every record its MST names (after
-// Work.After) is in the CAR.
-type checkedRepo struct {
-	car  *dagcbor.CAR
-	rev  string
-	root dagcbor.Link
-}
-
-// check parses a repository and checks it before any of its records is produced, so that a broken one fails
-// whole: the MST is walked once here (cheap next to rendering), then again to produce.
-func (r *runner) check(ctx context.Context, w *Work, b []byte) (*checkedRepo, *failure) {
-	car, err := dagcbor.ParseCAR(b)
-	if err != nil {
-		return nil, permanent("malformed_car", err)
-	}
-	commit, err := verify.RepoCommit(car, w.DID)
-	if err != nil {
-		return nil, permanent("malformed_car", err)
-	}
-	if v := r.cfg.Verifier; v != nil {
-		if err := v.Repo(ctx, commit); err != nil {
-			var ve *verify.Error
-			if errors.As(err, &ve) {
-				return nil, permanent(ve.DeadLetterReason(), err)
-			}
-			return nil, permanent("verify", err)
-		}
-	}
-	if commit.Data == cid.Undef {
-		return nil, permanent("malformed_car", errors.New("commit without an MST root"))
-	}
-	root := dagcbor.Link(commit.Data.Bytes())
-	err = walkMST(car, root, func(key []byte, value dagcbor.Link) error {
-		if _, ok := car.BlockByLink(value); !ok {
-			return fmt.Errorf("record %s (%s) missing from the CAR", key, value)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, permanent("malformed_car", err)
-	}
-	return &checkedRepo{car: car, rev: commit.Rev, root: root}, nil
-}
-
-// errSplit stops a repository's walk when its transaction's producing time is over.
-var errSplit = errors.New("transaction time over")
-
-// records produces every record of a checked repository after w.After, in key order, until deadline: then the
-// rest is put back in the work topic, to load from where this stopped in a later transaction.
-func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transform.Pending, repo *checkedRepo, deadline time.Time) {
-	p := r.cfg.Pipeline
-	received := time.Now()
-	var meta []byte
-	if p.Metadata() {
-		meta = pend.Meta.AppendJSON(nil)
-	}
-	live := false
-	rev := []byte(repo.rev)
-	did := []byte(w.DID)
-	after := []byte(w.After)
-	var buf, last []byte
-	walked, produced := 0, 0
-	err := walkMST(repo.car, repo.root, func(key []byte, value dagcbor.Link) error {
-		if len(after) > 0 && bytes.Compare(key, after) <= 0 {
-			return nil
-		}
-		if walked > 0 && walked%checkEvery == 0 && time.Now().After(deadline) {
-			return errSplit
-		}
-		last = append(last[:0], key...)
-		walked++
-		collection, rkey, ok := splitKey(key)
-		if !ok || !p.KeepCollection(collection) {
-			return nil
-		}
-		block, _ := repo.car.BlockByLink(value)
-		var err error
-		if buf, err = dagcbor.AppendJSON(buf[:0], block); err != nil {
-			dl := sink.DeadLetter{Source: "backfill", Reason: "decode", Err: fmt.Errorf("%s/%s: %w", collection, rkey, err), DID: w.DID, Raw: block}
-			r.emit(ctx, cl, dl.Record(r.cfg.DeadLetterTopic))
-			r.cfg.Observer.DeadLettered("decode")
-			return nil
-		}
-		ev := &format.Event{DID: w.DID, Metadata: meta, Live: &live, Operation: &format.Operation{
-			Action: "create", Collection: collection, Rkey: rkey, CID: value.String(), Record: buf}}
-		ev.Timestamp = format.RecordTime(buf, rkey, received).UTC().Format(format.TimeFormat)
-		// Sized once: growing the value by doubling cost more than rendering it.
-		out := p.AppendValue(make([]byte, 0, 256+len(meta)+2*len(buf)), ev)
-		r.emit(ctx, cl, sink.Record{Key: did, Value: out, Headers: []sink.Header{
-			{Key: "did", Value: did}, {Key: "rev", Value: rev}, {Key: "collection", Value: []byte(collection)},
-			{Key: "rkey", Value: []byte(rkey)}, {Key: "live", Value: []byte("false")}, {Key: BackfillHeader, Value: []byte("true")},
-		}})
-		produced++
-		return nil
-	})
-	p.CountMissing(pend, produced)
-	r.cfg.Observer.Produced(produced)
-	if err == errSplit {
-		rest := *w
-		rest.After = string(last)
-		r.emit(ctx, cl, sink.Record{Topic: r.cfg.WorkTopic, Key: did, Value: rest.encode()})
-		r.cfg.Observer.Repo("split")
-		return
-	}
-	r.cfg.Observer.Repo("loaded")
-}
-
-// splitKey splits an MST key into collection and rkey.
-func splitKey(key []byte) (collection, rkey string, ok bool) {
-	for i, c := range key {
-		if c == '/' {
-			return string(key[:i]), string(key[i+1:]), i > 0 && i < len(key)-1
-		}
-	}
-	return "", "", false
 }
 
 // account produces the account event of an inactive account, its only record in a backfill.

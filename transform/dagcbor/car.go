@@ -153,27 +153,44 @@ func (c *CAR) All() iter.Seq2[Link, []byte] {
 }
 
 // Block returns the data of the block with CID id.
-func (c *CAR) Block(id cid.Cid) ([]byte, bool) { return lookup(c, id.KeyString()) }
+func (c *CAR) Block(id cid.Cid) ([]byte, bool) { return c.data(index(c, id.KeyString())) }
 
 // BlockByLink returns the data of the block whose binary CID is l, as read by [Decoder.Link].
-func (c *CAR) BlockByLink(l Link) ([]byte, bool) { return lookup(c, l) }
+func (c *CAR) BlockByLink(l Link) ([]byte, bool) { return c.data(index(c, l)) }
 
-// lookup is generic over the key so that cid.Cid (a string) and Link ([]byte) are both found without
-// converting, which would copy the key.
-func lookup[K ~string | ~[]byte](c *CAR, k K) ([]byte, bool) {
-	if !c.sorted {
-		for i := range c.blocks {
-			if b := &c.blocks[i]; len(b.cid) == len(k) && compareBytes(b.cid, k) == 0 {
-				return b.data, true
-			}
-		}
-		return nil, false
-	}
-	i, found := slices.BinarySearchFunc(c.blocks, k, func(b carBlock, k K) int { return compareBytes(b.cid, k) })
-	if !found {
+// IndexByLink returns the index, for [CAR.At], of the block whose binary CID is l: a block found once can be
+// kept as 4 bytes rather than its CID and data.
+func (c *CAR) IndexByLink(l Link) (int, bool) {
+	i := index(c, l)
+	return i, i >= 0
+}
+
+// At returns the CID and data of block i, 0 ≤ i < [CAR.Len], as numbered by [CAR.IndexByLink].
+func (c *CAR) At(i int) (Link, []byte) { return c.blocks[i].cid, c.blocks[i].data }
+
+func (c *CAR) data(i int) ([]byte, bool) {
+	if i < 0 {
 		return nil, false
 	}
 	return c.blocks[i].data, true
+}
+
+// index returns the index of the block with CID k, or -1. It is generic over the key so that cid.Cid (a string)
+// and Link ([]byte) are both found without converting, which would copy the key.
+func index[K ~string | ~[]byte](c *CAR, k K) int {
+	if !c.sorted {
+		for i := range c.blocks {
+			if b := &c.blocks[i]; len(b.cid) == len(k) && compareBytes(b.cid, k) == 0 {
+				return i
+			}
+		}
+		return -1
+	}
+	i, found := slices.BinarySearchFunc(c.blocks, k, func(b carBlock, k K) int { return compareBytes(b.cid, k) })
+	if !found {
+		return -1
+	}
+	return i
 }
 
 // compareBytes orders a and b bytewise, shorter first on a common prefix.

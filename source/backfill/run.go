@@ -24,7 +24,7 @@ import (
 
 // Defaults applied by Run to zero fields of RunConfig (atkafka's flags default to them too).
 const (
-	DefaultConcurrency     = 32
+	DefaultConcurrency     = 64
 	DefaultHostConcurrency = 4
 	// DefaultHostRate is what atkafka's --backfill-host-rate defaults to; a zero RunConfig.HostRate means no rate.
 	DefaultHostRate           = 10.0
@@ -32,7 +32,7 @@ const (
 	DefaultTransactionTimeout = time.Minute
 	// DefaultSessionTimeout is kgo's own default, which a zero RunConfig.SessionTimeout keeps.
 	DefaultSessionTimeout     = 45 * time.Second
-	DefaultMemoryLimit        = 4 << 20
+	DefaultMemoryLimit        = 1 << 20
 	DefaultMaxBufferedRecords = 10_000
 )
 
@@ -368,12 +368,16 @@ func (r *runner) load(ctx context.Context, cl client, rec *kgo.Record) (job, boo
 		data.release()
 		return fail(w, pds, f, nil), true
 	}
-	// Released once the batch ended: a dead-lettered record's bytes point into the CAR until Kafka has them.
-	release := func() {
+	// Released as soon as its records are produced (nothing produced points into the CAR), or with the batch
+	// when it produces nothing.
+	release := sync.OnceFunc(func() {
 		repo.release()
 		data.release()
-	}
-	return job{release: release, produce: func(deadline time.Time) { r.records(ctx, cl, w, pend, repo, deadline) }}, ctx.Err() == nil
+	})
+	return job{release: release, produce: func(deadline time.Time) {
+		r.records(ctx, cl, w, pend, repo, deadline)
+		release()
+	}}, ctx.Err() == nil
 }
 
 // get downloads a repository, retrying transient failures a few times at once (a 5xx, a reset connection)

@@ -169,11 +169,11 @@ func (r *runner) records(ctx context.Context, cl client, w *Work, pend *transfor
 			o.buf = make([]byte, 0, need)
 		}
 		o.buf = p.AppendValue(o.buf[:0], &ev)
-		n := len(o.buf)
+		end := len(o.buf)
 		o.buf = append(o.buf, key...)
-		o.Value = o.buf[:n]
+		o.Value = o.buf[:end]
 		o.headers = [...]kgo.RecordHeader{{Key: "did", Value: did}, {Key: "rev", Value: rev},
-			{Key: "collection", Value: o.buf[n : n+len(collection)]}, {Key: "rkey", Value: o.buf[n+len(collection)+1:]},
+			{Key: "collection", Value: o.buf[end : end+len(collection)]}, {Key: "rkey", Value: o.buf[end+len(collection)+1:]},
 			{Key: "live", Value: falseValue}, {Key: BackfillHeader, Value: trueValue}}
 		o.Headers = o.headers[:]
 		cl.produce(ctx, &o.Record, o.promise)
@@ -238,7 +238,7 @@ func (r *runner) produceFailed(key []byte, err error) {
 var falseValue, trueValue = []byte("false"), []byte("true")
 
 // outRecord is one repository record produced, its headers and its value (followed by its key) in one pooled
-// allocation. It goes back to the pool in its promise: franz-go reads neither record nor buffers after it (a batch
+// object. It goes back to the pool in its promise: franz-go reads neither record nor buffers after it (a batch
 // is encoded under its lock, which failing or aborting it takes, clearing its records, before the promises run),
 // and the promise is called once, whether the record was acknowledged, refused or aborted.
 type outRecord struct {

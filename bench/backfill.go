@@ -148,26 +148,39 @@ func runInstances(ctx context.Context, cfg BackfillConfig, binary, dir string, b
 		return fmt.Errorf("backfill plan: %v\n%s", err, out)
 	}
 	type proc struct {
-		cmd  *exec.Cmd
-		addr string
+		cmd    *exec.Cmd
+		addr   string
+		log    string
+		exited chan struct{} // closed once the process exited; err is its Wait's
+		err    error
 	}
-	var procs []proc
+	var procs []*proc
 	started := time.Now()
 	for i := range n {
-		addr := fmt.Sprintf("127.0.0.1:%d", 17100+i)
-		cmd := exec.CommandContext(ctx, binary, append([]string{"backfill", "run", "--metrics-listen-address", addr,
-			"--backfill-concurrency", strconv.Itoa(cfg.Concurrency), "--backfill-host-rate", "0", "--backfill-host-concurrency", "256",
-			"--backfill-session-timeout", "10s"}, append(common, cfg.RunArgs...)...)...)
-		cmd.Stderr = io.Discard
-		if err := cmd.Start(); err != nil {
+		addr, err := freeAddr()
+		if err != nil {
 			return err
 		}
-		procs = append(procs, proc{cmd, addr})
+		p := &proc{addr: addr, log: filepath.Join(dir, fmt.Sprintf("run-%d-%d.log", n, i)), exited: make(chan struct{})}
+		p.cmd = exec.CommandContext(ctx, binary, append([]string{"backfill", "run", "--metrics-listen-address", addr,
+			"--backfill-concurrency", strconv.Itoa(cfg.Concurrency), "--backfill-host-rate", "0", "--backfill-host-concurrency", "256",
+			"--backfill-session-timeout", "10s"}, append(common, cfg.RunArgs...)...)...)
+		logFile, err := os.Create(p.log)
+		if err != nil {
+			return err
+		}
+		defer logFile.Close()
+		p.cmd.Stderr = logFile
+		if err := p.cmd.Start(); err != nil {
+			return err
+		}
+		go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+		procs = append(procs, p)
 	}
 	defer func() {
 		for _, p := range procs {
 			_ = p.cmd.Process.Signal(os.Interrupt)
-			_ = p.cmd.Wait()
+			<-p.exited
 		}
 	}()
 	if cfg.CPUProfile != "" {
@@ -182,6 +195,14 @@ func runInstances(ctx context.Context, cfg BackfillConfig, binary, dir string, b
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		for _, p := range procs {
+			select {
+			case <-p.exited: // an instance must run until the work is done: waiting for it would wait for ever
+				tail, _ := os.ReadFile(p.log)
+				return fmt.Errorf("backfill run on %s exited before the work was done (%v):\n%s", p.addr, p.err, lastLines(tail, 30))
+			default:
+			}
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -245,4 +266,21 @@ func profile(addr, path string) {
 	}
 	defer f.Close()
 	_, _ = io.Copy(f, resp.Body)
+}
+
+// freeAddr returns a loopback address with a port free now, for an instance's metrics: fixed ports would collide
+// with another benchmark running on the machine.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// lastLines returns the last n lines of b.
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

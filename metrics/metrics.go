@@ -90,7 +90,7 @@ var (
 var (
 	BackfillPlanned = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "backfill_planned_repos",
 		Help: "Work records (repositories) the plan committed to the work topic."})
-	BackfillRepos   = counterVec("backfill_repos", "Repositories a backfill run finished, by outcome (loaded|inactive|filtered|failed|retried), or split over transactions (split).", "outcome")
+	BackfillRepos   = counterVec("backfill_repos", "Repositories a backfill run finished, by outcome (loaded|inactive|filtered|failed|retried), or put back: split over transactions (split), deferred past its batch's producing time (deferred).", "outcome")
 	BackfillRecords = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "backfill_records",
 		Help: "Records of backfilled repositories produced (committed or not: an aborted transaction's are produced again)."})
 	BackfillFetchErrors = counterVec("backfill_fetch_errors", "getRepo attempts that failed, by reason (rate_limited|server_error|unreachable|not_found|…).", "reason")

@@ -10,7 +10,6 @@ import (
 	"reflect"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -424,30 +423,38 @@ func TestRefusedRecordsDoNotBlockTheBatch(t *testing.T) {
 	}
 }
 
-// splitCounter counts the repositories put back to finish in a later transaction.
-type splitCounter struct {
+// outcomes counts the repositories by outcome.
+type outcomes struct {
 	nopObserver
-	splits atomic.Int64
+	mu sync.Mutex
+	n  map[string]int
 }
 
-func (c *splitCounter) Repo(outcome string) {
-	if outcome == "split" {
-		c.splits.Add(1)
+func (o *outcomes) Repo(outcome string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n == nil {
+		o.n = map[string]int{}
 	}
+	o.n[outcome]++
 }
 
-// TestRunSplitsLargeRepositories loads repositories larger than one transaction may take (a producing time of
-// 1ns: checkEvery records per transaction) over several transactions, every record once and in key order.
-func TestRunSplitsLargeRepositories(t *testing.T) {
-	f := newFixture(t, []int{3 * checkEvery, checkEvery + 1, 5, 2*checkEvery - 1}, 2)
-	f.plan(t, 10)
+func (o *outcomes) count(outcome string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.n[outcome]
+}
+
+// runOnce runs one exactly-once instance with cfg's changes until every record of the network is read, checking
+// each was produced once and in key order per repository.
+func runOnce(t *testing.T, f *fixture, change func(*RunConfig)) {
+	t.Helper()
 	want := 0
 	for _, r := range f.net.Repos {
 		want += len(r.Records)
 	}
-	obs := &splitCounter{}
-	cfg := f.config(t, "split", true)
-	cfg.TransactionTime, cfg.Observer = time.Nanosecond, obs
+	cfg := f.config(t, t.Name(), true)
+	change(&cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg) }()
@@ -475,8 +482,33 @@ func TestRunSplitsLargeRepositories(t *testing.T) {
 	if len(seen) != want {
 		t.Errorf("produced %d distinct records, want %d", len(seen), want)
 	}
+}
+
+// TestRunSplitsLargeRepositories loads repositories larger than one transaction may take (a producing time of
+// 1ns: checkEvery records per transaction) over several transactions, every record once and in key order.
+func TestRunSplitsLargeRepositories(t *testing.T) {
+	f := newFixture(t, []int{3 * checkEvery, checkEvery + 1, 5, 2*checkEvery - 1}, 2)
+	f.plan(t, 10)
+	obs := &outcomes{}
+	runOnce(t, f, func(cfg *RunConfig) { cfg.TransactionTime, cfg.Observer = time.Nanosecond, obs })
 	// 3×checkEvery: two splits; checkEvery+1 and 2×checkEvery-1: one each.
-	if n := obs.splits.Load(); n != 4 {
+	if n := obs.count("split"); n != 4 {
 		t.Errorf("%d splits, want 4", n)
+	}
+}
+
+// TestRunDefersSlowDownloads: a repository whose download outlasts its batch's producing time is put back, then
+// loaded before its next batch produces anything, instead of holding the transaction open or being deferred again.
+func TestRunDefersSlowDownloads(t *testing.T) {
+	f := newFixture(t, []int{3000, 5, 5, 5, 5}, 1)
+	f.net.Bandwidth = 1 << 20 // the large repository (~1 MB) takes about a second, the others milliseconds
+	f.plan(t, 10)
+	obs := &outcomes{}
+	runOnce(t, f, func(cfg *RunConfig) {
+		cfg.TransactionTime, cfg.Observer, cfg.MemoryLimit = 200*time.Millisecond, obs, 4<<20
+	})
+	// At least the large one (a loaded machine may defer a small one too); all were read, so none for ever.
+	if n := obs.count("deferred"); n < 1 {
+		t.Errorf("%d deferred, want the large repository's", n)
 	}
 }

@@ -8,8 +8,9 @@ import "time"
 type Observer interface {
 	// Planned counts work records (repositories) a plan committed to the work topic.
 	Planned(repos int)
-	// Repo counts a repository a run finished, by outcome (loaded|inactive|filtered|failed|retried), or put back
-	// with its rest to load in a later transaction (split).
+	// Repo counts a repository a run finished, by outcome (loaded|inactive|filtered|failed|retried), or put back:
+	// with its rest to load in a later transaction (split), or not loaded within its batch's producing time
+	// (deferred).
 	Repo(outcome string)
 	// Loading adds delta to the repositories being fetched or produced.
 	Loading(delta int)

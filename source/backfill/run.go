@@ -32,7 +32,7 @@ const (
 	DefaultTransactionTimeout = time.Minute
 	// DefaultSessionTimeout is kgo's own default, which a zero RunConfig.SessionTimeout keeps.
 	DefaultSessionTimeout     = 45 * time.Second
-	DefaultMemoryLimit        = 1 << 20
+	DefaultMemoryLimit        = 4 << 20
 	DefaultMaxBufferedRecords = 10_000
 )
 
@@ -207,47 +207,59 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	return nil
 }
 
-// batch loads the repositories of polled concurrently, then produces them and commits them together. Loading
-// (lookups, download, checks) finishes before the batch's first record: Kafka starts a transaction's timeout at
-// its first record, and a slow download must not use it up. Producing then lasts at most TransactionTime.
+// batch loads the repositories of polled concurrently, each producing its records as soon as it is loaded and
+// checked, and commits them together. Kafka counts a transaction's timeout from its first record, so the batch
+// produces for at most TransactionTime from then: a repository still producing is split, one still loading is
+// deferred (put back, to load before anything of its next batch is produced, so that a download longer than a
+// transaction can take is not deferred again).
 func (r *runner) batch(ctx context.Context, cl client, polled []*kgo.Record) error {
 	r.waitDue(ctx, polled)
-	jobs := make([]job, len(polled))
-	var wg sync.WaitGroup
-	var canceled atomic.Bool
-	r.cfg.Observer.Loading(len(polled))
-	defer r.cfg.Observer.Loading(-len(polled))
-	for i, rec := range polled {
-		wg.Go(func() {
-			var ok bool
-			if jobs[i], ok = r.load(ctx, cl, rec); !ok {
-				canceled.Store(true)
-			}
-		})
-	}
-	wg.Wait()
-	defer func() {
-		for _, j := range jobs {
-			if j.release != nil {
-				j.release()
-			}
-		}
-	}()
 	if err := cl.begin(); err != nil {
 		return fmt.Errorf("beginning a transaction: %w", err)
 	}
 	r.mu.Lock()
 	r.produceErr = nil
 	r.mu.Unlock()
-	if !canceled.Load() {
-		deadline := time.Now().Add(r.cfg.TransactionTime)
-		for _, j := range jobs {
-			if j.produce != nil {
-				wg.Go(func() { j.produce(deadline) })
-			}
+	r.cfg.Observer.Loading(len(polled))
+	defer r.cfg.Observer.Loading(-len(polled))
+
+	loadCtx, stopLoads := context.WithCancel(ctx)
+	defer stopLoads()
+	var (
+		wg, slow sync.WaitGroup
+		canceled atomic.Bool
+		deadline time.Time // set before started is closed
+		started  = make(chan struct{})
+	)
+	for _, rec := range polled {
+		w, err := decodeWork(rec.Value)
+		isSlow := err == nil && w.Slow
+		if isSlow {
+			slow.Add(1)
 		}
-		wg.Wait()
+		wg.Go(func() {
+			j, ok := r.load(ctx, loadCtx, cl, rec)
+			if isSlow {
+				slow.Done()
+			}
+			<-started
+			switch {
+			case !ok:
+				canceled.Store(true)
+			case j.produce != nil:
+				j.produce(deadline)
+			}
+			if j.release != nil {
+				j.release()
+			}
+		})
 	}
+	slow.Wait()
+	deadline = time.Now().Add(r.cfg.TransactionTime)
+	close(started)
+	defer time.AfterFunc(r.cfg.TransactionTime, stopLoads).Stop()
+	wg.Wait()
+
 	r.mu.Lock()
 	produceErr := r.produceErr
 	r.mu.Unlock()
@@ -273,7 +285,7 @@ func (r *runner) batch(ctx context.Context, cl client, polled []*kgo.Record) err
 }
 
 // job is a loaded work record: what it produces in its batch's transaction (nil: nothing), and what to free
-// once the batch ended.
+// then.
 type job struct {
 	produce func(deadline time.Time)
 	release func()
@@ -299,7 +311,10 @@ func (r *runner) waitDue(ctx context.Context, polled []*kgo.Record) {
 // load does what one work record needs before its batch produces: the account's lookups, the repository's
 // download and checks. It decides what the record produces: the repository's records, its account event, a retry
 // or a failure. It returns false when ctx ended, leaving the batch incomplete.
-func (r *runner) load(ctx context.Context, cl client, rec *kgo.Record) (job, bool) {
+//
+// Lookups, download and checks run under loadCtx, which ends with the batch's producing time: a repository not
+// loaded by then is deferred.
+func (r *runner) load(ctx, loadCtx context.Context, cl client, rec *kgo.Record) (job, bool) {
 	fail := func(w *Work, pds string, f *failure, raw []byte) job {
 		return job{produce: func(time.Time) { r.failed(ctx, cl, w, pds, f, raw) }}
 	}
@@ -328,8 +343,8 @@ func (r *runner) load(ctx context.Context, cl client, rec *kgo.Record) (job, boo
 	p.Prepare(pend)
 	select {
 	case <-ready:
-	case <-ctx.Done():
-		return job{}, false
+	case <-loadCtx.Done():
+		return r.deferred(ctx, cl, w)
 	}
 	if !p.KeepAccount(w.DID, &pend.Meta) {
 		r.cfg.Observer.Repo("filtered")
@@ -350,12 +365,15 @@ func (r *runner) load(ctx context.Context, cl client, rec *kgo.Record) (job, boo
 		f := transient("pds_unknown", errors.New("the account's DID document could not be looked up"))
 		return job{produce: func(time.Time) { r.retry(ctx, cl, w, pds, f) }}, true
 	}
-	data, err := r.get(ctx, pds, w.DID)
+	data, err := r.get(loadCtx, pds, w.DID)
 	var inactive *inactiveError
 	var f *failure
 	switch {
-	case ctx.Err() != nil:
-		return job{}, false
+	case loadCtx.Err() != nil:
+		if data != nil {
+			data.release()
+		}
+		return r.deferred(ctx, cl, w)
 	case errors.As(err, &inactive):
 		return account(inactive.status), true
 	case errors.As(err, &f) && f.permanent:
@@ -363,21 +381,38 @@ func (r *runner) load(ctx context.Context, cl client, rec *kgo.Record) (job, boo
 	case errors.As(err, &f):
 		return job{produce: func(time.Time) { r.retry(ctx, cl, w, pds, f) }}, true
 	}
-	repo, f := r.check(ctx, w, data.b)
-	if f != nil {
+	repo, f := r.check(loadCtx, w, data.b)
+	switch {
+	case loadCtx.Err() != nil: // a verifier's lookup cut short is no verdict
+		if repo != nil {
+			repo.release()
+		}
+		data.release()
+		return r.deferred(ctx, cl, w)
+	case f != nil:
 		data.release()
 		return fail(w, pds, f, nil), true
 	}
-	// Released as soon as its records are produced (nothing produced points into the CAR), or with the batch
-	// when it produces nothing.
-	release := sync.OnceFunc(func() {
+	// Released once its records are produced: nothing produced points into the CAR.
+	release := func() {
 		repo.release()
 		data.release()
-	})
-	return job{release: release, produce: func(deadline time.Time) {
-		r.records(ctx, cl, w, pend, repo, deadline)
-		release()
-	}}, ctx.Err() == nil
+	}
+	return job{release: release, produce: func(deadline time.Time) { r.records(ctx, cl, w, pend, repo, deadline) }}, true
+}
+
+// deferred puts back a repository not loaded within its batch's producing time, marked to load before its next
+// batch produces anything; it returns false when ctx ended instead (shutdown, not the batch's time).
+func (r *runner) deferred(ctx context.Context, cl client, w *Work) (job, bool) {
+	if ctx.Err() != nil {
+		return job{}, false
+	}
+	return job{produce: func(time.Time) {
+		rest := *w
+		rest.Slow = true
+		r.emit(ctx, cl, sink.Record{Topic: r.cfg.WorkTopic, Key: []byte(w.DID), Value: rest.encode()})
+		r.cfg.Observer.Repo("deferred")
+	}}, true
 }
 
 // get downloads a repository, retrying transient failures a few times at once (a 5xx, a reset connection)

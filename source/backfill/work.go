@@ -20,6 +20,9 @@ type Work struct {
 	// again, is loaded from the key after it. Records the account wrote meanwhile before After are the live
 	// firehose's (the newest rev wins).
 	After string `json:"after,omitempty"`
+	// Slow marks a repository whose loading outlasted its batch's producing time: its next batch produces
+	// nothing until it is loaded, so that the transaction's time is not spent waiting for it.
+	Slow bool `json:"slow,omitempty"`
 
 	// Attempt counts the transient failures so far; FirstFailure is when the first happened (the retry window
 	// starts there) and NotBefore when the next attempt is due.

@@ -309,7 +309,7 @@ func backfillRunFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "backfill-transaction-timeout", Sources: env("BACKFILL_TRANSACTION_TIMEOUT"), Value: backfill.DefaultTransactionTimeout,
 			Usage: "Kafka transaction timeout: a batch must commit within it, and a killed instance's open transaction holds its partitions this long"},
 		&cli.DurationFlag{Name: "backfill-transaction-time", Sources: env("BACKFILL_TRANSACTION_TIME"), DefaultText: "a quarter of --backfill-transaction-timeout",
-			Usage: "how long a batch produces before it commits (at most half of --backfill-transaction-timeout); a repository still producing then stops and its rest is loaded in a later transaction, and read_committed consumers of the output topic wait at most this long for a batch"},
+			Usage: "how long a batch produces before it commits (at most half of --backfill-transaction-timeout); a repository still producing then stops and its rest is loaded in a later transaction (one still loading, whole), and read_committed consumers of the output topic wait at most this long for a batch"},
 		&cli.DurationFlag{Name: "backfill-session-timeout", Sources: env("BACKFILL_SESSION_TIMEOUT"), Value: backfill.DefaultSessionTimeout,
 			Usage: "how long the group waits for a silent instance before giving its partitions to the others"},
 		&cli.IntFlag{Name: "backfill-memory-limit", Sources: env("BACKFILL_MEMORY_LIMIT"), Value: backfill.DefaultMemoryLimit,

@@ -63,8 +63,9 @@ type RunConfig struct {
 	TransactionTimeout time.Duration
 	// TransactionTime bounds how long a batch produces (default a quarter of TransactionTimeout): a repository
 	// still producing then stops between two records and the rest of it is put back in the work topic (Work.After),
-	// so a repository of any size loads over as many transactions as it takes, and read_committed consumers of
-	// the output topic are never held back longer than that by an open transaction.
+	// one still loading is put back whole (Work.Slow), so a repository of any size loads over as many transactions
+	// as it takes, and read_committed consumers of the output topic are never held back longer than that by an
+	// open transaction.
 	TransactionTime time.Duration
 	// SessionTimeout is how long the group waits for a silent instance before giving its partitions to the
 	// others; zero keeps Kafka's client default (45s).

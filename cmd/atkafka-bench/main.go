@@ -107,7 +107,7 @@ func backfillBench(ctx context.Context, args []string) error {
 	fs.StringVar(&brokers, "brokers", "", "Kafka bootstrap servers (empty: an in-process kfake cluster)")
 	fs.StringVar(&instances, "instances", "1,2,4", "instance counts to run, one after the other")
 	fs.IntVar(&cfg.Concurrency, "concurrency", backfill.DefaultConcurrency, "each instance's --backfill-concurrency")
-	fs.IntVar(&cfg.Partitions, "partitions", 64, "--backfill-partitions of the work topic (atkafka's default)")
+	fs.IntVar(&cfg.Partitions, "partitions", 16, "--backfill-partitions of the work topic")
 	fs.DurationVar(&cfg.PDSLatency, "pds-latency", 0, "each getRepo answers after between half and twice this (a PDS across the internet)")
 	fs.IntVar(&cfg.PDSBandwidth, "pds-bandwidth", 0, "bytes/s of each getRepo body at most (0: unlimited)")
 	fs.DurationVar(&cfg.FloorDuration, "floor-duration", 5*time.Second, "how long the single-goroutine floor runs at least")

@@ -24,7 +24,7 @@ import (
 
 // Defaults applied by Run to zero fields of RunConfig (atkafka's flags default to them too).
 const (
-	DefaultConcurrency     = 64
+	DefaultConcurrency     = 32
 	DefaultHostConcurrency = 4
 	// DefaultHostRate is what atkafka's --backfill-host-rate defaults to; a zero RunConfig.HostRate means no rate.
 	DefaultHostRate           = 10.0

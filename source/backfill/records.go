@@ -39,8 +39,8 @@ type checkedRepo struct {
 	s    *scratch
 	rev  string
 	root dagcbor.Link
-	// listed: s.leaves holds every leaf. Past MemoryLimit (~100k records, a CAR spilled to a file) the list is
-	// dropped and the MST walked a second time to produce.
+	// listed: s.leaves holds every leaf. Past MemoryLimit of list (~100k records) it stops growing and the MST is
+	// walked a second time to produce instead.
 	listed bool
 }
 

@@ -92,52 +92,17 @@ func send(t *testing.T, p *Producer, msg *sink.Message) {
 }
 
 // counter is an Observer that keeps the counts for the test to read.
-type counter struct {
-	mu       sync.Mutex
-	produced map[string]int
-	records  map[string]int64
-	txns     map[string]int
-}
+type counter struct{ testenv.Counts }
 
-func newCounter() *counter {
-	return &counter{produced: map[string]int{}, records: map[string]int64{}, txns: map[string]int{}}
-}
-
-func (c *counter) Produced(status string, n int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.produced[status] += n
-}
+func (c *counter) Produced(status string, n int) { c.Add("produced/"+status, n) }
 
 func (c *counter) InFlight(topic string) func(records, bytes int64) {
-	return func(records, _ int64) {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		c.records[topic] += records
-	}
+	return func(records, _ int64) { c.Add("in_flight/"+topic, int(records)) }
 }
 
-func (c *counter) Transaction(status string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.txns[status]++
-}
+func (c *counter) Transaction(status string) { c.Add("txn/"+status, 1) }
 
 // producedN, inFlight and transactions read the counts.
-func (c *counter) producedN(status string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.produced[status]
-}
-
-func (c *counter) inFlight(topic string) int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.records[topic]
-}
-
-func (c *counter) transactions(status string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.txns[status]
-}
+func (c *counter) producedN(status string) int    { return c.Get("produced/" + status) }
+func (c *counter) inFlight(topic string) int64    { return int64(c.Get("in_flight/" + topic)) }
+func (c *counter) transactions(status string) int { return c.Get("txn/" + status) }

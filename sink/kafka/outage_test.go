@@ -72,7 +72,7 @@ func testRestartWhileProducing(t *testing.T, k testenv.KafkaEnv) {
 func testBackpressure(t *testing.T, k testenv.KafkaEnv) {
 	const limit = 10
 	topic := testenv.NewTopic(t)
-	obs := newCounter()
+	obs := &counter{}
 	p := newProducer(t, Config{Brokers: []string{k.Brokers}, Topic: topic, MaxInFlightRecords: limit, Observer: obs})
 	k.StopBroker(t)
 	a := newAcks()

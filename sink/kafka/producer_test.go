@@ -90,7 +90,7 @@ func TestConfigNeverShowsPassword(t *testing.T) {
 func TestSendCallsDoneOnce(t *testing.T) {
 	addr := fakeCluster(t)
 	topic := "events"
-	obs := newCounter()
+	obs := &counter{}
 	p := newProducer(t, Config{Brokers: []string{addr}, Topic: topic, Partitions: 2, Observer: obs})
 
 	a := newAcks()

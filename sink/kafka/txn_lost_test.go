@@ -196,7 +196,7 @@ func TestTxnInFlightPerTopic(t *testing.T) {
 	// The commit is answered late, so the records are still held when the test looks.
 	addr := lateCommits(t)
 	topic := "events-" + t.Name()
-	obs := newCounter()
+	obs := &counter{}
 	p := newTxn(t, addr, TxnConfig{}, Config{Topic: topic, ExtraTopics: []string{topic + ".dead"}, Observer: obs})
 	gauge := obs.inFlight
 	a := newAcks()

@@ -87,7 +87,7 @@ func lateCommits(t *testing.T) string {
 func TestTxnProducesInPositionOrderAndAcksAfterCommit(t *testing.T) {
 	// Every commit takes 300 ms to answer: no Done may run before its commit did.
 	addr := lateCommits(t)
-	obs := newCounter()
+	obs := &counter{}
 	p := newTxn(t, addr, TxnConfig{}, Config{Observer: obs})
 	const n = 200
 	a := newAcks()
@@ -190,7 +190,7 @@ func TestTxnAbortAndRetry(t *testing.T) {
 		return resp, nil, true
 	})
 	addr := c.ListenAddrs()[0]
-	obs := newCounter()
+	obs := &counter{}
 	p := newTxn(t, addr, TxnConfig{}, Config{Observer: obs})
 	a := newAcks()
 	for i := range 20 {
@@ -317,7 +317,7 @@ func TestTxnBackpressure(t *testing.T) {
 // counts them in flight under their own topics.
 func TestTxnSeveralTopics(t *testing.T) {
 	addr := fakeCluster(t)
-	obs := newCounter()
+	obs := &counter{}
 	p := newTxn(t, addr, TxnConfig{}, Config{ExtraTopics: []string{"posts"}, Observer: obs})
 	a := newAcks()
 	m1 := txnMessage(a, 1, "main-1")

@@ -426,24 +426,10 @@ func TestRefusedRecordsDoNotBlockTheBatch(t *testing.T) {
 // outcomes counts the repositories by outcome.
 type outcomes struct {
 	nopObserver
-	mu sync.Mutex
-	n  map[string]int
+	testenv.Counts
 }
 
-func (o *outcomes) Repo(outcome string) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.n == nil {
-		o.n = map[string]int{}
-	}
-	o.n[outcome]++
-}
-
-func (o *outcomes) count(outcome string) int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.n[outcome]
-}
+func (o *outcomes) Repo(outcome string) { o.Add(outcome, 1) }
 
 // runOnce runs one exactly-once instance with cfg's changes until every record of the network is read, checking
 // each was produced once and in key order per repository.
@@ -492,7 +478,7 @@ func TestRunSplitsLargeRepositories(t *testing.T) {
 	obs := &outcomes{}
 	runOnce(t, f, func(cfg *RunConfig) { cfg.TransactionTime, cfg.Observer = time.Nanosecond, obs })
 	// 3×checkEvery: two splits; checkEvery+1 and 2×checkEvery-1: one each.
-	if n := obs.count("split"); n != 4 {
+	if n := obs.Get("split"); n != 4 {
 		t.Errorf("%d splits, want 4", n)
 	}
 }
@@ -508,7 +494,7 @@ func TestRunDefersSlowDownloads(t *testing.T) {
 		cfg.TransactionTime, cfg.Observer, cfg.MemoryLimit = 200*time.Millisecond, obs, 4<<20
 	})
 	// At least the large one (a loaded machine may defer a small one too); all were read, so none for ever.
-	if n := obs.count("deferred"); n < 1 {
+	if n := obs.Get("deferred"); n < 1 {
 		t.Errorf("%d deferred, want the large repository's", n)
 	}
 }

@@ -349,34 +349,21 @@ func TestInfoCounted(t *testing.T) {
 	a := labelstest.NewServer(t, "did:plc:labelera")
 	a.Add(relaytest.InfoFrame("OutdatedCursor", "Requested cursor exceeded limit. Possibly missing events"))
 	a.Emit(labeling.Label{URI: "did:plc:alice", Val: "spam", CreatedAt: cts})
-	obs := &sourceEvents{counts: map[string]int{}}
+	obs := &sourceEvents{}
 	r := start(t, labels.Config{Labelers: []labels.Labeler{{Host: a.URL()}}, DataDir: t.TempDir(), StartCursor: "0",
 		Observer: obs})
 	if recs := r.wait(t, 1); len(recs) != 1 || recs[0].Header("seq") != "2" {
 		t.Errorf("records %+v", recs)
 	}
-	if got := obs.count("outdated_cursor"); got != 1 {
+	if got := obs.Get("outdated_cursor"); got != 1 {
 		t.Errorf("outdated_cursor counted %d times, want 1", got)
 	}
 }
 
 // sourceEvents is a labels.Observer that counts source events only.
-type sourceEvents struct {
-	mu     sync.Mutex
-	counts map[string]int
-}
+type sourceEvents struct{ testenv.Counts }
 
-func (o *sourceEvents) SourceEvent(kind string) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.counts[kind]++
-}
-
-func (o *sourceEvents) count(kind string) int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.counts[kind]
-}
+func (o *sourceEvents) SourceEvent(kind string) { o.Add(kind, 1) }
 
 func (*sourceEvents) Cursor(string) (read, committed func(int64)) {
 	return func(int64) {}, func(int64) {}

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -291,25 +290,9 @@ func checkNoLoss(t testing.TB, want map[opID]bool, got map[opID]int) (dups int) 
 }
 
 // counter is an Observer, and a verify.Observer, that keeps the counts the tests check, by "method/label".
-type counter struct {
-	mu     sync.Mutex
-	counts map[string]int
-}
+type counter struct{ testenv.Counts }
 
-func newCounter() *counter { return &counter{counts: map[string]int{}} }
-
-func (c *counter) add(key string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.counts[key]++
-}
-
-// count reads a count, such as "source_event/outdated_cursor".
-func (c *counter) count(key string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.counts[key]
-}
+func (c *counter) add(key string) { c.Add(key, 1) }
 
 func (*counter) Read(int64)                {}
 func (*counter) Committed(int64)           {}

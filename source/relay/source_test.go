@@ -64,11 +64,11 @@ func TestOutdatedCursorCounted(t *testing.T) {
 	defer srv.Close()
 	var mem sinktest.Sink
 	cfg := testConfig(t, srv.URL(), &mem)
-	obs := newCounter()
+	obs := &counter{}
 	cfg.StartCursor, cfg.Observer = "5", obs
 	r := start(t, cfg)
 	r.waitCommitted(t, srv.LastSeq(), 30*time.Second)
-	if got := obs.count("source_event/outdated_cursor"); got != 1 {
+	if got := obs.Get("source_event/outdated_cursor"); got != 1 {
 		t.Errorf("outdated_cursor counted %d times, want 1", got)
 	}
 	var info []record

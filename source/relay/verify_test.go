@@ -76,7 +76,7 @@ func verifyCorpus(t *testing.T, mode verify.Mode, obs verify.Observer) (srv *rel
 // TestVerifyStrict: commits that fail verification are dead-lettered instead of produced, with reason
 // verify_<reason>; every other real commit verifies and is produced.
 func TestVerifyStrict(t *testing.T) {
-	obs := newCounter()
+	obs := &counter{}
 	srv, forged, forgedCommits, v := verifyCorpus(t, verify.ModeStrict, obs)
 	defer srv.Close()
 	var mem sinktest.Sink
@@ -102,7 +102,7 @@ func TestVerifyStrict(t *testing.T) {
 			t.Errorf("dead letter key %q reason %q", l.Key, l.Header("reason"))
 		}
 	}
-	if got := obs.count("dead_lettered/verify_bad_signature"); got != forgedCommits {
+	if got := obs.Get("dead_lettered/verify_bad_signature"); got != forgedCommits {
 		t.Errorf("counted %d verify_bad_signature dead letters, want %d", got, forgedCommits)
 	}
 	// Everything else of the oracle is there: 148 commits verified on the way.
@@ -119,7 +119,7 @@ func TestVerifyStrict(t *testing.T) {
 
 // TestVerifyLog: failures are counted and produced anyway; nothing is dead-lettered.
 func TestVerifyLog(t *testing.T) {
-	obs := newCounter()
+	obs := &counter{}
 	srv, _, forgedCommits, v := verifyCorpus(t, verify.ModeLog, obs)
 	defer srv.Close()
 	var mem sinktest.Sink
@@ -134,7 +134,7 @@ func TestVerifyLog(t *testing.T) {
 	if got := mem.Topic("dead"); len(got) != 0 {
 		t.Errorf("%d dead letters in log mode, want none", len(got))
 	}
-	if got := obs.count("verify_failed/" + string(verify.ReasonBadSignature)); got != forgedCommits {
+	if got := obs.Get("verify_failed/" + string(verify.ReasonBadSignature)); got != forgedCommits {
 		t.Errorf("counted %d bad_signature failures, want %d", got, forgedCommits)
 	}
 }

@@ -323,29 +323,11 @@ func newEnricher(t testing.TB, plc string) *enrich.Enricher {
 	return e
 }
 
-// tally is an Observer of the test's own, so that a test counts its own verifier's frames rather than deltas of
-// process-wide metrics that other tests move too.
-type tally struct {
-	mu sync.Mutex
-	n  map[string]int
-}
+// tally is an Observer of the test's own, so that a test counts its own verifier's frames.
+type tally struct{ testenv.Counts }
 
-func (c *tally) add(key string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.n == nil {
-		c.n = map[string]int{}
-	}
-	c.n[key]++
-}
-
-func (c *tally) Verified(kind, result string) { c.add(kind + " " + result) }
-func (c *tally) Failed(reason string)         { c.add("failed " + reason) }
+func (c *tally) Verified(kind, result string) { c.Add(kind+" "+result, 1) }
+func (c *tally) Failed(reason string)         { c.Add("failed "+reason, 1) }
 
 // counted returns how many frames v counted under key ("commit ok", "failed bad_signature").
-func counted(v *Verifier, key string) int {
-	c := v.obs.(*tally)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n[key]
-}
+func counted(v *Verifier, key string) int { return v.obs.(*tally).Get(key) }

@@ -79,7 +79,7 @@ func backfill(b *testing.B, tap *testenv.Tap, snk *countingSink, dlq string, did
 	b.StartTimer()
 	go func() { done <- src.Run(ctx) }()
 	waitFor(b, 2*time.Minute, "all delivered", func() bool {
-		return snk.delivered.Load()-delivered >= events && (disableAcks || obs.get("acks "+acksOK) >= float64(events))
+		return snk.delivered.Load()-delivered >= events && (disableAcks || obs.Get("acks "+acksOK) >= int(events))
 	})
 	b.StopTimer()
 

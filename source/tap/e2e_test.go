@@ -241,10 +241,10 @@ func testEndToEnd(t *testing.T, f *format.Formatter) {
 	}
 
 	// Tap restarts: the Source reconnects by itself.
-	reconnects := tallyOf(src).get("reconnect read")
+	reconnects := tallyOf(src).Get("reconnect read")
 	e.tap.Restart()
 	waitFor(t, 30*time.Second, "reconnected to the restarted Tap", func() bool {
-		return src.Connected() && tallyOf(src).get("reconnect read") > reconnects
+		return src.Connected() && tallyOf(src).Get("reconnect read") > reconnects
 	})
 
 	// Live traffic once the backfill is in.

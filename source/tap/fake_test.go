@@ -187,35 +187,18 @@ func startSource(t *testing.T, cfg Config) (src *Source, stop func() error) {
 
 // tally is an Observer of the test's own, which startSource gives every Source: a test counts its own source's
 // measurements (tallyOf) rather than deltas of process-wide metrics that other tests move too.
-type tally struct {
-	mu sync.Mutex
-	n  map[string]float64
-}
+type tally struct{ testenv.Counts }
 
-func (c *tally) add(key string, v float64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.n == nil {
-		c.n = map[string]float64{}
-	}
-	c.n[key] += v
-}
+func (c *tally) Read(uint64)             {}
+func (c *tally) Acked(uint64)            {}
+func (c *tally) Lag(time.Duration)       {}
+func (c *tally) Delivered(time.Duration) {}
 
-// get returns the count under key: "acks ok", "decode <reason>", "dead_lettered <reason>", "reconnect <reason>".
-func (c *tally) get(key string) float64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n[key]
-}
-
-func (c *tally) Read(uint64)                {}
-func (c *tally) Acked(uint64)               {}
-func (c *tally) Lag(time.Duration)          {}
-func (c *tally) Delivered(time.Duration)    {}
-func (c *tally) Acks(status string, n int)  { c.add("acks "+status, float64(n)) }
-func (c *tally) DecodeError(reason string)  { c.add("decode "+reason, 1) }
-func (c *tally) DeadLettered(reason string) { c.add("dead_lettered "+reason, 1) }
-func (c *tally) Reconnect(reason string)    { c.add("reconnect "+reason, 1) }
+// Its keys: "acks <status>", "decode <reason>", "dead_lettered <reason>", "reconnect <reason>".
+func (c *tally) Acks(status string, n int)  { c.Add("acks "+status, n) }
+func (c *tally) DecodeError(reason string)  { c.Add("decode "+reason, 1) }
+func (c *tally) DeadLettered(reason string) { c.Add("dead_lettered "+reason, 1) }
+func (c *tally) Reconnect(reason string)    { c.Add("reconnect "+reason, 1) }
 
 // tallyOf returns the tally of a Source startSource started.
 func tallyOf(src *Source) *tally { return src.obs.(*tally) }

@@ -184,7 +184,7 @@ func TestKafkaFailureIsNotAcked(t *testing.T) {
 	conn.send(t, recordJSON(1, true, didA, "app.bsky.feed.post", "3kabc", "create", `{}`))
 	snk.WaitMessages(t, 1)
 	conn.noAck(t, 300*time.Millisecond)
-	if got := tallyOf(src).get("acks " + acksKafkaError); got != 1 {
+	if got := tallyOf(src).Get("acks " + acksKafkaError); got != 1 {
 		t.Errorf("%v acks not sent for a Kafka error, want 1", got)
 	}
 }
@@ -228,7 +228,7 @@ func TestMalformedEventsAreDeadLettered(t *testing.T) {
 	if !slices.Equal(raws, want) {
 		t.Errorf("dead-lettered raws %q, want %q", raws, want)
 	}
-	if got := tallyOf(src).get("decode " + reasonDecode); got != 3 {
+	if got := tallyOf(src).Get("decode " + reasonDecode); got != 3 {
 		t.Errorf("%v decode errors of kind decode, want 3", got)
 	}
 
@@ -249,7 +249,7 @@ func TestReconnectDropsAcksOfTheDeadConnection(t *testing.T) {
 	snk.WaitMessages(t, 1)
 	_ = first.c.CloseNow() // Tap restarts
 	second := tap.accept(t)
-	if got := tallyOf(src).get("reconnect read"); got != 1 {
+	if got := tallyOf(src).Get("reconnect read"); got != 1 {
 		t.Errorf("%v reconnects for reason read, want 1", got)
 	}
 

@@ -214,7 +214,12 @@ func Run(ctx context.Context, cfg RunConfig) error {
 // deferred (put back, to load before anything of its next batch is produced, so that a download longer than a
 // transaction can take is not deferred again).
 func (r *runner) batch(ctx context.Context, cl client, polled []*kgo.Record) error {
-	r.waitDue(ctx, polled)
+	works := make([]polledWork, len(polled))
+	for i, rec := range polled {
+		works[i].rec = rec
+		works[i].w, works[i].err = decodeWork(rec.Value)
+	}
+	r.waitDue(ctx, works)
 	if err := cl.begin(); err != nil {
 		return fmt.Errorf("beginning a transaction: %w", err)
 	}
@@ -232,14 +237,13 @@ func (r *runner) batch(ctx context.Context, cl client, polled []*kgo.Record) err
 		deadline time.Time // set before started is closed
 		started  = make(chan struct{})
 	)
-	for _, rec := range polled {
-		w, err := decodeWork(rec.Value)
-		isSlow := err == nil && w.Slow
+	for _, pw := range works {
+		isSlow := pw.err == nil && pw.w.Slow
 		if isSlow {
 			slow.Add(1)
 		}
 		wg.Go(func() {
-			j, ok := r.load(ctx, loadCtx, cl, rec)
+			j, ok := r.load(ctx, loadCtx, cl, pw)
 			if isSlow {
 				slow.Done()
 			}
@@ -285,6 +289,13 @@ func (r *runner) batch(ctx context.Context, cl client, polled []*kgo.Record) err
 	return nil
 }
 
+// polledWork is a polled work record, decoded once.
+type polledWork struct {
+	rec *kgo.Record
+	w   *Work
+	err error // why rec does not decode
+}
+
 // job is a loaded work record: what it produces in its batch's transaction (nil: nothing), and what to free
 // then.
 type job struct {
@@ -294,16 +305,15 @@ type job struct {
 
 // waitDue sleeps, briefly, when every repository of the batch is a retry not yet due, so that a partition
 // holding only those does not spin.
-func (r *runner) waitDue(ctx context.Context, polled []*kgo.Record) {
+func (r *runner) waitDue(ctx context.Context, works []polledWork) {
 	now := time.Now()
 	earliest := time.Time{}
-	for _, rec := range polled {
-		w, err := decodeWork(rec.Value)
-		if err != nil || !w.NotBefore.After(now) {
+	for _, pw := range works {
+		if pw.err != nil || !pw.w.NotBefore.After(now) {
 			return
 		}
-		if earliest.IsZero() || w.NotBefore.Before(earliest) {
-			earliest = w.NotBefore
+		if earliest.IsZero() || pw.w.NotBefore.Before(earliest) {
+			earliest = pw.w.NotBefore
 		}
 	}
 	backoff.Sleep(ctx, min(time.Until(earliest), 5*time.Second))
@@ -315,13 +325,13 @@ func (r *runner) waitDue(ctx context.Context, polled []*kgo.Record) {
 //
 // Lookups, download and checks run under loadCtx, which ends with the batch's producing time: a repository not
 // loaded by then is deferred.
-func (r *runner) load(ctx, loadCtx context.Context, cl client, rec *kgo.Record) (job, bool) {
+func (r *runner) load(ctx, loadCtx context.Context, cl client, pw polledWork) (job, bool) {
 	fail := func(w *Work, pds string, f *failure, raw []byte) job {
 		return job{produce: func(time.Time) { r.failed(ctx, cl, w, pds, f, raw) }}
 	}
-	w, err := decodeWork(rec.Value)
-	if err != nil {
-		return fail(&Work{DID: string(rec.Key)}, "", permanent("bad_work", err), rec.Value), true
+	rec, w := pw.rec, pw.w
+	if pw.err != nil {
+		return fail(&Work{DID: string(rec.Key)}, "", permanent("bad_work", pw.err), rec.Value), true
 	}
 	r.mu.Lock()
 	refused, ok := r.refused[w.DID]

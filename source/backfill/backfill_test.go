@@ -192,7 +192,9 @@ func TestRunExactlyOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: f.work, Key: []byte("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"), Value: unknown}).FirstErr(); err != nil {
+	// And a work record that does not decode goes to the failed topic with its bytes, blocking nothing.
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: f.work, Key: []byte("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"), Value: unknown},
+		&kgo.Record{Topic: f.work, Key: []byte("did:plc:bbbbbbbbbbbbbbbbbbbbbbbb"), Value: []byte("{not json")}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	cl.Close()
@@ -287,13 +289,14 @@ func TestRunExactlyOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if (st.Remaining == 0 && st.Failed == 2) || time.Now().After(deadline) {
+		if (st.Remaining == 0 && st.Failed == 3) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if st.Remaining != 0 || st.Failed != 2 || st.FailedBy["not_found"] != 1 || st.FailedByPDS[f.net.PDS] != 1 || st.FailedBy["no_pds"] != 1 {
-		t.Errorf("status %+v, want nothing remaining, one repository not found at the PDS and one without a PDS", st)
+	if st.Remaining != 0 || st.Failed != 3 || st.FailedBy["not_found"] != 1 || st.FailedByPDS[f.net.PDS] != 1 || st.FailedBy["no_pds"] != 1 ||
+		st.FailedBy["bad_work"] != 1 {
+		t.Errorf("status %+v, want nothing remaining, one repository not found at the PDS, one without a PDS and one bad work record", st)
 	}
 }
 

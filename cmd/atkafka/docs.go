@@ -33,10 +33,7 @@ func configTable(root *cli.Command) string {
 			if doc.IsDefaultVisible() {
 				def = doc.GetValue()
 			}
-			switch text := doc.GetDefaultText(); {
-			case text != "": // a default derived from another flag, in words
-				def = text
-			case def != "":
+			if def != "" {
 				def = "`" + def + "`"
 			}
 			names := "`--" + strings.Join(f.Names(), "`, `--") + "`"
